@@ -1,0 +1,85 @@
+"""Batches of token sequences, query encoding, labels and the summed loss.
+
+A batch is a dict of (B, T) long tensors: `input_ids`, `attention_mask`
+(1 = real token, padding on the right) and `labels` (-100 = no loss). The
+label of position t+1 is predicted from position t (the causal shift).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+FISHER_KINDS = ("true", "empirical")
+
+
+def pad_batch(ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None = None, pad_id: int = 0) -> dict:
+    """Right-pad sequences into a batch; labels default to the ids themselves."""
+    labels = ids if labels is None else labels
+    width = max(len(s) for s in ids)
+    batch = {
+        "input_ids": torch.full((len(ids), width), pad_id, dtype=torch.long),
+        "attention_mask": torch.zeros((len(ids), width), dtype=torch.long),
+        "labels": torch.full((len(ids), width), IGNORE, dtype=torch.long),
+    }
+    for row, (seq, lab) in enumerate(zip(ids, labels)):
+        batch["input_ids"][row, : len(seq)] = torch.as_tensor(seq)
+        batch["attention_mask"][row, : len(seq)] = 1
+        batch["labels"][row, : len(lab)] = torch.as_tensor(lab)
+    return batch
+
+
+def iter_batches(sequences: Sequence[Sequence[int]], batch_size: int, pad_id: int = 0) -> Iterator[dict]:
+    """Training or candidate sequences in order, `batch_size` at a time."""
+    for start in range(0, len(sequences), batch_size):
+        yield pad_batch(sequences[start : start + batch_size], pad_id=pad_id)
+
+
+def encode_query(tokenizer, query_id: str, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + completion, and labels that score only the completion.
+
+    Prompt and completion are tokenised separately so the boundary is exact.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=True).input_ids
+    completion_ids = tokenizer(completion, add_special_tokens=False).input_ids
+    if not completion_ids:
+        raise ValueError(f"query {query_id!r}: the completion {completion!r} is empty after tokenisation.")
+    if not prompt_ids:
+        raise ValueError(f"query {query_id!r}: the prompt is empty; the first completion token needs context.")
+    ids = prompt_ids + completion_ids
+    return ids, [IGNORE] * len(prompt_ids) + completion_ids
+
+
+def sample_labels(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one label per row from softmax(logits) by inverse CDF.
+
+    ~10x faster than torch.multinomial over a 49k-way vocabulary on CPU.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)  # (N, V)
+    cdf = probs.cumsum_(dim=-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=cdf.shape[1] - 1)  # (N,)
+
+
+def summed_loss(
+    logits: torch.Tensor, labels: torch.Tensor, fisher: str = "empirical", generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Cross-entropy summed over every labelled position of the batch.
+
+    fisher="true" replaces the data's labels by samples from the model's
+    own predictive distribution (at the same positions), so gradients of this
+    loss estimate the true Fisher; "empirical" keeps the data's labels.
+    """
+    if fisher not in FISHER_KINDS:
+        raise ValueError(f"fisher must be one of {FISHER_KINDS}, got {fisher!r}.")
+    logits = logits[:, :-1].reshape(-1, logits.shape[-1])  # (B·(T-1), V)
+    targets = labels[:, 1:].reshape(-1)  # (B·(T-1),)
+    keep = targets != IGNORE
+    logits, targets = logits[keep], targets[keep]
+    if fisher == "true":
+        with torch.no_grad():
+            targets = sample_labels(logits.detach(), generator)
+    return F.cross_entropy(logits.float(), targets, reduction="sum")

@@ -1,0 +1,44 @@
+"""Eigendecomposition of the Kronecker factors A and S."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from . import names
+from .factors import FactorSums
+
+FACTOR_EIGEN = {
+    names.ACTIVATION_COVARIANCE: (names.ACTIVATION_EIGENVALUES, names.ACTIVATION_EIGENVECTORS),
+    names.GRADIENT_COVARIANCE: (names.GRADIENT_EIGENVALUES, names.GRADIENT_EIGENVECTORS),
+}
+
+
+def symmetric_eigh(matrix: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors (columns) in float64 after symmetrising."""
+    matrix = matrix.to(torch.float64)
+    if not torch.isfinite(matrix).all():
+        raise FloatingPointError(f"{what} has NaN or Inf values; refit the covariance.")
+    return torch.linalg.eigh((matrix + matrix.T) / 2)
+
+
+def eigendecompose(covariance: FactorSums, progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+    """{module: {eigenvalues/eigenvectors of A and S}} from the covariance sums.
+
+    Identical matrices (gate_proj and up_proj read the same input, so their A
+    sums are bitwise equal) are decomposed once and share the result tensors.
+    """
+    jobs = [(m, f) for m in covariance.sums for f in FACTOR_EIGEN]
+    seen: dict[tuple, list[tuple[torch.Tensor, tuple]]] = {}
+    eigen: dict[str, dict[str, torch.Tensor]] = {m: {} for m in covariance.sums}
+    for module, factor in tqdm(jobs, desc="eigendecomposition", disable=not progress, unit="matrix"):
+        matrix = covariance.mean(module, factor)
+        fingerprint = (tuple(matrix.shape), float(matrix.sum()), float(matrix.flatten()[0]))
+        twins = seen.setdefault(fingerprint, [])
+        result = next((r for other, r in twins if torch.equal(other, matrix)), None)
+        if result is None:
+            result = symmetric_eigh(matrix, f"{factor} of {module}")
+            twins.append((matrix, result))
+        values_name, vectors_name = FACTOR_EIGEN[factor]
+        eigen[module][values_name], eigen[module][vectors_name] = result
+    return eigen

@@ -1,0 +1,124 @@
+"""Artefacts on disk: safetensors with JSON metadata, written atomically. No pickle.
+
+Every file records its kind, the fingerprint of the tracked layers it was
+computed on, and the settings that produced it; loading checks them so a
+factor file from another model or another stage fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from . import names
+from .factors import FactorSums
+from .precondition import Preconditioned
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], **metadata) -> None:
+    """Write tensors with JSON metadata; a crash mid-write never leaves a half file at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    # safetensors refuses tensors that share memory (e.g. gate/up eigenvectors): store copies.
+    unique: dict[int, torch.Tensor] = {}
+    tensors = {k: _own(t, unique) for k, t in tensors.items()}
+    save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    os.replace(tmp, path)
+
+
+def _own(tensor: torch.Tensor, unique: dict) -> torch.Tensor:
+    tensor = tensor.detach().cpu().contiguous()
+    ptr = tensor.data_ptr()
+    if ptr in unique:
+        return tensor.clone()
+    unique[ptr] = tensor
+    return tensor
+
+
+def load_tensors(path: str | Path, kind: str, fingerprint: str | None = None) -> tuple[dict, dict]:
+    """Tensors and metadata of a file of `kind`; with `fingerprint`, it must match the model's."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run the rule that produces it first.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+        tensors = load_file(str(path))
+    except (SafetensorError, json.JSONDecodeError, OSError) as error:
+        raise ValueError(f"{path} is not a readable safetensors artefact ({error}); delete it and rerun.") from error
+    if metadata.get(names.META_KIND) != kind:
+        raise ValueError(f"{path} holds {metadata.get(names.META_KIND)!r}, expected {kind!r}.")
+    if fingerprint is not None and metadata.get(names.META_MODEL) != fingerprint:
+        raise ValueError(
+            f"{path} was computed on another model or layer set (fingerprint {metadata.get(names.META_MODEL)}, "
+            f"this model has {fingerprint}); recompute it for this model."
+        )
+    return tensors, metadata
+
+
+def _split(tensors: dict[str, torch.Tensor], modules: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    out: dict[str, dict[str, torch.Tensor]] = {m: {} for m in modules}
+    for key, tensor in tensors.items():
+        module, factor = key.rsplit(".", 1)
+        out[module][factor] = tensor
+    return out
+
+
+def _flat(per_module: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {names.key(m, f): t for m, fs in per_module.items() for f, t in fs.items()}
+
+
+def save_factor_sums(path, sums: FactorSums, kind: str, fingerprint: str, settings: dict) -> None:
+    """Covariance or eigenvalue-correction partial sums with their counts."""
+    save_tensors(
+        path, _flat(sums.sums), **{names.META_KIND: kind, names.META_MODEL: fingerprint,
+        names.META_MODULES: list(sums.sums), names.META_TOKENS: sums.n_tokens,
+        names.META_SEQUENCES: sums.n_sequences, names.META_SETTINGS: settings},
+    )
+
+
+def load_factor_sums(path, kind: str, fingerprint: str | None = None) -> FactorSums:
+    tensors, meta = load_tensors(path, kind, fingerprint)
+    return FactorSums(_split(tensors, meta[names.META_MODULES]), meta[names.META_TOKENS], meta[names.META_SEQUENCES])
+
+
+def save_eigen(path, eigen: dict, fingerprint: str, settings: dict) -> None:
+    save_tensors(path, _flat(eigen), **{names.META_KIND: "eigen", names.META_MODEL: fingerprint,
+                 names.META_MODULES: list(eigen), names.META_SETTINGS: settings})
+
+
+def load_eigen(path, fingerprint: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Eigendecompositions; identical activation eigenvectors are shared again after loading."""
+    tensors, meta = load_tensors(path, "eigen", fingerprint)
+    eigen = _split(tensors, meta[names.META_MODULES])
+    seen: list[torch.Tensor] = []
+    for factors in eigen.values():
+        for name in (names.ACTIVATION_EIGENVECTORS, names.ACTIVATION_EIGENVALUES):
+            twin = next((t for t in seen if t.shape == factors[name].shape and torch.equal(t, factors[name])), None)
+            if twin is None:
+                seen.append(factors[name])
+            else:
+                factors[name] = twin
+    return eigen
+
+
+def save_preconditioned(path, pre: Preconditioned, fingerprint: str, settings: dict) -> None:
+    tensors = _flat(pre.layers)
+    tensors.update({names.key(m, names.DAMPING): torch.tensor(v) for m, v in pre.damping.items()})
+    save_tensors(path, tensors, **{names.META_KIND: "preconditioned", names.META_MODEL: fingerprint,
+                 names.META_MODULES: list(pre.layers), names.META_SETTINGS: settings,
+                 "query_ids": pre.query_ids, "estimator": pre.estimator, "rank": pre.rank})
+
+
+def load_preconditioned(path, fingerprint: str | None = None) -> Preconditioned:
+    tensors, meta = load_tensors(path, "preconditioned", fingerprint)
+    layers = _split(tensors, meta[names.META_MODULES])
+    damping = {m: float(f.pop(names.DAMPING)) for m, f in layers.items() if names.DAMPING in f}
+    return Preconditioned(meta["query_ids"], meta["estimator"], meta["rank"], layers, damping)

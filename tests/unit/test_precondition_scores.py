@@ -1,0 +1,123 @@
+"""Preconditioning against dense Kronecker solves, and scores against dense dot products."""
+
+import pytest
+import torch
+from conftest import MODELS, batches_of, query_batch, random_sequences
+from dense import autograd_gradients, solve
+
+from influence import names
+from influence.eigen import eigendecompose
+from influence.factors import fit_covariance, fit_eigenvalue_correction
+from influence.precondition import Damping, precondition_queries
+from influence.scores import score_candidates, token_scores
+from influence.model import select_layers
+
+F64 = dict(dtype=torch.float64, progress=False)
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def setup(request):
+    """A tiny model with fitted factors, 3 queries and 9 padded candidates."""
+    model = MODELS[request.param]()
+    layers = select_layers(model)
+    fit = batches_of(random_sequences(16, seed=10), 6)
+    covariance = fit_covariance(model, layers, fit, fisher="empirical", **F64)
+    eigen = eigendecompose(covariance, progress=False)
+    correction = fit_eigenvalue_correction(model, layers, eigen, fit, fisher="empirical", **F64)
+    queries = query_batch(3, seed=11)
+    candidates = batches_of(random_sequences(9, seed=12), 4)
+    return dict(model=model, layers=layers, covariance=covariance, eigen=eigen, correction=correction,
+                queries=queries, candidates=candidates,
+                query_grads=autograd_gradients(model, queries),
+                candidate_grads={n: torch.cat(g) for n, g in _per_batch_grads(model, candidates).items()})
+
+
+def _per_batch_grads(model, batches):
+    out = {}
+    for batch in batches:
+        for name, grads in autograd_gradients(model, batch).items():
+            out.setdefault(name, []).append(grads)
+    return out
+
+
+def _precondition(s, estimator, rank=None, damping=Damping()):
+    return precondition_queries(s["model"], s["layers"], ["q0", "q1", "q2"], [s["queries"]], estimator,
+                                s["eigen"], s["correction"], damping, rank, **F64)
+
+
+def test_ekfac_ihvp_equals_dense_solve(setup):
+    pre = _precondition(setup, "ekfac")
+    for name, grads in setup["query_grads"].items():
+        eig = setup["eigen"][name]
+        basis = torch.kron(eig[names.GRADIENT_EIGENVECTORS], eig[names.ACTIVATION_EIGENVECTORS])
+        lam = setup["correction"].mean(name, names.EIGENVALUE_CORRECTION)
+        damping = 0.1 * lam.mean()
+        assert pre.damping[name] == pytest.approx(float(damping))
+        dense = basis @ torch.diag(lam.flatten()) @ basis.T
+        torch.testing.assert_close(pre.layers[name][names.PRECONDITIONED], solve(dense, damping, grads), rtol=1e-8, atol=1e-10)
+
+
+def test_kfac_ihvp_equals_dense_kronecker_solve(setup):
+    pre = _precondition(setup, "kfac", damping=Damping("absolute", 0.03))
+    cov = setup["covariance"]
+    per_sequence = cov.n_tokens / cov.n_sequences
+    for name, grads in setup["query_grads"].items():
+        dense = per_sequence * torch.kron(cov.mean(name, names.GRADIENT_COVARIANCE), cov.mean(name, names.ACTIVATION_COVARIANCE))
+        torch.testing.assert_close(pre.layers[name][names.PRECONDITIONED], solve(dense, 0.03, grads), rtol=1e-7, atol=1e-10)
+
+
+def test_ekfac_scores_equal_dense_influence_per_layer(setup):
+    pre = _precondition(setup, "ekfac")
+    scores = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64)
+    for column, name in enumerate(scores.layers):
+        expected = setup["candidate_grads"][name].flatten(1) @ pre.layers[name][names.PRECONDITIONED].flatten(1).T
+        torch.testing.assert_close(scores.per_layer[:, :, column], expected, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(scores.total, scores.per_layer.sum(-1))
+
+
+def test_identity_scores_are_gradient_dot_products(setup):
+    pre = _precondition(setup, "identity")
+    scores = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64)
+    expected = sum(setup["candidate_grads"][n].flatten(1) @ g.flatten(1).T for n, g in setup["query_grads"].items())
+    torch.testing.assert_close(scores.total, expected, rtol=1e-9, atol=1e-10)
+
+
+def test_cosine_scores_are_gradient_cosines(setup):
+    pre = _precondition(setup, "cosine")
+    scores = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64)
+    flat_q = torch.cat([g.flatten(1) for g in setup["query_grads"].values()], 1)
+    flat_z = torch.cat([setup["candidate_grads"][n].flatten(1) for n in setup["query_grads"]], 1)
+    expected = torch.nn.functional.normalize(flat_z, dim=1) @ torch.nn.functional.normalize(flat_q, dim=1).T
+    torch.testing.assert_close(scores.total, expected, rtol=1e-9, atol=1e-10)
+    assert scores.total.abs().max() <= 1 + 1e-9
+
+
+@pytest.mark.parametrize("estimator,rank", [("ekfac", None), ("ekfac", 2), ("kfac", None), ("cosine", 3)])
+def test_token_scores_sum_to_sequence_scores(setup, estimator, rank):
+    pre = _precondition(setup, estimator, rank)
+    total = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64).total
+    per_token = token_scores(setup["model"], setup["layers"], pre, setup["candidates"], **F64)
+    torch.testing.assert_close(torch.stack([t.sum(0) for t in per_token]), total, rtol=1e-9, atol=1e-10)
+    lengths = torch.cat([b["attention_mask"].sum(1) for b in setup["candidates"]])
+    for tokens, length in zip(per_token, lengths):  # padding carries no influence
+        assert torch.all(tokens[length:] == 0)
+
+
+def test_rank_r_scores_converge_to_full_rank(setup):
+    full = score_candidates(setup["model"], setup["layers"], _precondition(setup, "ekfac"), setup["candidates"], **F64).total
+    errors = []
+    for rank in (1, 2, 4, 8, 16, 17):
+        pre = _precondition(setup, "ekfac", rank)
+        approx = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64).total
+        errors.append(float((approx - full).norm() / full.norm()))
+    assert errors[-1] < 1e-10, errors  # 17 ≥ every layer's smaller side: exact
+    assert errors[0] > 1e-3 and all(b <= a + 1e-12 for a, b in zip(errors, errors[1:])), errors
+
+
+def test_estimators_need_their_inputs(setup):
+    with pytest.raises(ValueError, match="eigenvalue correction"):
+        precondition_queries(setup["model"], setup["layers"], ["q"], [setup["queries"]], "ekfac", None, None)
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        precondition_queries(setup["model"], setup["layers"], ["q"], [setup["queries"]], "tracin")
+    with pytest.raises(ValueError, match="damping value"):
+        Damping("relative", 0.0)
