@@ -197,7 +197,8 @@ def run_kronfluence(
     factor_args = FactorArguments(
         strategy="ekfac", use_empirical_fisher=empirical_fisher,
         covariance_max_examples=None, lambda_max_examples=None,  # defaults (100k) would silently subsample
-        activation_covariance_dtype=dtype, gradient_covariance_dtype=dtype, eigendecomposition_dtype=dtype,
+        activation_covariance_dtype=dtype, gradient_covariance_dtype=dtype,
+        eigendecomposition_dtype=torch.float64,  # kronfluence's default, and ours
         per_sample_gradient_dtype=dtype, lambda_dtype=dtype,
     )
 

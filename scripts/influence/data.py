@@ -58,8 +58,11 @@ def sample_labels(logits: torch.Tensor, generator: torch.Generator | None = None
 
     ~10x faster than torch.multinomial over a 49k-way vocabulary on CPU.
     """
-    probs = torch.softmax(logits.float(), dim=-1)  # (N, V)
-    cdf = probs.cumsum_(dim=-1)
+    return _sample_from_probs(torch.softmax(logits.float(), dim=-1), generator)
+
+
+def _sample_from_probs(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    cdf = probs.cumsum_(dim=-1)  # (N, V), in place: probs is a temporary
     u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=cdf.shape[1] - 1)  # (N,)
 
@@ -72,14 +75,17 @@ def summed_loss(
     fisher="true" replaces the data's labels by samples from the model's
     own predictive distribution (at the same positions), so gradients of this
     loss estimate the true Fisher; "empirical" keeps the data's labels.
+    The labels are shifted rather than the logits: slicing or masking a
+    (B, T, vocab) tensor copies it, and its backward fills another.
     """
     if fisher not in FISHER_KINDS:
         raise ValueError(f"fisher must be one of {FISHER_KINDS}, got {fisher!r}.")
-    logits = logits[:, :-1].reshape(-1, logits.shape[-1])  # (B·(T-1), V)
-    targets = labels[:, 1:].reshape(-1)  # (B·(T-1),)
-    keep = targets != IGNORE
-    logits, targets = logits[keep], targets[keep]
+    targets = torch.full_like(labels, IGNORE)
+    targets[:, :-1] = labels[:, 1:]  # position t predicts token t+1
+    targets = targets.view(-1)  # (B·T,)
+    log_probs = torch.log_softmax(logits.reshape(-1, logits.shape[-1]).float(), dim=-1)  # (B·T, V)
     if fisher == "true":
         with torch.no_grad():
-            targets = sample_labels(logits.detach(), generator)
-    return F.cross_entropy(logits.float(), targets, reduction="sum")
+            sampled = _sample_from_probs(log_probs.detach().exp(), generator)
+            targets = torch.where(targets != IGNORE, sampled, targets)
+    return F.nll_loss(log_probs, targets, ignore_index=IGNORE, reduction="sum")

@@ -1,0 +1,206 @@
+"""Speed and memory of the engine against kronfluence 1.0.1, phase by phase, in one run.
+
+    python -m benchmarks.engine_speed                 # W1 and W2, both engines
+    python -m benchmarks.engine_speed --workloads W1  # just the small one
+
+Each engine and the baseline passes run in their own subprocess, one after
+the other, so peak RSS is per engine and neither inherits the other's heap.
+Both engines see identical data and the same label sampler (inverse CDF).
+Ratios ("× pass") divide a phase's time by one plain forward+backward pass
+(all weights trainable) over the tokens that phase reads; the ideal pipeline
+is 2 × fitting + 1 × candidates passes (covariance, correction, scores).
+
+Workloads (fixed seeds):
+  W1 random LlamaForCausalLM, hidden 128, 4 layers, intermediate 512, 4 heads,
+     vocab 49152, tied embeddings; MLPs tracked; 512 fitting and 512 candidate
+     sequences of 64 random tokens; 8 queries of 48 prompt + 16 completion tokens.
+  W2 SmolLM2-135M-Instruct, the MLPs of all 30 blocks (90 modules); 64 fitting
+     and 64 candidate sequences of 64 random tokens; 4 queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from influence.data import IGNORE, pad_batch, sample_labels, summed_loss  # noqa: E402
+
+PHASES = ["covariance", "eigendecomposition", "eigenvalue_correction", "scores_full", "scores_rank", "token_scores"]
+PIPELINE = PHASES[:4]
+RANK = 32
+BATCH = 32
+CACHE = ROOT / "benchmarks" / ".cache"
+
+
+def workload(name: str):
+    """(model, tracked module names, fitting batches, candidate batches, query batches)."""
+    gen = torch.Generator().manual_seed(1234)
+    if name == "W1":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        config = LlamaConfig(hidden_size=128, num_hidden_layers=4, intermediate_size=512, num_attention_heads=4,
+                             num_key_value_heads=4, vocab_size=49152, tie_word_embeddings=True)
+        model, n_fit, n_cand, n_query = LlamaForCausalLM(config).eval(), 512, 512, 8
+    else:
+        from influence.model import default_gguf_path, load_model, load_tokenizer, save_dequantised
+
+        checkpoint = CACHE / "smollm2-135m"
+        if not (checkpoint / "config.json").exists():
+            save_dequantised(load_model(default_gguf_path()), load_tokenizer(default_gguf_path()), checkpoint)
+        model, n_fit, n_cand, n_query = load_model(checkpoint, device="cpu"), 64, 64, 4
+    vocab = model.config.vocab_size
+
+    def sequences(n):
+        return torch.randint(0, vocab, (n, 64), generator=gen).tolist()
+
+    fit = [pad_batch(s) for s in _chunks(sequences(n_fit))]
+    cand = [pad_batch(s) for s in _chunks(sequences(n_cand))]
+    queries = sequences(n_query)
+    query = [pad_batch(queries, [[IGNORE] * 48 + q[48:] for q in queries])]
+    names = [n for n, _ in model.named_modules() if n.endswith(("gate_proj", "up_proj", "down_proj"))]
+    return model, names, fit, cand, query
+
+
+def _chunks(items):
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+def run_baseline(name: str) -> dict:
+    """Seconds of one plain and one frozen-weights forward+backward over the fitting tokens."""
+    model, _, fit, _, _ = workload(name)
+    out = {}
+    for label, trainable in (("pass", True), ("frozen_pass", False)):
+        model.requires_grad_(trainable)
+        start = time.perf_counter()
+        for batch in fit:
+            embeds = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(not trainable)
+            logits = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+            summed_loss(logits, batch["labels"]).backward()
+            model.zero_grad(set_to_none=True)
+        out[label] = time.perf_counter() - start
+    return out
+
+
+def run_ours(name: str) -> dict:
+    from benchmarks.memory import PeakRSS
+    from influence.eigen import eigendecompose
+    from influence.factors import fit_covariance, fit_eigenvalue_correction
+    from influence.model import select_layers
+    from influence.precondition import precondition_queries
+    from influence.scores import score_candidates, token_scores
+
+    model, module_names, fit, cand, query = workload(name)
+    layers = select_layers(model, "(" + "|".join(n.replace(".", r"\.") for n in module_names) + ")$")
+    ids = [str(i) for i in range(query[0]["input_ids"].shape[0])]
+    seconds, peaks, state = {}, {}, {}
+
+    def phase(label, fn):
+        with PeakRSS() as rss:
+            start = time.perf_counter()
+            state[label] = fn()
+            seconds[label] = time.perf_counter() - start
+        peaks[label] = rss.peak_mb
+
+    def precondition_then(fn, rank=None):
+        start = time.perf_counter()
+        pre = precondition_queries(model, layers, ids, query, "ekfac", state["eigen"], state["correction"],
+                                   rank=rank, progress=False)
+        seconds.setdefault("precondition_" + str(rank), time.perf_counter() - start)
+        return fn(pre)
+
+    phase("covariance", lambda: fit_covariance(model, layers, fit, "true", seed=0, progress=False))
+    phase("eigen", lambda: eigendecompose(state["covariance"], progress=False))
+    seconds["eigendecomposition"], peaks["eigendecomposition"] = seconds.pop("eigen"), peaks.pop("eigen")
+    phase("correction", lambda: fit_eigenvalue_correction(model, layers, state["eigen"], fit, "true", seed=1, progress=False))
+    seconds["eigenvalue_correction"], peaks["eigenvalue_correction"] = seconds.pop("correction"), peaks.pop("correction")
+    phase("scores_full", lambda: precondition_then(lambda p: score_candidates(model, layers, p, cand, progress=False).total))
+    phase("scores_rank", lambda: precondition_then(lambda p: score_candidates(model, layers, p, cand, progress=False).total, RANK))
+    phase("token_scores", lambda: precondition_then(lambda p: token_scores(model, layers, p, cand, progress=False)))
+    return dict(seconds=seconds, peaks=peaks, full=state["scores_full"].T.tolist(), rank=state["scores_rank"].T.tolist())
+
+
+def run_kronfluence(name: str) -> dict:
+    from benchmarks.kronfluence_adapter import run_kronfluence as run
+
+    model, module_names, fit, cand, query = workload(name)
+    gen = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(model, module_names, fit, cand, query, empirical_fisher=False, damping=None,
+                     dtype=torch.float32, output_dir=tmp, sampler=lambda logits: sample_labels(logits, gen),
+                     rank=RANK, token_scores=True)
+    return dict(seconds=result.phase_seconds, peaks=result.phase_peak_rss_mb,
+                full=result.scores.tolist(), rank=result.rank_scores.tolist())
+
+
+def rank_agreement(full, rank) -> tuple[float, float]:
+    """Relative L2 error and mean Spearman of rank-r against full-rank scores, over queries."""
+    from scipy.stats import spearmanr
+
+    full, rank = torch.tensor(full), torch.tensor(rank)
+    rel = float(((rank - full).norm(dim=1) / full.norm(dim=1)).mean())
+    rho = sum(spearmanr(f.numpy(), r.numpy()).statistic for f, r in zip(full, rank)) / len(full)
+    return rel, rho
+
+
+def in_subprocess(role: str, name: str) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([sys.executable, "-m", "benchmarks.engine_speed", "--role", role, "--workloads", name,
+                        "--out", out.name], check=True, cwd=ROOT)
+        return json.loads(Path(out.name).read_text())
+
+
+def report(name: str, base: dict, ours: dict, theirs: dict) -> None:
+    one = base["pass"]  # fitting and candidate sets have the same size in both workloads
+    print(f"\n## {name}: one forward+backward {one:.1f} s (frozen weights {base['frozen_pass']:.1f} s)\n")
+    print("| phase | ours s | kronfluence s | speed-up | ours × pass | kronfluence × pass | ours peak RSS MB | kronfluence peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for phase in PHASES:
+        a, b = ours["seconds"][phase], theirs["seconds"][phase]
+        print(f"| {phase} | {a:.1f} | {b:.1f} | {b / a:.2f}× | {a / one:.2f} | {b / one:.2f} | "
+              f"{ours['peaks'][phase]:.0f} | {theirs['peaks'][phase]:.0f} |")
+    for label, phases in (("pipeline (first four)", PIPELINE), ("all six phases", PHASES)):
+        a, b = (sum(r["seconds"][p] for p in phases) for r in (ours, theirs))
+        ideal = 3 * one if phases is PIPELINE else 5 * one
+        print(f"| **{label}** | {a:.1f} | {b:.1f} | {b / a:.2f}× | {a / ideal:.2f} of ideal | {b / ideal:.2f} of ideal | "
+              f"{max(ours['peaks'].values()):.0f} | {max(theirs['peaks'].values()):.0f} |")
+    print(f"\nideal = 2 × fitting + 1 × candidates passes for the pipeline, + 2 × candidates for all six; "
+          f"frozen-weight ideal of the pipeline {3 * base['frozen_pass']:.1f} s.")
+    print(f"ours: query preconditioning full rank {ours['seconds']['precondition_None']:.2f} s, "
+          f"rank {RANK} {ours['seconds'][f'precondition_{RANK}']:.2f} s (inside the score phases)")
+    for label, result in (("ours", ours), ("kronfluence", theirs)):
+        rel, rho = rank_agreement(result["full"], result["rank"])
+        print(f"{label}: rank-{RANK} vs full rank: relative L2 {rel:.4f}, mean Spearman {rho:.4f}")
+    rel, rho = rank_agreement(theirs["full"], ours["full"])
+    print(f"ours vs kronfluence full-rank scores (true Fisher, independent samples): relative L2 {rel:.3f}, "
+          f"mean Spearman {rho:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=["W1", "W2"])
+    parser.add_argument("--role", choices=["baseline", "ours", "kronfluence"])
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.role:  # a child: one engine on one workload
+        runner = {"baseline": run_baseline, "ours": run_ours, "kronfluence": run_kronfluence}[args.role]
+        Path(args.out).write_text(json.dumps(runner(args.workloads[0])))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, batch {BATCH}")
+    for name in args.workloads:
+        results = {role: in_subprocess(role, name) for role in ("baseline", "ours", "kronfluence")}
+        report(name, results["baseline"], results["ours"], results["kronfluence"])
+
+
+if __name__ == "__main__":
+    main()
