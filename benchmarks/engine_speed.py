@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from influence.data import IGNORE, pad_batch, sample_labels, summed_loss  # noqa: E402
+from influence.data import IGNORE, pad_batch, summed_loss  # noqa: E402
 
 PHASES = ["covariance", "eigendecomposition", "eigenvalue_correction", "scores_full", "scores_rank", "token_scores"]
 PIPELINE = PHASES[:4]
@@ -120,7 +120,7 @@ def run_ours(name: str) -> dict:
         return fn(pre)
 
     phase("covariance", lambda: fit_covariance(model, layers, fit, "true", seed=0, progress=False))
-    phase("eigen", lambda: eigendecompose(state["covariance"], progress=False))
+    phase("eigen", lambda: eigendecompose(state.pop("covariance"), progress=False))  # later phases never read A, S
     seconds["eigendecomposition"], peaks["eigendecomposition"] = seconds.pop("eigen"), peaks.pop("eigen")
     phase("correction", lambda: fit_eigenvalue_correction(model, layers, state["eigen"], fit, "true", seed=1, progress=False))
     seconds["eigenvalue_correction"], peaks["eigenvalue_correction"] = seconds.pop("correction"), peaks.pop("correction")
@@ -137,7 +137,7 @@ def run_kronfluence(name: str) -> dict:
     gen = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         result = run(model, module_names, fit, cand, query, empirical_fisher=False, damping=None,
-                     dtype=torch.float32, output_dir=tmp, sampler=lambda logits: sample_labels(logits, gen),
+                     dtype=torch.float32, output_dir=tmp, generator=gen,
                      rank=RANK, token_scores=True)
     return dict(seconds=result.phase_seconds, peaks=result.phase_peak_rss_mb,
                 full=result.scores.tolist(), rank=result.rank_scores.tolist())

@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +55,9 @@ from kronfluence.task import Task
 from kronfluence.utils.dataset import DataLoaderKwargs
 
 from benchmarks.memory import PeakRSS
+from influence.data import summed_loss
 
 Batch = dict[str, torch.Tensor]
-Sampler = Callable[[torch.Tensor], torch.Tensor]
 _PAD = {"input_ids": 0, "attention_mask": 0, "labels": -100}
 
 
@@ -78,36 +78,24 @@ def swap_conv1d_for_linear(model: nn.Module) -> nn.Module:
     return model
 
 
-def default_sampler(logits_2d: torch.Tensor) -> torch.Tensor:
-    """Sample one label per row from softmax(logits)."""
-    return torch.multinomial(torch.softmax(logits_2d, dim=-1), 1).squeeze(-1)
-
-
-def causal_lm_loss(model: nn.Module, batch: Batch, sampler: Sampler | None = None) -> torch.Tensor:
-    """Summed CE of logits[:, :-1] vs labels[:, 1:] (-100 ignored); with `sampler`, labels are resampled."""
+def causal_lm_loss(model: nn.Module, batch: Batch, fisher: str, generator: torch.Generator | None) -> torch.Tensor:
+    """The summed causal-LM loss of our engine (influence.data.summed_loss), so both engines run
+    the identical loss and label sampler (inverse CDF over the model's softmax when fisher="true")."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    logits, labels = logits[:, :-1], batch["labels"][:, 1:]
-    if sampler is not None:
-        # Same contract as our engine: rows = logits at (b, t) with labels[b, t+1] != -100, row-major order.
-        mask = labels != -100
-        with torch.no_grad():
-            sampled = sampler(logits[mask].detach().float()).to(labels.device)
-        labels = labels.clone()
-        labels[mask] = sampled
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum")
+    return summed_loss(logits, batch["labels"], fisher, generator)
 
 
 class _LMTask(Task):
-    def __init__(self, module_names: list[str], sampler: Sampler | None) -> None:
+    def __init__(self, module_names: list[str], generator: torch.Generator | None) -> None:
         self.module_names = list(module_names)
-        self.sampler = sampler or default_sampler
+        self.generator = generator
 
     def compute_train_loss(self, batch: Batch, model: nn.Module, sample: bool = False) -> torch.Tensor:
-        return causal_lm_loss(model, batch, self.sampler if sample else None)
+        return causal_lm_loss(model, batch, "true" if sample else "empirical", self.generator)
 
     def compute_measurement(self, batch: Batch, model: nn.Module) -> torch.Tensor:
         # Query labels are -100 except on the completion, so this is sum_q -log p(completion | prompt).
-        return causal_lm_loss(model, batch)
+        return causal_lm_loss(model, batch, "empirical", None)
 
     def get_influence_tracked_modules(self) -> list[str]:
         return self.module_names
@@ -171,7 +159,7 @@ def run_kronfluence(
     damping: float | None,
     dtype: torch.dtype,
     output_dir: str,
-    sampler: Sampler | None = None,
+    generator: torch.Generator | None = None,
     rank: int | None = None,
     token_scores: bool = False,
     batch_size: int | None = None,
@@ -184,7 +172,7 @@ def run_kronfluence(
     The model is swapped (Conv1D -> Linear) into a copy; the caller's model is never mutated.
     """
     model = swap_conv1d_for_linear(model).eval()
-    task = _LMTask(module_names, sampler)
+    task = _LMTask(module_names, generator)
     model = prepare_model(model, task)  # wraps tracked Linears in place and freezes all parameters
     analyzer = Analyzer("kronfluence", model, task, cpu=True, disable_tqdm=True, output_dir=output_dir,
                         disable_model_save=True, log_level=logging.WARNING)

@@ -25,8 +25,10 @@ def symmetric_eigh(matrix: torch.Tensor, what: str) -> tuple[torch.Tensor, torch
 def eigendecompose(covariance: FactorSums, progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
     """{module: {eigenvalues/eigenvectors of A and S}} from the covariance sums.
 
-    Identical matrices (gate_proj and up_proj read the same input, so their A
-    sums are bitwise equal) are decomposed once and share the result tensors.
+    Decomposed in float64, returned in the dtype of the sums (as kronfluence
+    does: float32 halves the memory of every later stage). Identical matrices
+    (gate_proj and up_proj read the same input, so their A sums are bitwise
+    equal) are decomposed once and share the result tensors.
     """
     jobs = [(m, f) for m in covariance.sums for f in FACTOR_EIGEN]
     seen: dict[tuple, list[tuple[torch.Tensor, tuple]]] = {}
@@ -37,7 +39,7 @@ def eigendecompose(covariance: FactorSums, progress: bool = True) -> dict[str, d
         twins = seen.setdefault(fingerprint, [])
         result = next((r for other, r in twins if torch.equal(other, matrix)), None)
         if result is None:
-            result = symmetric_eigh(matrix, f"{factor} of {module}")
+            result = tuple(t.to(matrix.dtype) for t in symmetric_eigh(matrix, f"{factor} of {module}"))
             twins.append((matrix, result))
         values_name, vectors_name = FACTOR_EIGEN[factor]
         eigen[module][values_name], eigen[module][vectors_name] = result

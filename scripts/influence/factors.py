@@ -17,12 +17,15 @@ import torch
 from tqdm.auto import tqdm
 
 from . import names
+from .data import split_batch
 from .hooks import LayerCapture
 from .model import TrackedLayer
 
 # Per-sequence rotated gradients are formed this many elements at a time, so
 # memory stays bounded whatever the batch size and layer width.
 CHUNK_ELEMENTS = 2**25
+# Tokens per forward/backward pass: bounds activation memory (see split_batch).
+MAX_TOKENS = 512
 
 
 @dataclass
@@ -52,14 +55,15 @@ class FactorSums:
                     raise FloatingPointError(f"factor {factor} of {module} has NaN or Inf values.")
 
 
-def _fit(model, layers, batches, consumer_for, fisher, seed, dtype, desc, progress) -> FactorSums:
+def _fit(model, layers, batches, consumer_for, fisher, seed, dtype, desc, progress, max_tokens) -> FactorSums:
     state = FactorSums()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     consumer = consumer_for(state)
     with LayerCapture(model, layers, consumer, dtype) as capture:
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-            capture.run(batch, fisher, generator)
+            for micro in split_batch(batch, max_tokens):
+                capture.run(micro, fisher, generator)
             mask = batch["attention_mask"]
             state.n_tokens += int(mask.sum())
             state.n_sequences += int((mask.sum(1) > 0).sum())
@@ -75,6 +79,7 @@ def fit_covariance(
     seed: int = 0,
     dtype=torch.float32,
     progress: bool = True,
+    max_tokens: int | None = MAX_TOKENS,
 ) -> FactorSums:
     """Σ a aᵀ and Σ g gᵀ over non-padding tokens, per tracked layer."""
 
@@ -92,7 +97,7 @@ def fit_covariance(
 
         return on_pair
 
-    return _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "covariance", progress)
+    return _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "covariance", progress, max_tokens)
 
 
 def fit_eigenvalue_correction(
@@ -104,6 +109,7 @@ def fit_eigenvalue_correction(
     seed: int = 1,
     dtype=torch.float32,
     progress: bool = True,
+    max_tokens: int | None = MAX_TOKENS,
 ) -> FactorSums:
     """Σ over sequences of (Q_Sᵀ G Q_A)², G the sequence's weight gradient.
 
@@ -133,7 +139,7 @@ def fit_eigenvalue_correction(
 
         return on_pair
 
-    return _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "eigenvalue correction", progress)
+    return _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "eigenvalue correction", progress, max_tokens)
 
 
 def rotations_for(eigen: dict, dtype, device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

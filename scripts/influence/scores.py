@@ -14,7 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import names
-from .factors import CHUNK_ELEMENTS
+from .data import split_batch
+from .factors import CHUNK_ELEMENTS, MAX_TOKENS
 from .hooks import LayerCapture
 from .model import TrackedLayer
 from .precondition import Preconditioned
@@ -63,7 +64,7 @@ def _gram_norm2(a, g) -> torch.Tensor:
     return ((g @ g.transpose(1, 2)) * (a @ a.transpose(1, 2))).sum((1, 2))
 
 
-def _run(model, layers, pre: Preconditioned, batches, per_token: bool, dtype, desc, progress):
+def _run(model, layers, pre: Preconditioned, batches, per_token: bool, dtype, desc, progress, max_tokens):
     """Yield per batch: {layer: contributions} and the candidates' squared gradient norms (cosine)."""
     device = next(model.parameters()).device
     factors = {m: {k: t.to(dtype=dtype, device=device) for k, t in f.items()} for m, f in pre.layers.items()}
@@ -82,18 +83,19 @@ def _run(model, layers, pre: Preconditioned, batches, per_token: bool, dtype, de
 
     with LayerCapture(model, layers, on_pair, dtype) as capture:
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-            capture.run(batch)
-            norm = torch.sqrt(sum(norms.values())) if want_norm else None  # (B,)
-            yield dict(contributions), norm
+            for micro in split_batch(batch, max_tokens):
+                capture.run(micro)
+                norm = torch.sqrt(sum(norms.values())) if want_norm else None  # (B,)
+                yield dict(contributions), norm
 
 
 def score_candidates(
     model, layers: dict[str, TrackedLayer], pre: Preconditioned, batches: Iterable[dict],
-    dtype=torch.float32, progress: bool = True,
+    dtype=torch.float32, progress: bool = True, max_tokens: int | None = MAX_TOKENS,
 ) -> Scores:
     """Influence of every candidate sequence on every query: total and per layer."""
     per_layer = []
-    for contributions, norm in _run(model, layers, pre, batches, False, dtype, "scores", progress):
+    for contributions, norm in _run(model, layers, pre, batches, False, dtype, "scores", progress, max_tokens):
         stacked = torch.stack([contributions[name] for name in layers], dim=-1)  # (B, Q, L)
         if norm is not None:
             stacked = stacked / norm.clamp(min=1e-30)[:, None, None]
@@ -106,11 +108,11 @@ def score_candidates(
 
 def token_scores(
     model, layers: dict[str, TrackedLayer], pre: Preconditioned, batches: Iterable[dict],
-    dtype=torch.float32, progress: bool = True,
+    dtype=torch.float32, progress: bool = True, max_tokens: int | None = MAX_TOKENS,
 ) -> list[torch.Tensor]:
     """Per-token influence (T_i, Q) of each candidate, padding removed; sums to its total score."""
     out = []
-    for contributions, norm in _run(model, layers, pre, batches, True, dtype, "token scores", progress):
+    for contributions, norm in _run(model, layers, pre, batches, True, dtype, "token scores", progress, max_tokens):
         total = sum(contributions.values())  # (B, T, Q)
         if norm is not None:
             total = total / norm.clamp(min=1e-30)[:, None, None]

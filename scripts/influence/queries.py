@@ -1,0 +1,51 @@
+"""Query files: a YAML list of {id, prompt, completion, tags}."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Query:
+    """One measurement: log p(completion | prompt). Tags (lang, group, order, ...) pair variants."""
+
+    id: str
+    prompt: str
+    completion: str
+    tags: dict = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.completion
+
+
+def load_queries(path: str | Path) -> list[Query]:
+    """Parse and validate a query file; errors name the file, the entry and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"query file {path} does not exist.")
+    entries = yaml.safe_load(path.read_text())
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty YAML list of queries with id, prompt, completion.")
+    queries, seen = [], set()
+    for index, entry in enumerate(entries):
+        where = f"{path}: query #{index + 1}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} is not a mapping.")
+        unknown = set(entry) - {"id", "prompt", "completion", "tags"}
+        if unknown:
+            raise ValueError(f"{where} has unknown fields {sorted(unknown)}; allowed: id, prompt, completion, tags.")
+        for key in ("id", "prompt", "completion"):
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise ValueError(f"{where} ({entry.get('id', '?')}): field {key!r} must be a non-empty string.")
+        if entry["id"] in seen:
+            raise ValueError(f"{where}: duplicate id {entry['id']!r}.")
+        tags = entry.get("tags", {}) or {}
+        if not isinstance(tags, dict):
+            raise ValueError(f"{where} ({entry['id']}): 'tags' must be a mapping such as {{lang: en, group: capitals}}.")
+        seen.add(entry["id"])
+        queries.append(Query(entry["id"], entry["prompt"], entry["completion"], {k: str(v) for k, v in tags.items()}))
+    return queries
