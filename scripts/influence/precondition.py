@@ -133,7 +133,8 @@ def precondition_queries(
         if estimator == "cosine":
             norm = torch.sqrt(sum(g.square().sum((1, 2)) for g in grads.values()))  # (Q,)
             grads = {name: g / norm.clamp(min=1e-30)[:, None, None] for name, g in grads.items()}
-        for name, grad in grads.items():
+        for name in list(grads):
+            grad = grads.pop(name)  # drop each raw gradient as soon as it is preconditioned
             if needs_factors:
                 curvature = curvature_eigenvalues(
                     estimator, eigen[name], correction.mean(name, names.EIGENVALUE_CORRECTION),
@@ -143,7 +144,7 @@ def precondition_queries(
                 grad = grad / (curvature + result.damping[name])  # still in the eigenbasis
             parts[name].append(_final_form(grad, rotations[name] if needs_factors else None, rank))
     for name, pieces in parts.items():
-        result.layers[name] = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
+        result.layers[name] = {k: torch.cat([p[k] for p in pieces]) if len(pieces) > 1 else pieces[0][k] for k in pieces[0]}
     return result
 
 

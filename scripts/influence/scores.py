@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+import pandas as pd
 from tqdm.auto import tqdm
 
 from . import names
@@ -102,8 +103,24 @@ def score_candidates(
         if not torch.isfinite(stacked).all():
             raise FloatingPointError("a candidate's score is NaN or Inf; check the model and factors.")
         per_layer.append(stacked.cpu())
-    per_layer = torch.cat(per_layer)
+    per_layer = torch.cat(per_layer) if per_layer else torch.zeros(0, len(pre.query_ids), len(layers))
     return Scores(per_layer.sum(-1), per_layer, list(layers))
+
+
+LAYER_PREFIX = "layer:"
+
+
+def scores_table(scores: Scores, seq_ids: list[str], query_ids: list[str]) -> pd.DataFrame:
+    """Long table: query_id, seq_id, influence, and one `layer:<module>` column per tracked layer."""
+    n_seq, n_query = len(seq_ids), len(query_ids)
+    table = pd.DataFrame({
+        "query_id": [q for _ in seq_ids for q in query_ids],
+        "seq_id": [s for s in seq_ids for _ in query_ids],
+        "influence": scores.total.reshape(-1).double().numpy(),
+    })
+    per_layer = scores.per_layer.reshape(n_seq * n_query, -1).double().numpy()
+    layers = pd.DataFrame(per_layer, columns=[LAYER_PREFIX + name for name in scores.layers])
+    return pd.concat([table, layers], axis=1)
 
 
 def token_scores(

@@ -1,0 +1,24 @@
+# EK-FAC influence functions for LLMs: which training sequences most influenced an answer?
+# The chain and the data contracts are described in README.md; every setting in config.yaml.
+
+from pathlib import Path
+
+
+configfile: Path(workflow.basedir) / "config.yaml"  # defaults; --configfile / --config override them
+
+
+include: "rules/common.smk"
+include: "rules/model.smk"
+include: "rules/corpus.smk"
+include: "rules/factors.smk"
+include: "rules/queries.smk"
+include: "rules/scores.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        report=f"{SCORES}/report.html",
+        scores=f"{SCORES}/scores.parquet",
+        tokens=f"{SCORES}/tokens.parquet",
+    default_target: True

@@ -1,0 +1,20 @@
+rule prepare_model:
+    """Load the model once (dequantising a GGUF) and save a plain safetensors checkpoint."""
+    input:
+        source=model_source(),
+    output:
+        model=directory(f"{RUN}/model"),
+    params:
+        **model_params(),
+    log:
+        f"{LOGS}/prepare_model.log",
+    benchmark:
+        f"{BENCH}/prepare_model.tsv"
+    conda:
+        ENV
+    resources:
+        gpu=0,
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+    script:
+        "../scripts/prepare_model.py"

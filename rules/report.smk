@@ -1,0 +1,24 @@
+rule report:
+    """HTML page: each query's top sequences with per-token highlighting, influence and TF-IDF rank."""
+    input:
+        top=f"{SCORES}/top.parquet",
+        tokens=f"{SCORES}/tokens.parquet",
+        queries=queries_source(),
+    output:
+        html=report(
+            f"{SCORES}/report.html",
+            caption="../scripts/influence/resources/report_caption.rst",
+            category="Top influential sequences",
+        ),
+    params:
+        setting=SETTING,
+    log:
+        f"{LOGS}/{SETTING}/report.log",
+    conda:
+        ENV
+    resources:
+        gpu=0,
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/report.py"

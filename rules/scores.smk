@@ -1,0 +1,75 @@
+rule score_shard:
+    """Influence of one shard of the candidates on every query: total and per layer."""
+    input:
+        model=f"{RUN}/model",
+        preconditioned=f"{QUERIES}/preconditioned.safetensors",
+        candidates=f"{RUN}/tfidf/candidates.parquet",
+        sequences=f"{RUN}/corpus/sequences.parquet",
+        tokens=f"{RUN}/corpus/tokens.npy",
+    output:
+        scores=f"{SCORES}/shard_{{shard}}.parquet",
+    params:
+        n_shards=config["scoring"]["n_shards"],
+        batch_size=config["scoring"]["batch_size"],
+        **model_params(),
+    log:
+        f"{LOGS}/{SETTING}/score_shard_{{shard}}.log",
+    benchmark:
+        f"{BENCH}/{SETTING}/score_shard_{{shard}}.tsv"
+    conda:
+        ENV
+    resources:
+        gpu=GPU,
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+    script:
+        "../scripts/score_shard.py"
+
+
+rule aggregate_scores:
+    """Join the shards with the TF-IDF table; rank candidates per query."""
+    input:
+        shards=expand(f"{SCORES}/shard_{{shard}}.parquet", shard=SHARDS),
+        candidates=f"{RUN}/tfidf/candidates.parquet",
+    output:
+        scores=f"{SCORES}/scores.parquet",
+        top=f"{SCORES}/top.parquet",
+    params:
+        top_n=config["scoring"]["top_n"],
+    log:
+        f"{LOGS}/{SETTING}/aggregate_scores.log",
+    conda:
+        ENV
+    resources:
+        gpu=0,
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+    script:
+        "../scripts/aggregate_scores.py"
+
+
+rule token_scores:
+    """Per-token influence of each query's top sequences."""
+    input:
+        model=f"{RUN}/model",
+        preconditioned=f"{QUERIES}/preconditioned.safetensors",
+        top=f"{SCORES}/top.parquet",
+        sequences=f"{RUN}/corpus/sequences.parquet",
+        tokens=f"{RUN}/corpus/tokens.npy",
+    output:
+        tokens=f"{SCORES}/tokens.parquet",
+    params:
+        batch_size=config["scoring"]["batch_size"],
+        **model_params(),
+    log:
+        f"{LOGS}/{SETTING}/token_scores.log",
+    benchmark:
+        f"{BENCH}/{SETTING}/token_scores.tsv"
+    conda:
+        ENV
+    resources:
+        gpu=GPU,
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+    script:
+        "../scripts/token_scores.py"

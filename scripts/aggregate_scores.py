@@ -1,0 +1,20 @@
+"""Rule aggregate_scores: one table of every scored pair, ranked per query, with TF-IDF columns."""
+
+import pandas as pd
+
+from influence.runlog import rule_log
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0], "aggregate_scores", **smk.params) as (log, stats):
+    scores = pd.concat([pd.read_parquet(path) for path in smk.input.shards], ignore_index=True)
+    tfidf = pd.read_parquet(smk.input.candidates)
+    scores = scores.merge(tfidf, on=["query_id", "seq_id"], how="left")
+    # The union is scored against every query: a candidate another query's filter kept has no rank here.
+    scores["in_tfidf_top_k"] = scores["tfidf_rank"].notna()
+    scores["influence_rank"] = scores.groupby("query_id")["influence"].rank(ascending=False, method="first").astype(int)
+    scores = scores.sort_values(["query_id", "influence_rank"], ignore_index=True)
+    front = ["query_id", "seq_id", "influence", "influence_rank", "tfidf_score", "tfidf_rank", "in_tfidf_top_k"]
+    scores = scores[front + [c for c in scores.columns if c not in front]]
+    scores.to_parquet(smk.output.scores, index=False)
+    scores[scores["influence_rank"] <= smk.params.top_n][front].to_parquet(smk.output.top, index=False)
+    stats.update(pairs=len(scores), queries=scores["query_id"].nunique(), candidates=scores["seq_id"].nunique())

@@ -1,0 +1,13 @@
+"""Rule eigendecompose: eigenvalues and eigenvectors of every A and S, in float64."""
+
+from influence import io, names
+from influence.eigen import eigendecompose
+from influence.runlog import rule_log
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0], "eigendecompose") as (log, stats):
+    sums = io.load_factor_sums(smk.input.covariance, "covariance")
+    _, meta = io.load_tensors(smk.input.covariance, "covariance")
+    eigen = eigendecompose(sums)
+    io.save_eigen(smk.output.eigen, eigen, meta[names.META_MODEL], meta[names.META_SETTINGS])
+    stats.update(modules=len(eigen), tokens=sums.n_tokens, sequences=sums.n_sequences)

@@ -1,0 +1,19 @@
+"""Rule fit_eigenvalue_correction: Σ over sequences of (Q_Sᵀ G Q_A)² per tracked layer."""
+
+from pathlib import Path
+
+from influence import io
+from influence.factors import fit_eigenvalue_correction
+from influence.runlog import describe_model, rule_log
+from influence.workflow import fitting_batches, fitting_settings, load_tracked_model
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0], "fit_eigenvalue_correction", **smk.params) as (log, stats):
+    model, layers, digest = load_tracked_model(smk.input.model, smk.params)
+    eigen = io.load_eigen(smk.input.eigen, digest)
+    batches = fitting_batches(Path(smk.input.sequences).parent, smk.params.fitting)
+    # Another seed than the covariance's: fresh label samples, as kronfluence draws them.
+    sums = fit_eigenvalue_correction(model, layers, eigen, batches, smk.params.fisher,
+                                     seed=smk.params.fitting["seed"] + 1)
+    io.save_factor_sums(smk.output.correction, sums, "eigenvalue_correction", digest, fitting_settings(smk.params))
+    stats.update(describe_model(model, layers), sequences=sums.n_sequences, tokens=sums.n_tokens)

@@ -1,0 +1,26 @@
+"""Rule precondition_queries: every query's completion-loss gradient times (curvature + λ)⁻¹."""
+
+from influence import io
+from influence.data import encode_query, pad_batch
+from influence.model import load_tokenizer
+from influence.precondition import Damping, precondition_queries
+from influence.queries import load_queries
+from influence.runlog import describe_model, rule_log
+from influence.workflow import load_tracked_model
+
+QUERY_BATCH = 8  # queries per gradient pass; each batch is reduced to rank r before the next
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
+    model, layers, digest = load_tracked_model(smk.input.model, smk.params)
+    tokenizer = load_tokenizer(smk.input.model)
+    queries = load_queries(smk.input.queries)
+    encoded = [encode_query(tokenizer, q.id, q.prompt, q.completion) for q in queries]
+    batches = [pad_batch(*zip(*encoded[i : i + QUERY_BATCH])) for i in range(0, len(encoded), QUERY_BATCH)]
+    eigen = io.load_eigen(smk.input.eigen, digest) if "eigen" in smk.input.keys() else None
+    correction = (io.load_factor_sums(smk.input.correction, "eigenvalue_correction", digest)
+                  if "correction" in smk.input.keys() else None)
+    pre = precondition_queries(model, layers, [q.id for q in queries], batches, smk.params.estimator, eigen,
+                               correction, Damping(**smk.params.damping), smk.params.rank)
+    io.save_preconditioned(smk.output.preconditioned, pre, digest, dict(smk.params))
+    stats.update(describe_model(model, layers), queries=len(queries), tokens=sum(len(ids) for ids, _ in encoded))

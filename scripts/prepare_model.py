@@ -1,0 +1,13 @@
+"""Rule prepare_model: a plain safetensors checkpoint of the model (GGUF dequantised once)."""
+
+from influence.model import fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
+from influence.runlog import describe_model, rule_log
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0], "prepare_model", source=smk.input.source, **smk.params) as (log, stats):
+    model = load_model(smk.input.source, smk.params.dtype, "cpu", smk.params.trust_remote_code)
+    tokenizer = load_tokenizer(smk.input.source)
+    layers = select_layers(model, smk.params.layers)  # fail here, before any work, on a bad pattern
+    save_dequantised(model, tokenizer, smk.output.model)
+    stats.update(describe_model(model, layers), fingerprint=fingerprint(layers),
+                 parameters=sum(p.numel() for p in model.parameters()))

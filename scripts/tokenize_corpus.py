@@ -1,0 +1,19 @@
+"""Rule tokenize_corpus: the corpus (or the WordNet glosses) as token ids plus a sequence table."""
+
+from pathlib import Path
+
+from influence.corpus import read_corpus, read_wordnet_glosses
+from influence.model import load_tokenizer
+from influence.runlog import rule_log
+from influence.sequences import tokenize_corpus
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0], "tokenize_corpus", corpus=list(smk.input.corpus), **smk.params) as (log, stats):
+    if smk.params.wordnet:
+        corpus = read_wordnet_glosses(Path(smk.input.corpus[0]).parent)
+    else:
+        corpus = read_corpus(smk.input.corpus[0], smk.params.text_field, smk.params.id_field)
+    table = tokenize_corpus(load_tokenizer(smk.input.model), corpus, smk.params.max_tokens,
+                            Path(smk.output.sequences).parent)
+    stats.update(documents=len(corpus), sequences=len(table), tokens=int(table["n_tokens"].sum()),
+                 dropped_under_two_tokens=len(corpus) - len(table))

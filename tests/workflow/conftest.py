@@ -1,0 +1,85 @@
+"""A tiny but complete workflow run: random tiny Llama with SmolLM2's tokenizer, real glosses."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_QUERIES = [
+    {"id": "capital_france", "prompt": "The capital of France is", "completion": " Paris",
+     "tags": {"group": "capital_france", "lang": "en", "order": "original"}},
+    {"id": "capital_france_fr", "prompt": "La capitale de la France est", "completion": " Paris",
+     "tags": {"group": "capital_france", "lang": "fr", "order": "original"}},
+    {"id": "planet_largest", "prompt": "The largest planet in the solar system is", "completion": " Jupiter",
+     "tags": {"group": "planet_largest", "lang": "en", "order": "original"}},
+]
+IDENTICAL_SEQ = "identical_to_query"
+
+
+def snakemake(*args, cwd=ROOT, check=True) -> subprocess.CompletedProcess:
+    """Run the real Snakemake CLI on the repository's workflow."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *map(str, args)]
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def build_tiny_model(directory: Path) -> None:
+    """A random 2-layer Llama saved with save_pretrained, with SmolLM2's real tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from influence.model import default_gguf_path, load_tokenizer
+
+    tokenizer = load_tokenizer(default_gguf_path())
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def write_corpus(path: Path, n: int = 300) -> None:
+    """The first `n` WordNet glosses, the glosses naming the queries' answers, and one exact query text."""
+    import pandas as pd
+
+    from influence.corpus import read_wordnet_glosses, write_corpus_jsonl
+
+    glosses = read_wordnet_glosses()
+    relevant = glosses[glosses["lemma"].isin(["Paris", "Jupiter", "France"])]
+    corpus = pd.concat([glosses.head(n), relevant]).drop_duplicates("seq_id")[["seq_id", "text"]]
+    query = TINY_QUERIES[0]
+    identical = pd.DataFrame({"seq_id": [IDENTICAL_SEQ], "text": [query["prompt"] + query["completion"]]})
+    write_corpus_jsonl(pd.concat([corpus, identical], ignore_index=True), path)
+
+
+def tiny_config(tmp: Path, name: str = "tiny", run: str = "tiny", **scoring) -> Path:
+    config = {
+        "run": run,
+        "model": {"source": str(tmp / "model")},
+        "corpus": {"path": str(tmp / "corpus.jsonl"), "max_tokens": 32},
+        "queries": str(tmp / "queries.yaml"),
+        "fitting": {"n_sequences": 96, "batch_size": 16},
+        "tfidf": {"top_k": 25, "n_features": 65536},
+        "scoring": {"query_rank": 8, "n_shards": 2, "batch_size": 16, "top_n": 5, **scoring},
+        "resources": {"mem_mb": 2000, "runtime": 10},
+    }
+    path = tmp / f"config_{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """Inputs of the tiny run, then the run itself: (workdir, config path, results dir)."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    build_tiny_model(tmp / "model")
+    write_corpus(tmp / "corpus.jsonl")
+    (tmp / "queries.yaml").write_text(yaml.safe_dump(TINY_QUERIES, allow_unicode=True))
+    config = tiny_config(tmp)
+    snakemake("--cores", 2, "--configfile", config, "--directory", tmp)
+    return tmp, config, tmp / "results" / "tiny"

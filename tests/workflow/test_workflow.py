@@ -1,0 +1,85 @@
+"""The workflow: lint, a dry run of the default config, and a full tiny run checked by content."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import IDENTICAL_SEQ, ROOT, TINY_QUERIES, snakemake, tiny_config
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_config_dry_run_plans_the_whole_chain():
+    out = snakemake("--dry-run", "--quiet", "rules").stdout
+    for rule in ("prepare_model", "tokenize_corpus", "tfidf_filter", "fit_covariance", "eigendecompose",
+                 "fit_eigenvalue_correction", "precondition_queries", "score_shard", "aggregate_scores",
+                 "token_scores", "report"):
+        assert rule in out, out
+
+
+@pytest.mark.parametrize("override,message", [
+    ("scoring={'estimator': 'tracin'}", "tracin"),
+    ("fitting={'n_sequence': 3}", "n_sequence"),
+])
+def test_bad_config_stops_before_any_work(override, message, tmp_path):
+    result = snakemake("--dry-run", "--directory", tmp_path, "--config", override, check=False)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_tiny_run_scores(tiny_run):
+    _, _, results = tiny_run
+    scores_dir = next((results / "scores").iterdir())
+    scores = pd.read_parquet(scores_dir / "scores.parquet")
+    candidates = pd.read_parquet(results / "tfidf" / "candidates.parquet")
+    union = candidates["seq_id"].nunique()
+    assert len(scores) == union * len(TINY_QUERIES)
+    assert np.isfinite(scores["influence"]).all() and scores["influence"].abs().max() > 0
+    layers = scores[[c for c in scores.columns if c.startswith("layer:")]]
+    assert layers.shape[1] == 6  # 2 blocks × gate/up/down
+    np.testing.assert_allclose(layers.sum(axis=1), scores["influence"], rtol=1e-4, atol=1e-6)
+    for query_id, group in scores.groupby("query_id"):
+        assert (group["influence_rank"].to_numpy() == np.arange(1, len(group) + 1)).all()
+        assert group["influence"].is_monotonic_decreasing
+    top3 = scores[(scores["query_id"] == TINY_QUERIES[0]["id"]) & (scores["influence_rank"] <= 3)]
+    assert IDENTICAL_SEQ in set(top3["seq_id"]), top3[["seq_id", "influence"]]
+    kept = scores[scores["in_tfidf_top_k"]]
+    assert len(kept) == len(candidates) and kept["tfidf_rank"].between(1, 25).all()
+
+
+def test_tiny_run_tokens_and_report(tiny_run):
+    _, _, results = tiny_run
+    scores_dir = next((results / "scores").iterdir())
+    top = pd.read_parquet(scores_dir / "top.parquet")
+    tokens = pd.read_parquet(scores_dir / "tokens.parquet")
+    assert top.groupby("query_id").size().eq(5).all()
+    sums = tokens.groupby(["query_id", "seq_id"])["influence"].sum()
+    merged = top.set_index(["query_id", "seq_id"])["influence"]
+    np.testing.assert_allclose(sums.loc[merged.index], merged, rtol=1e-3, atol=1e-5)
+    html = (scores_dir / "report.html").read_text()
+    assert all(q["id"] in html for q in TINY_QUERIES) and "<span class=\"tok\"" in html
+    assert (results / "logs" / "fit_covariance.log").read_text().count("peak RSS") == 1
+
+
+def test_score_only_change_reuses_factors_and_reruns_resume(tiny_run):
+    tmp, config, results = tiny_run
+    damped = tiny_config(tmp, name="damped", damping={"mode": "relative", "value": 0.5})
+    planned = snakemake("--dry-run", "--quiet", "rules", "--configfile", damped, "--directory", tmp).stdout
+    assert "precondition_queries" in planned and "score_shard" in planned
+    for rule in ("fit_covariance", "eigendecompose", "fit_eigenvalue_correction", "tokenize_corpus"):
+        assert rule not in planned, planned
+    # A run killed while scoring shard 1: that shard and everything after it are missing.
+    scores_dir = next(d for d in (results / "scores").iterdir() if "0.5" not in d.name)
+    for name in ("shard_1.parquet", "scores.parquet", "top.parquet", "tokens.parquet", "report.html"):
+        (scores_dir / name).unlink()
+    planned = snakemake("--dry-run", "--quiet", "rules", "--configfile", config, "--directory", tmp).stdout
+    jobs = dict(line.split() for line in planned.splitlines() if line.split()[-1:] and line.split()[-1].isdigit()
+                and len(line.split()) == 2)
+    assert jobs.get("score_shard") == "1", planned
+    assert not {"fit_covariance", "precondition_queries", "tokenize_corpus"} & set(jobs), planned
+    snakemake("--cores", 2, "--configfile", config, "--directory", tmp)
+    assert (scores_dir / "shard_1.parquet").exists() and (scores_dir / "report.html").exists()
