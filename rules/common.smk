@@ -74,7 +74,7 @@ def factor_inputs(wildcards):
     return {}
 
 
-GPU, MEM_MB, RUNTIME = (config["resources"][k] for k in ("gpu", "mem_mb", "runtime"))
+THREADS, GPU, MEM_MB, RUNTIME = (config["resources"][k] for k in ("threads", "gpu", "mem_mb", "runtime"))
 
 
 def model_params():

@@ -19,6 +19,7 @@ rule fit_covariance:
         f"{BENCH}/fit_covariance.tsv"
     conda:
         ENV
+    threads: THREADS
     resources:
         gpu=GPU,
         mem_mb=MEM_MB,
@@ -39,6 +40,7 @@ rule eigendecompose:
         f"{BENCH}/eigendecompose.tsv"
     conda:
         ENV
+    threads: THREADS
     resources:
         gpu=GPU,
         mem_mb=MEM_MB,
@@ -66,6 +68,7 @@ rule fit_eigenvalue_correction:
         f"{BENCH}/fit_eigenvalue_correction.tsv"
     conda:
         ENV
+    threads: THREADS
     resources:
         gpu=GPU,
         mem_mb=MEM_MB,

@@ -17,6 +17,7 @@ rule precondition_queries:
         f"{BENCH}/{SETTING}/precondition_queries.tsv"
     conda:
         ENV
+    threads: THREADS
     resources:
         gpu=GPU,
         mem_mb=MEM_MB,

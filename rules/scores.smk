@@ -18,6 +18,7 @@ rule score_shard:
         f"{BENCH}/{SETTING}/score_shard_{{shard}}.tsv"
     conda:
         ENV
+    threads: THREADS
     resources:
         gpu=GPU,
         mem_mb=MEM_MB,
@@ -67,6 +68,7 @@ rule token_scores:
         f"{BENCH}/{SETTING}/token_scores.tsv"
     conda:
         ENV
+    threads: THREADS
     resources:
         gpu=GPU,
         mem_mb=MEM_MB,

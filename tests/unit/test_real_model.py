@@ -3,6 +3,7 @@
 import torch
 
 from influence.data import encode_query, pad_batch
+from influence.queries import load_queries
 from influence.hooks import per_sequence_gradients
 from influence.model import default_gguf_path, fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
 
@@ -18,6 +19,13 @@ def test_gguf_dequantises_to_an_identical_checkpoint(tmp_path):
         assert torch.equal(model(input_ids=batch["input_ids"]).logits, plain(input_ids=batch["input_ids"]).logits)
         greedy = plain(input_ids=batch["input_ids"][:, :-1]).logits[0, -1].argmax()
     assert tokenizer.decode(greedy).strip() == "Paris"  # the model knows the fact the query states
+    for query in load_queries("scripts/influence/resources/queries.yaml"):  # the shipped facts are known
+        if query.tags["lang"] == "en" and query.tags["order"] == "original":
+            prompt = pad_batch([encode_query(tokenizer, query.id, query.prompt, query.completion)[0]])
+            with torch.no_grad():
+                n_prompt = len(tokenizer(query.prompt).input_ids)
+                answer = plain(input_ids=prompt["input_ids"][:, :n_prompt]).logits[0, -1].argmax()
+            assert answer == tokenizer(query.completion, add_special_tokens=False).input_ids[0], query.id
     layers = select_layers(plain)
     assert len(layers) == 90 and fingerprint(layers) == fingerprint(select_layers(model))
 
