@@ -22,3 +22,7 @@ rule all:
         scores=f"{SCORES}/scores.parquet",
         tokens=f"{SCORES}/tokens.parquet",
     default_target: True
+
+
+onsuccess:
+    print(f"\nInfluence report: {Path(SCORES, 'report.html').resolve()}\n")

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 
 import psutil
+
+
+def release_free_heap() -> None:
+    """Return freed heap pages to the OS (glibc keeps them otherwise), so a phase's peak RSS
+    measures what that phase needs, not what an earlier phase freed. Applied to both engines."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: peaks then include earlier phases' freed memory
+        pass
 
 
 class PeakRSS:
@@ -29,6 +39,7 @@ class PeakRSS:
             self._sample()
 
     def __enter__(self) -> "PeakRSS":
+        release_free_heap()
         self._sample()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -25,7 +25,7 @@ from .model import TrackedLayer
 # memory stays bounded whatever the batch size and layer width.
 CHUNK_ELEMENTS = 2**25
 # Tokens per forward/backward pass: bounds activation memory (see split_batch).
-MAX_TOKENS = 512
+MAX_TOKENS = 1024
 
 
 @dataclass

@@ -83,3 +83,19 @@ def test_score_only_change_reuses_factors_and_reruns_resume(tiny_run):
     assert not {"fit_covariance", "precondition_queries", "tokenize_corpus"} & set(jobs), planned
     snakemake("--cores", 2, "--configfile", config, "--directory", tmp)
     assert (scores_dir / "shard_1.parquet").exists() and (scores_dir / "report.html").exists()
+
+
+def test_every_config_key_has_a_description_and_a_default():
+    import yaml
+
+    schema = yaml.safe_load((ROOT / "rules" / "schemas" / "config.schema.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+    def walk(node, defaults, path):
+        for key, sub in node.get("properties", {}).items():
+            assert "description" in sub and "default" in sub, f"{path}{key}"
+            assert key in defaults, f"config.yaml lacks {path}{key}"
+            if sub.get("type") == "object" and "properties" in sub and key != "damping":
+                walk(sub, defaults[key], f"{path}{key}.")
+
+    walk(schema, config, "")
