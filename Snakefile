@@ -14,6 +14,7 @@ include: "rules/factors.smk"
 include: "rules/queries.smk"
 include: "rules/scores.smk"
 include: "rules/report.smk"
+include: "rules/analysis.smk"
 
 
 rule all:
@@ -21,6 +22,7 @@ rule all:
         report=f"{SCORES}/report.html",
         scores=f"{SCORES}/scores.parquet",
         tokens=f"{SCORES}/tokens.parquet",
+        figures=f"{FIGURES}/captions.json",
     default_target: True
 
 

@@ -99,3 +99,21 @@ def test_every_config_key_has_a_description_and_a_default():
                 walk(sub, defaults[key], f"{path}{key}.")
 
     walk(schema, config, "")
+
+
+def test_tiny_run_paper_figures(tiny_run):
+    import json
+
+    _, _, results = tiny_run
+    figures = next((results / "figures").iterdir())
+    for name in ("sparsity", "top_share", "layer_shares", "cross_lingual", "phrase_order"):
+        assert (figures / f"{name}.png").stat().st_size > 1000
+        assert (figures / f"{name}.parquet").exists()
+    shares = pd.read_parquet(figures / "layer_shares.parquet")
+    np.testing.assert_allclose(shares.groupby("query_id")["share"].sum(), 1.0, rtol=1e-9)
+    cross = pd.read_parquet(figures / "cross_lingual.parquet")
+    assert list(cross["query_id"]) == ["capital_france_fr"] and np.isfinite(cross["relative_influence"]).all()
+    top = pd.read_parquet(figures / "top_share.parquet")
+    assert top["share"].between(0, 1).all()
+    captions = json.loads((figures / "captions.json").read_text())
+    assert all(len(text) > 50 for text in captions.values())
