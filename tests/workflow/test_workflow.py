@@ -14,10 +14,10 @@ def test_lint_is_clean():
 
 
 def test_default_config_dry_run_plans_the_whole_chain():
-    out = snakemake("--dry-run", "--quiet", "rules").stdout
+    out = snakemake("--dry-run", "--forceall", "--quiet", "rules").stdout
     for rule in ("prepare_model", "tokenize_corpus", "tfidf_filter", "fit_covariance", "eigendecompose",
                  "fit_eigenvalue_correction", "precondition_queries", "score_shard", "aggregate_scores",
-                 "token_scores", "report"):
+                 "token_scores", "report", "paper_figures"):
         assert rule in out, out
 
 
