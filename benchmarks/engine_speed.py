@@ -93,12 +93,13 @@ def run_baseline(name: str) -> dict:
 
 
 def run_ours(name: str) -> dict:
-    from benchmarks.memory import PeakRSS
     from influence.eigen import eigendecompose
     from influence.factors import fit_covariance, fit_eigenvalue_correction
     from influence.model import select_layers
     from influence.precondition import precondition_queries
     from influence.scores import score_candidates, token_scores
+
+    from benchmarks.memory import PeakRSS
 
     model, module_names, fit, cand, query = workload(name)
     layers = select_layers(model, "(" + "|".join(n.replace(".", r"\.") for n in module_names) + ")$")

@@ -40,22 +40,21 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import Dataset
-from transformers.pytorch_utils import Conv1D
-
+from influence.data import summed_loss
 from kronfluence.analyzer import Analyzer, prepare_model
 from kronfluence.arguments import FactorArguments, ScoreArguments
 from kronfluence.task import Task
 from kronfluence.utils.dataset import DataLoaderKwargs
+from torch import nn
+from torch.utils.data import Dataset
+from transformers.pytorch_utils import Conv1D
 
 from benchmarks.memory import PeakRSS
-from influence.data import summed_loss
 
 Batch = dict[str, torch.Tensor]
 _PAD = {"input_ids": 0, "attention_mask": 0, "labels": -100}

@@ -38,7 +38,7 @@ class PeakRSS:
         while not self._stop.wait(self.interval):
             self._sample()
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         release_free_heap()
         self._sample()
         self._stop.clear()

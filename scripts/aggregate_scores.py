@@ -1,7 +1,6 @@
 """Rule aggregate_scores: one table of every scored pair, ranked per query, with TF-IDF columns."""
 
 import pandas as pd
-
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

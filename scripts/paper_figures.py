@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-
 from influence import analysis, figures
 from influence.queries import load_queries
 from influence.runlog import rule_log

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pandas as pd
-
 from influence.queries import load_queries
 from influence.report import render_report
 from influence.runlog import rule_log

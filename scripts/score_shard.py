@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pandas as pd
-
 from influence import io
 from influence.runlog import describe_model, rule_log
 from influence.scores import score_candidates, scores_table

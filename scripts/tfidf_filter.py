@@ -1,7 +1,6 @@
 """Rule tfidf_filter: each query's top-k candidates by TF-IDF cosine (k = 0 keeps all)."""
 
 import pandas as pd
-
 from influence.queries import load_queries
 from influence.runlog import rule_log
 from influence.tfidf import TfidfSettings, candidate_union, fit_idf, top_k_candidates

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pandas as pd
-
 from influence import io
 from influence.model import load_tokenizer
 from influence.runlog import describe_model, rule_log

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import torch
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from . import names

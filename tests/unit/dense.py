@@ -3,7 +3,6 @@
 import copy
 
 import torch
-
 from influence.data import summed_loss
 from influence.model import select_layers
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from influence.corpus import (
     WORDNET_N_GLOSSES,
     WORDNET_ROOT,

@@ -5,7 +5,6 @@ from functools import partial
 import torch
 from conftest import MODELS, batches_of, random_sequences
 from dense import autograd_gradients, fisher
-
 from influence import names
 from influence.data import sample_labels, summed_loss
 from influence.eigen import eigendecompose

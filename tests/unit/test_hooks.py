@@ -4,7 +4,6 @@ import pytest
 import torch
 from conftest import MODELS, batches_of, query_batch, random_sequences
 from dense import autograd_gradients
-
 from influence.hooks import per_sequence_gradients
 from influence.model import select_layers
 

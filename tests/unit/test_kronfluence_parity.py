@@ -16,14 +16,14 @@ Conventions that coincide, so no conversion is needed:
 import pytest
 import torch
 from conftest import MODELS, batches_of, query_batch, random_sequences
-from scipy.stats import spearmanr
-
-from benchmarks.kronfluence_adapter import run_kronfluence
 from influence.eigen import eigendecompose
 from influence.factors import fit_covariance, fit_eigenvalue_correction
 from influence.model import select_layers
 from influence.precondition import precondition_queries
 from influence.scores import score_candidates
+from scipy.stats import spearmanr
+
+from benchmarks.kronfluence_adapter import run_kronfluence
 
 F64 = dict(dtype=torch.float64, progress=False)
 

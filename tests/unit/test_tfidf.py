@@ -3,8 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
-
 from influence.tfidf import (
     TOKEN_PATTERN,
     IdfModel,
@@ -14,6 +12,7 @@ from influence.tfidf import (
     top_k_candidates,
     top_k_mask,
 )
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 
 CORPUS = [
     "Paris: the capital and largest city of France",

@@ -1,9 +1,7 @@
 """Library pieces the rules use: query files, the token store, shards, the HTML report."""
 
-import numpy as np
 import pandas as pd
 import pytest
-
 from influence.queries import load_queries
 from influence.report import highlight
 from influence.sequences import TokenStore, fitting_sample, shard, tokenize_corpus

@@ -31,9 +31,8 @@ def snakemake(*args, cwd=ROOT, check=True) -> subprocess.CompletedProcess:
 def build_tiny_model(directory: Path) -> None:
     """A random 2-layer Llama saved with save_pretrained, with SmolLM2's real tokenizer."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from influence.model import default_gguf_path, load_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer(default_gguf_path())
     torch.manual_seed(0)
@@ -46,7 +45,6 @@ def build_tiny_model(directory: Path) -> None:
 def write_corpus(path: Path, n: int = 300) -> None:
     """The first `n` WordNet glosses, the glosses naming the queries' answers, and one exact query text."""
     import pandas as pd
-
     from influence.corpus import read_wordnet_glosses, write_corpus_jsonl
 
     glosses = read_wordnet_glosses()

@@ -1,6 +1,5 @@
 """The workflow: lint, a dry run of the default config, and a full tiny run checked by content."""
 
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -42,7 +41,7 @@ def test_tiny_run_scores(tiny_run):
     layers = scores[[c for c in scores.columns if c.startswith("layer:")]]
     assert layers.shape[1] == 6  # 2 blocks × gate/up/down
     np.testing.assert_allclose(layers.sum(axis=1), scores["influence"], rtol=1e-4, atol=1e-6)
-    for query_id, group in scores.groupby("query_id"):
+    for _, group in scores.groupby("query_id"):
         assert (group["influence_rank"].to_numpy() == np.arange(1, len(group) + 1)).all()
         assert group["influence"].is_monotonic_decreasing
     top3 = scores[(scores["query_id"] == TINY_QUERIES[0]["id"]) & (scores["influence_rank"] <= 3)]
