@@ -116,3 +116,13 @@ def test_tiny_run_paper_figures(tiny_run):
     assert top["share"].between(0, 1).all()
     captions = json.loads((figures / "captions.json").read_text())
     assert all(len(text) > 50 for text in captions.values())
+
+
+def test_snakemake_report_collects_every_figure(tiny_run):
+    tmp, config, _ = tiny_run
+    out = tmp / "snakemake_report.html"
+    snakemake("--report", out, "--configfile", config, "--directory", tmp)
+    page = out.read_text()
+    for name in ("sparsity.png", "top_share.png", "layer_shares.png", "cross_lingual.png", "phrase_order.png",
+                 "report.html"):
+        assert name in page, name
