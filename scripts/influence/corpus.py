@@ -64,9 +64,25 @@ def _frame(ids: list[str], texts: list[str]) -> pd.DataFrame:
     return pd.DataFrame({SEQ_ID: pd.Series(ids, dtype=object), TEXT: pd.Series(texts, dtype=object)})
 
 
-def _iter_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, chunk_size: int) -> Iterator[pd.DataFrame]:
+def _in_chunks(records: Iterator[tuple[str, str]], chunk_size: int) -> Iterator[pd.DataFrame]:
+    """(seq_id, text) pairs as DataFrames of at most `chunk_size` rows."""
     ids: list[str] = []
     texts: list[str] = []
+    for seq_id, text in records:
+        ids.append(seq_id)
+        texts.append(text)
+        if len(texts) == chunk_size:
+            yield _frame(ids, texts)
+            ids, texts = [], []
+    if texts:
+        yield _frame(ids, texts)
+
+
+def _iter_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, chunk_size: int) -> Iterator[pd.DataFrame]:
+    return _in_chunks(_jsonl_records(path, gz, text_field, id_field), chunk_size)
+
+
+def _jsonl_records(path: Path, gz: bool, text_field: str, id_field: str | None) -> Iterator[tuple[str, str]]:
     id_key = id_field
     n_docs = 0
     with _open_text(path, gz) as fh:
@@ -85,19 +101,14 @@ def _iter_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, chu
             if not isinstance(text, str):
                 raise ValueError(_bad_field(path, line_no, text_field, text, list(record)))
             if id_key is None:
-                ids.append(str(n_docs))
+                seq_id = str(n_docs)
             else:
                 value = record.get(id_key)
                 if value is None:
                     raise ValueError(_bad_field(path, line_no, id_key, value, list(record)))
-                ids.append(str(value))
-            texts.append(text)
+                seq_id = str(value)
             n_docs += 1
-            if len(texts) == chunk_size:
-                yield _frame(ids, texts)
-                ids, texts = [], []
-    if texts:
-        yield _frame(ids, texts)
+            yield seq_id, text
 
 
 def _bad_field(path: Path, line_no: int, field: str, value: object, keys: list[str]) -> str:
@@ -106,22 +117,12 @@ def _bad_field(path: Path, line_no: int, field: str, value: object, keys: list[s
 
 
 def _iter_txt(path: Path, gz: bool, chunk_size: int) -> Iterator[pd.DataFrame]:
-    ids: list[str] = []
-    texts: list[str] = []
-    n_docs = 0
-    with _open_text(path, gz) as fh:
-        for line in fh:
-            text = line.strip()
-            if not text:
-                continue
-            ids.append(str(n_docs))
-            texts.append(text)
-            n_docs += 1
-            if len(texts) == chunk_size:
-                yield _frame(ids, texts)
-                ids, texts = [], []
-    if texts:
-        yield _frame(ids, texts)
+    def records() -> Iterator[tuple[str, str]]:
+        with _open_text(path, gz) as fh:
+            texts = (line.strip() for line in fh)
+            yield from ((str(i), text) for i, text in enumerate(t for t in texts if t))
+
+    return _in_chunks(records(), chunk_size)
 
 
 def _table_chunks(path: Path, fmt: str, gz: bool, chunk_size: int) -> Iterator[pd.DataFrame]:
