@@ -68,10 +68,12 @@ def queries_source():
 
 
 def factor_inputs(wildcards):
-    """EK-FAC and K-FAC precondition with the factors; identity and cosine need none."""
-    if config["scoring"]["estimator"] in ("ekfac", "kfac"):
-        return {"eigen": f"{RUN}/factors/eigen.safetensors", "correction": f"{RUN}/factors/lambda.safetensors"}
-    return {}
+    """EK-FAC needs the eigenbasis and Λ, K-FAC the eigenbasis only, identity and cosine nothing."""
+    estimator = config["scoring"]["estimator"]
+    inputs = {"eigen": f"{RUN}/factors/eigen.safetensors"} if estimator in ("ekfac", "kfac") else {}
+    if estimator == "ekfac":
+        inputs["correction"] = f"{RUN}/factors/lambda.safetensors"
+    return inputs
 
 
 THREADS, GPU, MEM_MB, RUNTIME = (config["resources"][k] for k in ("threads", "gpu", "mem_mb", "runtime"))

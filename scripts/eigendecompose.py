@@ -7,7 +7,8 @@ from influence.runlog import rule_log
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "eigendecompose") as (log, stats):
     sums = io.load_factor_sums(smk.input.covariance, "covariance")
-    _, meta = io.load_tensors(smk.input.covariance, "covariance")
+    meta = io.read_metadata(smk.input.covariance)
     eigen = eigendecompose(sums)
-    io.save_eigen(smk.output.eigen, eigen, meta[names.META_MODEL], meta[names.META_SETTINGS])
+    io.save_eigen(smk.output.eigen, eigen, meta[names.META_MODEL], meta[names.META_SETTINGS],
+                  sums.n_tokens, sums.n_sequences)
     stats.update(modules=len(eigen), tokens=sums.n_tokens, sequences=sums.n_sequences)

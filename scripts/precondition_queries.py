@@ -1,6 +1,6 @@
 """Rule precondition_queries: every query's completion-loss gradient times (curvature + λ)⁻¹."""
 
-from influence import io
+from influence import io, names
 from influence.data import encode_query, pad_batch
 from influence.model import load_tokenizer
 from influence.precondition import Damping, precondition_queries
@@ -20,7 +20,10 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
     eigen = io.load_eigen(smk.input.eigen, digest) if "eigen" in smk.input.keys() else None
     correction = (io.load_factor_sums(smk.input.correction, "eigenvalue_correction", digest)
                   if "correction" in smk.input.keys() else None)
+    counts = io.read_metadata(smk.input.eigen) if eigen is not None else {}
+    per_sequence = counts.get(names.META_TOKENS, 0) / max(counts.get(names.META_SEQUENCES, 0), 1) or None
     pre = precondition_queries(model, layers, [q.id for q in queries], batches, smk.params.estimator, eigen,
-                               correction, Damping(**smk.params.damping), smk.params.rank)
+                               correction, Damping(**smk.params.damping), smk.params.rank,
+                               tokens_per_sequence=per_sequence)
     io.save_preconditioned(smk.output.preconditioned, pre, digest, dict(smk.params))
     stats.update(describe_model(model, layers), queries=len(queries), tokens=sum(len(ids) for ids, _ in encoded))

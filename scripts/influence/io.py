@@ -47,8 +47,7 @@ def load_tensors(path: str | Path, kind: str, fingerprint: str | None = None) ->
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run the rule that produces it first.")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+        metadata = read_metadata(path)
         tensors = load_file(str(path))
     except (SafetensorError, json.JSONDecodeError, OSError) as error:
         raise ValueError(f"{path} is not a readable safetensors artefact ({error}); delete it and rerun.") from error
@@ -88,9 +87,17 @@ def load_factor_sums(path, kind: str, fingerprint: str | None = None) -> FactorS
     return FactorSums(_split(tensors, meta[names.META_MODULES]), meta[names.META_TOKENS], meta[names.META_SEQUENCES])
 
 
-def save_eigen(path, eigen: dict, fingerprint: str, settings: dict) -> None:
+def save_eigen(path, eigen: dict, fingerprint: str, settings: dict, n_tokens: int = 0, n_sequences: int = 0) -> None:
+    """Eigendecompositions, with the covariance's counts (K-FAC's n̄ = n_tokens / n_sequences)."""
     save_tensors(path, _flat(eigen), **{names.META_KIND: "eigen", names.META_MODEL: fingerprint,
-                 names.META_MODULES: list(eigen), names.META_SETTINGS: settings})
+                 names.META_MODULES: list(eigen), names.META_SETTINGS: settings,
+                 names.META_TOKENS: n_tokens, names.META_SEQUENCES: n_sequences})
+
+
+def read_metadata(path) -> dict:
+    """A safetensors artefact's metadata, without reading its tensors."""
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
 
 
 def load_eigen(path, fingerprint: str | None = None) -> dict[str, dict[str, torch.Tensor]]:

@@ -113,17 +113,24 @@ def precondition_queries(
     rank: int | None = None,
     dtype=torch.float32,
     progress: bool = True,
+    tokens_per_sequence: float | None = None,
 ) -> Preconditioned:
     """Precondition every query's gradient; keep a rank-r approximation if `rank` is set.
 
+    K-FAC needs only the eigendecomposition and n̄ (`tokens_per_sequence`, by
+    default read from `correction`); EK-FAC needs the correction itself.
     Each batch of queries is reduced to its final form before the next is
     computed, so a rank-r run never holds more than one batch at full rank.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
     needs_factors = estimator in CURVATURE_ESTIMATORS
-    if needs_factors and (eigen is None or correction is None):
-        raise ValueError(f"estimator {estimator!r} needs the eigendecomposition and the eigenvalue correction.")
+    if tokens_per_sequence is None and correction is not None:
+        tokens_per_sequence = correction.n_tokens / correction.n_sequences
+    if needs_factors and (eigen is None or (correction is None and estimator == "ekfac")
+                          or tokens_per_sequence is None):
+        raise ValueError(f"estimator {estimator!r} needs the eigendecomposition and the eigenvalue correction "
+                         "(K-FAC: the eigendecomposition and tokens_per_sequence).")
     device = next(model.parameters()).device
     rotations = rotations_for(eigen, dtype, device) if needs_factors else None
     result = Preconditioned(list(query_ids), estimator, rank)
@@ -136,10 +143,9 @@ def precondition_queries(
         for name in list(grads):
             grad = grads.pop(name)  # drop each raw gradient as soon as it is preconditioned
             if needs_factors:
-                curvature = curvature_eigenvalues(
-                    estimator, eigen[name], correction.mean(name, names.EIGENVALUE_CORRECTION),
-                    correction.n_tokens / correction.n_sequences,
-                ).to(dtype=dtype, device=device)
+                lam = correction.mean(name, names.EIGENVALUE_CORRECTION) if estimator == "ekfac" else None
+                curvature = curvature_eigenvalues(estimator, eigen[name], lam, tokens_per_sequence)
+                curvature = curvature.to(dtype=dtype, device=device)
                 result.damping[name] = damping.for_layer(curvature)
                 grad = grad / (curvature + result.damping[name])  # still in the eigenbasis
             parts[name].append(_final_form(grad, rotations[name] if needs_factors else None, rank))

@@ -120,3 +120,15 @@ def test_estimators_need_their_inputs(setup):
         precondition_queries(setup["model"], setup["layers"], ["q"], [setup["queries"]], "tracin")
     with pytest.raises(ValueError, match="damping value"):
         Damping("relative", 0.0)
+
+
+def test_kfac_needs_no_eigenvalue_correction(setup):
+    with_lambda = _precondition(setup, "kfac")
+    cov = setup["covariance"]
+    alone = precondition_queries(setup["model"], setup["layers"], ["q0", "q1", "q2"], [setup["queries"]], "kfac",
+                                 setup["eigen"], None, dtype=torch.float64, progress=False,
+                                 tokens_per_sequence=cov.n_tokens / cov.n_sequences)
+    for name, factors in with_lambda.layers.items():
+        torch.testing.assert_close(alone.layers[name][names.PRECONDITIONED], factors[names.PRECONDITIONED])
+    with pytest.raises(ValueError, match="tokens_per_sequence"):
+        precondition_queries(setup["model"], setup["layers"], ["q"], [setup["queries"]], "kfac", setup["eigen"], None)
