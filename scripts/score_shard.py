@@ -6,7 +6,7 @@ import pandas as pd
 from influence import io
 from influence.runlog import describe_model, rule_log
 from influence.scores import score_candidates, scores_table
-from influence.sequences import TokenStore, shard
+from influence.sequences import TokenStore, ordered_batches, shard
 from influence.tfidf import candidate_union
 from influence.workflow import load_tracked_model
 
@@ -17,10 +17,7 @@ with rule_log(smk.log[0], "score_shard", shard=smk.wildcards.shard, **smk.params
     seq_ids = shard(candidate_union(pd.read_parquet(smk.input.candidates)), int(smk.wildcards.shard),
                     smk.params.n_shards)
     store = TokenStore(Path(smk.input.sequences).parent)
-    order, batches = [], []
-    for ids, batch in store.batches(seq_ids, smk.params.batch_size):
-        order.extend(ids)
-        batches.append(batch)
+    order, batches = ordered_batches(store, seq_ids, smk.params.batch_size)
     scores = score_candidates(model, layers, pre, batches)
     scores_table(scores, order, pre.query_ids).to_parquet(smk.output.scores, index=False)
     stats.update(describe_model(model, layers), candidates=len(order),

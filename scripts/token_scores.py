@@ -7,7 +7,7 @@ from influence import io
 from influence.model import load_tokenizer
 from influence.runlog import describe_model, rule_log
 from influence.scores import token_scores
-from influence.sequences import TokenStore
+from influence.sequences import TokenStore, ordered_batches
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -18,10 +18,7 @@ with rule_log(smk.log[0], "token_scores", **smk.params) as (log, stats):
     top = pd.read_parquet(smk.input.top)
     store = TokenStore(Path(smk.input.sequences).parent)
     wanted = set(zip(top["query_id"], top["seq_id"]))
-    order, batches = [], []
-    for ids, batch in store.batches(sorted(top["seq_id"].unique()), smk.params.batch_size):
-        order.extend(ids)
-        batches.append(batch)
+    order, batches = ordered_batches(store, sorted(top["seq_id"].unique()), smk.params.batch_size)
     rows = []
     for seq_id, scores in zip(order, token_scores(model, layers, pre, batches)):  # scores: (T, Q)
         token_ids = store.ids(seq_id)

@@ -66,6 +66,15 @@ class TokenStore:
             yield chunk, pad_batch([self.ids(s) for s in chunk], pad_id=pad_id)
 
 
+def ordered_batches(store: TokenStore, seq_ids: Sequence[str], batch_size: int) -> tuple[list[str], list[dict]]:
+    """All batches of `seq_ids` at once, and the seq_ids in the order the batches hold them."""
+    order, batches = [], []
+    for ids, batch in store.batches(seq_ids, batch_size):
+        order.extend(ids)
+        batches.append(batch)
+    return order, batches
+
+
 def fitting_sample(seq_ids: Sequence[str], n: int | None, seed: int) -> list[str]:
     """A reproducible random sample of `n` sequences (all of them if n is None or too large)."""
     if n is None or n >= len(seq_ids):
