@@ -21,9 +21,13 @@ from .data import split_batch
 from .hooks import LayerCapture
 from .model import TrackedLayer
 
-# Per-sequence rotated gradients are formed this many elements at a time, so
-# memory stays bounded whatever the batch size and layer width.
-CHUNK_ELEMENTS = 2**25
+# Per-sequence gradients are formed this many elements at a time into one
+# reused buffer. On CPU a small buffer that stays in cache is 2-3x faster than
+# one large batched matmul; on GPUs large launches win.
+CHUNK_ELEMENTS = {"cpu": 2**21, "cuda": 2**27}
+# xᵀx is built from this many row stripes of its lower triangle: 62% of a
+# full matmul's FLOPs, and 1.5x faster on CPU (torch has no syrk).
+GRAM_STRIPES = 4
 # Tokens per forward/backward pass: bounds activation memory (see split_batch).
 MAX_TOKENS = 1024
 
@@ -91,13 +95,41 @@ def fit_covariance(
             a2, g2 = a.flatten(0, 1), g.flatten(0, 1)  # (B·T, d_in), (B·T, d_out)
             if id(a) not in shared:
                 shared.clear()  # keep only the current input alive
-                shared[id(a)] = a2.T @ a2  # (d_in, d_in)
+                shared[id(a)] = lower_gram(a2)  # (d_in, d_in)
             _accumulate(sums, names.ACTIVATION_COVARIANCE, shared[id(a)])
-            _accumulate(sums, names.GRADIENT_COVARIANCE, g2.T @ g2)  # (d_out, d_out)
+            _accumulate(sums, names.GRADIENT_COVARIANCE, lower_gram(g2))  # (d_out, d_out)
 
         return on_pair
 
-    return _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "covariance", progress, max_tokens)
+    state = _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "covariance", progress, max_tokens)
+    for factors in state.sums.values():
+        for tensor in factors.values():
+            tensor.copy_(tensor.tril() + tensor.tril(-1).T)  # mirror the accumulated lower triangle
+    return state
+
+
+def lower_gram(x: torch.Tensor) -> torch.Tensor:
+    """The lower triangle (and diagonal blocks) of xᵀx (d, d) for x (n, d); zeros above the block diagonal."""
+    d = x.shape[1]
+    out = x.new_zeros(d, d)
+    edges = [round(i * d / GRAM_STRIPES) for i in range(GRAM_STRIPES + 1)]
+    for lo, hi in zip(edges, edges[1:]):
+        out[lo:hi, :hi] = x[:, lo:hi].T @ x[:, :hi]  # (stripe, hi)
+    return out
+
+
+def sequence_gradients(g: torch.Tensor, a: torch.Tensor):
+    """Yield (start, G) over chunks of sequences, G = g_nᵀ a_n per sequence: (b, d_out, d_in).
+
+    G lives in a buffer reused by the next chunk: consume it before advancing.
+    """
+    n_seq, d_out, d_in = g.shape[0], g.shape[-1], a.shape[-1]
+    step = max(1, CHUNK_ELEMENTS.get(g.device.type, CHUNK_ELEMENTS["cuda"]) // (d_out * d_in))
+    buffer = g.new_empty(min(step, n_seq), d_out, d_in)
+    for start in range(0, n_seq, step):
+        out = buffer[: min(step, n_seq - start)]
+        torch.bmm(g[start : start + step].transpose(1, 2), a[start : start + step], out=out)
+        yield start, out
 
 
 def fit_eigenvalue_correction(
@@ -131,10 +163,9 @@ def fit_eigenvalue_correction(
                 rotated_inputs[cache_key] = a @ q_a  # (B, T, d_in)
             a_rot, g_rot = rotated_inputs[cache_key], g @ q_s  # (B, T, d_in), (B, T, d_out)
             total = torch.zeros(g.shape[-1], a.shape[-1], dtype=dtype, device=device)
-            step = max(1, CHUNK_ELEMENTS // (g.shape[-1] * a.shape[-1]))
-            for start in range(0, a.shape[0], step):
-                grad_rot = g_rot[start : start + step].transpose(1, 2) @ a_rot[start : start + step]  # (b, d_out, d_in)
-                total += grad_rot.square_().sum(0)
+            for _, grad_rot in sequence_gradients(g_rot, a_rot):  # (b, d_out, d_in)
+                for one in grad_rot:
+                    total.addcmul_(one, one)
             _accumulate(state.sums.setdefault(name, {}), names.EIGENVALUE_CORRECTION, total)
 
         return on_pair

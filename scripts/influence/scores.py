@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import names
 from .data import split_batch
-from .factors import CHUNK_ELEMENTS, MAX_TOKENS
+from .factors import MAX_TOKENS, sequence_gradients
 from .hooks import LayerCapture
 from .model import TrackedLayer
 from .precondition import Preconditioned
@@ -37,9 +37,7 @@ def _sequence_scores(a, g, factors: dict, want_norm: bool):
         return _token_scores(a, g, factors).sum(1), (_gram_norm2(a, g) if want_norm else None)
     matrix = factors[names.PRECONDITIONED].flatten(1)  # (Q, d_out·d_in)
     scores, norms = [], []
-    step = max(1, CHUNK_ELEMENTS // (g.shape[-1] * a.shape[-1]))
-    for start in range(0, a.shape[0], step):
-        grad = g[start : start + step].transpose(1, 2) @ a[start : start + step]  # (b, d_out, d_in)
+    for _, grad in sequence_gradients(g, a):  # (b, d_out, d_in)
         scores.append(grad.flatten(1) @ matrix.T)  # (b, Q)
         if want_norm:
             norms.append(grad.square().sum((1, 2)))
