@@ -93,6 +93,9 @@ def run_baseline(name: str) -> dict:
 
 
 def run_ours(name: str) -> dict:
+    """Each phase reads its inputs from and writes its outputs to disk, as the workflow's rules do,
+    so a phase's peak RSS is what its rule needs (load and save times count)."""
+    from influence import io
     from influence.eigen import eigendecompose
     from influence.factors import fit_covariance, fit_eigenvalue_correction
     from influence.model import select_layers
@@ -104,31 +107,46 @@ def run_ours(name: str) -> dict:
     model, module_names, fit, cand, query = workload(name)
     layers = select_layers(model, "(" + "|".join(n.replace(".", r"\.") for n in module_names) + ")$")
     ids = [str(i) for i in range(query[0]["input_ids"].shape[0])]
-    seconds, peaks, state = {}, {}, {}
+    seconds, peaks, results = {}, {}, {}
+    tmp = tempfile.TemporaryDirectory()
+    path = {k: Path(tmp.name) / f"{k}.safetensors" for k in ("covariance", "eigen", "lambda", "pre")}
 
     def phase(label, fn):
         with PeakRSS() as rss:
             start = time.perf_counter()
-            state[label] = fn()
+            results[label] = fn()
             seconds[label] = time.perf_counter() - start
         peaks[label] = rss.peak_mb
 
-    def precondition_then(fn, rank=None):
-        start = time.perf_counter()
-        pre = precondition_queries(model, layers, ids, query, "ekfac", state["eigen"], state["correction"],
-                                   rank=rank, progress=False)
-        seconds.setdefault("precondition_" + str(rank), time.perf_counter() - start)
-        return fn(pre)
+    def covariance():
+        io.save_factor_sums(path["covariance"], fit_covariance(model, layers, fit, "true", seed=0, progress=False),
+                            "covariance", "bench", {})
 
-    phase("covariance", lambda: fit_covariance(model, layers, fit, "true", seed=0, progress=False))
-    phase("eigen", lambda: eigendecompose(state.pop("covariance"), progress=False))  # later phases never read A, S
-    seconds["eigendecomposition"], peaks["eigendecomposition"] = seconds.pop("eigen"), peaks.pop("eigen")
-    phase("correction", lambda: fit_eigenvalue_correction(model, layers, state["eigen"], fit, "true", seed=1, progress=False))
-    seconds["eigenvalue_correction"], peaks["eigenvalue_correction"] = seconds.pop("correction"), peaks.pop("correction")
+    def eigen():
+        sums = io.load_factor_sums(path["covariance"], "covariance")
+        io.save_eigen(path["eigen"], eigendecompose(sums, progress=False), "bench", {}, sums.n_tokens, sums.n_sequences)
+
+    def correction():
+        sums = fit_eigenvalue_correction(model, layers, io.load_eigen(path["eigen"]), fit, "true", seed=1, progress=False)
+        io.save_factor_sums(path["lambda"], sums, "eigenvalue_correction", "bench", {})
+
+    def precondition_then(score, rank=None):
+        start = time.perf_counter()
+        pre = precondition_queries(model, layers, ids, query, "ekfac", io.load_eigen(path["eigen"]),
+                                   io.load_factor_sums(path["lambda"], "eigenvalue_correction"), rank=rank, progress=False)
+        io.save_preconditioned(path["pre"], pre, "bench", {})
+        del pre
+        seconds.setdefault("precondition_" + str(rank), time.perf_counter() - start)
+        return score(io.load_preconditioned(path["pre"]))
+
+    phase("covariance", covariance)
+    phase("eigendecomposition", eigen)
+    phase("eigenvalue_correction", correction)
     phase("scores_full", lambda: precondition_then(lambda p: score_candidates(model, layers, p, cand, progress=False).total))
     phase("scores_rank", lambda: precondition_then(lambda p: score_candidates(model, layers, p, cand, progress=False).total, RANK))
     phase("token_scores", lambda: precondition_then(lambda p: token_scores(model, layers, p, cand, progress=False)))
-    return dict(seconds=seconds, peaks=peaks, full=state["scores_full"].T.tolist(), rank=state["scores_rank"].T.tolist())
+    tmp.cleanup()
+    return dict(seconds=seconds, peaks=peaks, full=results["scores_full"].T.tolist(), rank=results["scores_rank"].T.tolist())
 
 
 def run_kronfluence(name: str) -> dict:
