@@ -7,7 +7,7 @@ per-token split is ⟨P_q, g_t a_tᵀ⟩ = g_tᵀ P_q a_t, which sums to the tot
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -31,17 +31,24 @@ class Scores:
     layers: list[str]
 
 
-def _sequence_scores(a, g, factors: dict, want_norm: bool):
-    """Per-sequence contributions (B, Q) of one layer, and ‖G‖² (B,) if wanted."""
-    if names.LEFT in factors:
-        return _token_scores(a, g, factors).sum(1), (_gram_norm2(a, g) if want_norm else None)
-    matrix = factors[names.PRECONDITIONED].flatten(1)  # (Q, d_out·d_in)
-    scores, norms = [], []
-    for _, grad in sequence_gradients(g, a):  # (b, d_out, d_in)
-        scores.append(grad.flatten(1) @ matrix.T)  # (b, Q)
-        if want_norm:
-            norms.append(grad.square().sum((1, 2)))
-    return torch.cat(scores), (torch.cat(norms) if want_norm else None)
+def _sequence_scores(a, g, variants: list[dict]) -> list[torch.Tensor]:
+    """Per-sequence contributions (B, Q_v) of one layer for each variant's factors.
+
+    Full-rank variants share one pass over the per-sequence gradients G = gᵀa;
+    low-rank ones never form G.
+    """
+    out: list = [_token_scores(a, g, f).sum(1) if names.LEFT in f else None for f in variants]
+    full = [i for i, f in enumerate(variants) if names.LEFT not in f]
+    if full:
+        matrices = [variants[i][names.PRECONDITIONED].flatten(1) for i in full]  # (Q_v, d_out·d_in) each
+        parts: list[list] = [[] for _ in full]
+        for _, grad in sequence_gradients(g, a):  # (b, d_out, d_in)
+            flat = grad.flatten(1)
+            for part, matrix in zip(parts, matrices):
+                part.append(flat @ matrix.T)  # (b, Q_v)
+        for i, part in zip(full, parts):
+            out[i] = torch.cat(part)
+    return out
 
 
 def _token_scores(a, g, factors: dict) -> torch.Tensor:
@@ -63,29 +70,60 @@ def _gram_norm2(a, g) -> torch.Tensor:
     return ((g @ g.transpose(1, 2)) * (a @ a.transpose(1, 2))).sum((1, 2))
 
 
-def _run(model, layers, pre: Preconditioned, batches, per_token: bool, dtype, desc, progress, max_tokens):
-    """Yield per batch: {layer: contributions} and the candidates' squared gradient norms (cosine)."""
+def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dtype, desc, progress, max_tokens):
+    """Yield per micro-batch and variant: {layer: contributions}, and the candidates' gradient norms (B,)
+    when a variant needs them (cosine)."""
     device = next(model.parameters()).device
-    factors = {m: {k: t.to(dtype=dtype, device=device) for k, t in f.items()} for m, f in pre.layers.items()}
-    missing = set(layers) - set(factors)
-    if missing:
-        raise ValueError(f"the preconditioned queries lack tracked layers {sorted(missing)[:3]}; recompute them.")
-    want_norm = pre.estimator == "cosine"
-    contributions, norms = {}, {}
+    factor_sets = []
+    for pre in pres:
+        missing = set(layers) - set(pre.layers)
+        if missing:
+            raise ValueError(f"the preconditioned queries lack tracked layers {sorted(missing)[:3]}; recompute them.")
+        factor_sets.append({m: {k: t.to(dtype=dtype, device=device) for k, t in pre.layers[m].items()} for m in layers})
+    want_norm = any(pre.estimator == "cosine" for pre in pres)
+    contributions: list[dict] = [{} for _ in pres]
+    norms: dict = {}
 
     def on_pair(name, a, g):
+        variants = [factors[name] for factors in factor_sets]
         if per_token:
-            contributions[name] = _token_scores(a, g, factors[name])
-            norms[name] = _gram_norm2(a, g) if want_norm else None
+            values = [_token_scores(a, g, f) for f in variants]
         else:
-            contributions[name], norms[name] = _sequence_scores(a, g, factors[name], want_norm)
+            values = _sequence_scores(a, g, variants)
+        for out, value in zip(contributions, values):
+            out[name] = value
+        if want_norm:
+            norms[name] = _gram_norm2(a, g)
 
     with LayerCapture(model, layers, on_pair, dtype) as capture:
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
             for micro in split_batch(batch, max_tokens):
                 capture.run(micro)
                 norm = torch.sqrt(sum(norms.values())) if want_norm else None  # (B,)
-                yield dict(contributions), norm
+                yield [dict(c) for c in contributions], norm
+
+
+def score_many(
+    model, layers: dict[str, TrackedLayer], pres: Mapping[str, Preconditioned], batches: Iterable[dict],
+    dtype=torch.float32, progress: bool = True, max_tokens: int | None = MAX_TOKENS,
+) -> dict[str, Scores]:
+    """`score_candidates` for several preconditioned query sets (estimators, ranks) in one model pass."""
+    labels = list(pres)
+    per_layer: dict[str, list] = {label: [] for label in labels}
+    for variants, norm in _run(model, layers, list(pres.values()), batches, False, dtype, "scores", progress,
+                               max_tokens):
+        for label, contributions in zip(labels, variants):
+            stacked = torch.stack([contributions[name] for name in layers], dim=-1)  # (B, Q, L)
+            if pres[label].estimator == "cosine":
+                stacked = stacked / norm.clamp(min=1e-30)[:, None, None]
+            if not torch.isfinite(stacked).all():
+                raise FloatingPointError("a candidate's score is NaN or Inf; check the model and factors.")
+            per_layer[label].append(stacked.cpu())
+    out = {}
+    for label, parts in per_layer.items():
+        stacked = torch.cat(parts) if parts else torch.zeros(0, len(pres[label].query_ids), len(layers))
+        out[label] = Scores(stacked.sum(-1), stacked, list(layers))
+    return out
 
 
 def score_candidates(
@@ -93,16 +131,7 @@ def score_candidates(
     dtype=torch.float32, progress: bool = True, max_tokens: int | None = MAX_TOKENS,
 ) -> Scores:
     """Influence of every candidate sequence on every query: total and per layer."""
-    per_layer = []
-    for contributions, norm in _run(model, layers, pre, batches, False, dtype, "scores", progress, max_tokens):
-        stacked = torch.stack([contributions[name] for name in layers], dim=-1)  # (B, Q, L)
-        if norm is not None:
-            stacked = stacked / norm.clamp(min=1e-30)[:, None, None]
-        if not torch.isfinite(stacked).all():
-            raise FloatingPointError("a candidate's score is NaN or Inf; check the model and factors.")
-        per_layer.append(stacked.cpu())
-    per_layer = torch.cat(per_layer) if per_layer else torch.zeros(0, len(pre.query_ids), len(layers))
-    return Scores(per_layer.sum(-1), per_layer, list(layers))
+    return score_many(model, layers, {"": pre}, batches, dtype, progress, max_tokens)[""]
 
 
 LAYER_PREFIX = "layer:"
@@ -127,7 +156,8 @@ def token_scores(
 ) -> list[torch.Tensor]:
     """Per-token influence (T_i, Q) of each candidate, padding removed; sums to its total score."""
     out = []
-    for contributions, norm in _run(model, layers, pre, batches, True, dtype, "token scores", progress, max_tokens):
+    for (contributions,), norm in _run(model, layers, [pre], batches, True, dtype, "token scores", progress,
+                                       max_tokens):
         total = sum(contributions.values())  # (B, T, Q)
         if norm is not None:
             total = total / norm.clamp(min=1e-30)[:, None, None]

@@ -9,7 +9,7 @@ from influence.eigen import eigendecompose
 from influence.factors import fit_covariance, fit_eigenvalue_correction
 from influence.model import select_layers
 from influence.precondition import Damping, precondition_queries
-from influence.scores import score_candidates, token_scores
+from influence.scores import score_candidates, score_many, token_scores
 
 F64 = dict(dtype=torch.float64, progress=False)
 
@@ -111,6 +111,17 @@ def test_rank_r_scores_converge_to_full_rank(setup):
         errors.append(float((approx - full).norm() / full.norm()))
     assert errors[-1] < 1e-10, errors  # 17 ≥ every layer's smaller side: exact
     assert errors[0] > 1e-3 and all(b <= a + 1e-12 for a, b in zip(errors, errors[1:])), errors
+
+
+def test_one_pass_over_many_variants_equals_separate_passes(setup):
+    variants = {"ekfac": _precondition(setup, "ekfac"), "ekfac_r2": _precondition(setup, "ekfac", 2),
+                "kfac": _precondition(setup, "kfac"), "identity": _precondition(setup, "identity"),
+                "cosine": _precondition(setup, "cosine")}
+    together = score_many(setup["model"], setup["layers"], variants, setup["candidates"], **F64)
+    for label, pre in variants.items():
+        alone = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64)
+        torch.testing.assert_close(together[label].per_layer, alone.per_layer, rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(together["ekfac"].total, together["identity"].total)
 
 
 def test_estimators_need_their_inputs(setup):
