@@ -23,6 +23,7 @@ rule all:
         scores=f"{SCORES}/scores.parquet",
         tokens=f"{SCORES}/tokens.parquet",
         figures=f"{FIGURES}/captions.json",
+        sample_figures=f"{SAMPLE}/captions.json",
     default_target: True
 
 

@@ -1,25 +1,50 @@
-# The paper's analyses that follow from one run's scores (issue 3/5 adds the rest).
+# The paper's analyses: figures from one run's scores, phrase-order probes, and the sample analyses.
 
-PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "phrase_order"]
+PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "query_flip", "phrase_order"]
+SAMPLE_FIGURES = ["tfidf_recall", "query_batching", "estimator_agreement"]
 FIGURES = f"{RUN}/figures/{SETTING}"
+# The sample analyses depend on the factors and the damping only, not on the run's estimator or rank.
+SAMPLE = f"{RUN}/analysis/damping~{config['scoring']['damping']['mode']}-{config['scoring']['damping']['value']}"
+
+
+rule score_probes:
+    """Phrase-order probe sequences generated from the config's templates, scored like corpus candidates."""
+    input:
+        model=f"{RUN}/model",
+        preconditioned=f"{QUERIES}/preconditioned.safetensors",
+        queries=queries_source(),
+    output:
+        probes=f"{SCORES}/probes.parquet",
+    params:
+        templates=config["probes"],
+        max_tokens=config["corpus"]["max_tokens"],
+        batch_size=config["scoring"]["batch_size"],
+        **model_params(),
+    log:
+        f"{LOGS}/{SETTING}/score_probes.log",
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=GPU,
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+    script:
+        "../scripts/score_probes.py"
 
 
 rule paper_figures:
-    """Sparsity, top-k shares, layer-wise shares, cross-lingual transfer and phrase-order flips."""
+    """Sparsity, top-k shares, layer-wise shares, cross-lingual transfer, flipped queries and probes."""
     input:
         scores=f"{SCORES}/scores.parquet",
+        probes=f"{SCORES}/probes.parquet",
         queries=queries_source(),
+        model=f"{RUN}/model",
+        sequences=f"{RUN}/corpus/sequences.parquet",
     output:
-        **{
-            name: report(
-                f"{FIGURES}/{name}.png",
-                caption=f"captions/{name}.rst",
-                category="Paper figures",
-            )
-            for name in PAPER_FIGURES
-        },
-        tables=expand(f"{FIGURES}/{{name}}.parquet", name=PAPER_FIGURES),
+        **figure_outputs(FIGURES, PAPER_FIGURES),
         fits=f"{FIGURES}/sparsity_fits.parquet",
+        max_influence=f"{FIGURES}/max_influence.parquet",
         captions=f"{FIGURES}/captions.json",
     params:
         top_k=config["scoring"]["top_n"],
@@ -33,3 +58,59 @@ rule paper_figures:
         runtime=20,
     script:
         "../scripts/paper_figures.py"
+
+
+rule sample_scores:
+    """A few queries scored exhaustively over a random corpus sample by every estimator and query rank."""
+    input:
+        model=f"{RUN}/model",
+        eigen=f"{RUN}/factors/eigen.safetensors",
+        correction=f"{RUN}/factors/lambda.safetensors",
+        queries=queries_source(),
+        sequences=f"{RUN}/corpus/sequences.parquet",
+        tokens=f"{RUN}/corpus/tokens.npy",
+        idf=f"{RUN}/tfidf/idf.safetensors",
+    output:
+        scores=f"{SAMPLE}/sample_scores.parquet",
+        tfidf=f"{SAMPLE}/sample_tfidf.parquet",
+    params:
+        analysis=config["analysis"],
+        damping=config["scoring"]["damping"],
+        batch_size=config["scoring"]["batch_size"],
+        **model_params(),
+    log:
+        f"{SAMPLE}/logs/sample_scores.log",
+    benchmark:
+        f"{SAMPLE}/benchmarks/sample_scores.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=GPU,
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+    script:
+        "../scripts/sample_scores.py"
+
+
+rule sample_figures:
+    """TF-IDF recall, query batching (rank sweep) and estimator agreement on the corpus sample."""
+    input:
+        scores=f"{SAMPLE}/sample_scores.parquet",
+        tfidf=f"{SAMPLE}/sample_tfidf.parquet",
+    output:
+        **figure_outputs(SAMPLE, SAMPLE_FIGURES),
+        captions=f"{SAMPLE}/captions.json",
+    params:
+        estimator=config["scoring"]["estimator"],
+        true_k=config["analysis"]["true_k"],
+    log:
+        f"{SAMPLE}/logs/sample_figures.log",
+    conda:
+        ENV
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../scripts/sample_figures.py"

@@ -82,3 +82,12 @@ THREADS, GPU, MEM_MB, RUNTIME = (config["resources"][k] for k in ("threads", "gp
 def model_params():
     m = config["model"]
     return {k: m[k] for k in ("dtype", "device", "layers", "trust_remote_code")}
+
+
+def figure_outputs(directory, figures):
+    """PNG per figure, tagged for `snakemake --report` with its static caption, and its parquet table."""
+    pngs = {
+        name: report(f"{directory}/{name}.png", caption=f"captions/{name}.rst", category="Paper figures")
+        for name in figures
+    }
+    return {**pngs, "tables": expand(f"{directory}/{{name}}.parquet", name=figures)}

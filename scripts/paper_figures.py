@@ -4,32 +4,42 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from influence import analysis, figures
+from influence import analysis, figures, probes
+from influence.data import encode_query
+from influence.model import load_tokenizer
 from influence.queries import load_queries
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "paper_figures", **smk.params) as (log, stats):
     scores = pd.read_parquet(smk.input.scores)
-    tags = {q.id: q.tags for q in load_queries(smk.input.queries)}
+    queries = load_queries(smk.input.queries)
+    tags = {q.id: q.tags for q in queries}
     k = smk.params.top_k
     tables = {
         "sparsity": analysis.sorted_influences(scores),
         "top_share": analysis.top_share(scores),
         "layer_shares": analysis.layer_shares(scores, top_n=k),
         "cross_lingual": analysis.cross_lingual(scores, tags, k=k),
-        "phrase_order": analysis.flip_comparison(scores, tags, k=k),
+        "query_flip": analysis.flip_comparison(scores, tags, k=k),
+        "phrase_order": probes.probe_summary(pd.read_parquet(smk.input.probes), scores),
     }
     fits = analysis.power_law_fits(scores)
+    tokenizer = load_tokenizer(smk.input.model)
+    completion_tokens = {q.id: sum(label >= 0 for label in encode_query(tokenizer, q.id, q.prompt, q.completion)[1])
+                         for q in queries}
+    n_tokens = pd.read_parquet(smk.input.sequences, columns=["seq_id", "n_tokens"]).set_index("seq_id")["n_tokens"]
     captions = {
         "sparsity": figures.plot_sparsity(tables["sparsity"], smk.output.sparsity, fits),
         "top_share": figures.plot_top_share(tables["top_share"], smk.output.top_share),
         "layer_shares": figures.plot_layer_heatmap(tables["layer_shares"], smk.output.layer_shares, top_n=k),
         "cross_lingual": figures.plot_cross_lingual(tables["cross_lingual"], smk.output.cross_lingual, k=k),
-        "phrase_order": figures.plot_flip(tables["phrase_order"], smk.output.phrase_order, k=k),
+        "query_flip": figures.plot_flip(tables["query_flip"], smk.output.query_flip, k=k),
+        "phrase_order": figures.plot_phrase_probes(tables["phrase_order"], smk.output.phrase_order),
     }
     for name, table in tables.items():
         table.to_parquet(Path(smk.output.sparsity).with_name(f"{name}.parquet"), index=False)
     fits.to_parquet(smk.output.fits, index=False)
+    analysis.max_influence_table(scores, n_tokens, completion_tokens).to_parquet(smk.output.max_influence, index=False)
     Path(smk.output.captions).write_text(json.dumps(captions, indent=2))
     stats.update(queries=len(tags), rows={name: len(t) for name, t in tables.items()})

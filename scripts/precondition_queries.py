@@ -1,7 +1,7 @@
 """Rule precondition_queries: every query's completion-loss gradient times (curvature + λ)⁻¹."""
 
 from influence import io, names
-from influence.data import encode_query, pad_batch
+from influence.data import query_batches
 from influence.model import load_tokenizer
 from influence.precondition import Damping, precondition_queries
 from influence.queries import load_queries
@@ -15,8 +15,7 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
     queries = load_queries(smk.input.queries)
-    encoded = [encode_query(tokenizer, q.id, q.prompt, q.completion) for q in queries]
-    batches = [pad_batch(*zip(*encoded[i : i + QUERY_BATCH])) for i in range(0, len(encoded), QUERY_BATCH)]
+    batches = query_batches(tokenizer, queries, QUERY_BATCH)
     eigen = io.load_eigen(smk.input.eigen, digest) if "eigen" in smk.input.keys() else None
     correction = (io.load_factor_sums(smk.input.correction, "eigenvalue_correction", digest)
                   if "correction" in smk.input.keys() else None)
@@ -26,4 +25,4 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
                                correction, Damping(**smk.params.damping), smk.params.rank,
                                tokens_per_sequence=per_sequence)
     io.save_preconditioned(smk.output.preconditioned, pre, digest, dict(smk.params))
-    stats.update(describe_model(model, layers), queries=len(queries), tokens=sum(len(ids) for ids, _ in encoded))
+    stats.update(describe_model(model, layers), queries=len(queries), tokens=sum(int(b["attention_mask"].sum()) for b in batches))

@@ -67,6 +67,20 @@ def encode_query(tokenizer, query_id: str, prompt: str, completion: str) -> tupl
     return ids, [IGNORE] * len(prompt_ids) + completion_ids
 
 
+def query_batches(tokenizer, queries, batch_size: int = 8) -> list[dict]:
+    """Padded batches of `Query`s whose labels score only the completion."""
+    encoded = [encode_query(tokenizer, q.id, q.prompt, q.completion) for q in queries]
+    return [pad_batch(*zip(*encoded[i : i + batch_size])) for i in range(0, len(encoded), batch_size)]
+
+
+def text_batches(tokenizer, texts: Sequence[str], max_tokens: int, batch_size: int) -> list[dict]:
+    """Padded batches of raw texts, tokenised as the corpus is (special tokens, truncated)."""
+    if not len(texts):
+        return []
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_tokens)["input_ids"]
+    return list(iter_batches(ids, batch_size))
+
+
 def sample_labels(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one label per row from softmax(logits) by inverse CDF.
 

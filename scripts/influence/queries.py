@@ -49,3 +49,11 @@ def load_queries(path: str | Path) -> list[Query]:
         seen.add(entry["id"])
         queries.append(Query(entry["id"], entry["prompt"], entry["completion"], {k: str(v) for k, v in tags.items()}))
     return queries
+
+
+def english_originals_first(queries: list[Query], n: int) -> list[Query]:
+    """The first `n` queries, English originals (tags lang en, order original) before the rest."""
+    def is_original(q: Query) -> bool:
+        return q.tags.get("lang", "en") == "en" and q.tags.get("order", "original") == "original"
+
+    return sorted(queries, key=lambda q: not is_original(q))[:n]  # sorted is stable: file order kept

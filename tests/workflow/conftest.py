@@ -10,11 +10,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 TINY_QUERIES = [
     {"id": "capital_france", "prompt": "The capital of France is", "completion": " Paris",
-     "tags": {"group": "capital_france", "lang": "en", "order": "original"}},
+     "tags": {"group": "capital_france", "lang": "en", "order": "original", "kind": "capital", "a": "France",
+              "b": "Paris"}},
     {"id": "capital_france_fr", "prompt": "La capitale de la France est", "completion": " Paris",
      "tags": {"group": "capital_france", "lang": "fr", "order": "original"}},
     {"id": "planet_largest", "prompt": "The largest planet in the solar system is", "completion": " Jupiter",
-     "tags": {"group": "planet_largest", "lang": "en", "order": "original"}},
+     "tags": {"group": "planet_largest", "lang": "en", "order": "original", "kind": "planet",
+              "a": "the solar system", "b": "Jupiter"}},
 ]
 IDENTICAL_SEQ = "identical_to_query"
 
@@ -64,6 +66,7 @@ def tiny_config(tmp: Path, name: str = "tiny", run: str = "tiny", **scoring) -> 
         "fitting": {"n_sequences": 96, "batch_size": 16},
         "tfidf": {"top_k": 25, "n_features": 65536},
         "scoring": {"query_rank": 8, "n_shards": 2, "batch_size": 16, "top_n": 5, **scoring},
+        "analysis": {"n_queries": 2, "sample_size": 60, "true_k": 5, "ranks": [1, 4, 32]},
         "resources": {"mem_mb": 2000, "runtime": 10},
     }
     path = tmp / f"config_{name}.yaml"

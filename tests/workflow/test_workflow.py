@@ -6,6 +6,9 @@ import pandas as pd
 import pytest
 from conftest import IDENTICAL_SEQ, ROOT, TINY_QUERIES, snakemake, tiny_config
 
+PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "query_flip", "phrase_order"]
+SAMPLE_FIGURES = ["tfidf_recall", "query_batching", "estimator_agreement"]
+
 
 def test_lint_is_clean():
     result = snakemake("--lint", check=False)
@@ -16,7 +19,7 @@ def test_default_config_dry_run_plans_the_whole_chain():
     out = snakemake("--dry-run", "--forceall", "--quiet", "rules").stdout
     for rule in ("prepare_model", "tokenize_corpus", "tfidf_filter", "fit_covariance", "eigendecompose",
                  "fit_eigenvalue_correction", "precondition_queries", "score_shard", "aggregate_scores",
-                 "token_scores", "report", "paper_figures"):
+                 "token_scores", "report", "score_probes", "paper_figures", "sample_scores", "sample_figures"):
         assert rule in out, out
 
 
@@ -105,7 +108,7 @@ def test_tiny_run_paper_figures(tiny_run):
 
     _, _, results = tiny_run
     figures = next((results / "figures").iterdir())
-    for name in ("sparsity", "top_share", "layer_shares", "cross_lingual", "phrase_order"):
+    for name in PAPER_FIGURES:
         assert (figures / f"{name}.png").stat().st_size > 1000
         assert (figures / f"{name}.parquet").exists()
     shares = pd.read_parquet(figures / "layer_shares.parquet")
@@ -115,7 +118,43 @@ def test_tiny_run_paper_figures(tiny_run):
     top = pd.read_parquet(figures / "top_share.parquet")
     assert top["share"].between(0, 1).all()
     captions = json.loads((figures / "captions.json").read_text())
-    assert all(len(text) > 50 for text in captions.values())
+    assert set(captions) == set(PAPER_FIGURES) and all(len(text) > 50 for text in captions.values())
+    best = pd.read_parquet(figures / "max_influence.parquet").set_index("query_id")
+    np.testing.assert_allclose(best["per_completion_token"] * best["completion_tokens"], best["influence"])
+
+
+def test_tiny_run_phrase_order_probes(tiny_run):
+    _, _, results = tiny_run
+    scores_dir = next((results / "scores").iterdir())
+    probe_scores = pd.read_parquet(scores_dir / "probes.parquet")
+    # 4 groups x 4 templates for each of the two queries with tags a, b and a templated kind, on every query
+    assert probe_scores.groupby("fact_id")["seq_id"].nunique().to_dict() == {"capital_france": 16,
+                                                                             "planet_largest": 16}
+    assert set(probe_scores["query_id"]) == {q["id"] for q in TINY_QUERIES}
+    assert probe_scores.loc[probe_scores["seq_id"].str.endswith("same_order:0"), "text"].str.contains("Paris").any()
+    summary = pd.read_parquet(next((results / "figures").iterdir()) / "phrase_order.parquet")
+    assert set(summary["query_id"]) == {"capital_france", "planet_largest"}
+    assert set(summary["group"]) == {"same_order", "flipped", "a_removed", "b_removed", "other_fact"}
+    own = summary[summary["group"] != "other_fact"]
+    assert (own["n"] == 4).all() and (own["ci_low"] <= own["mean"]).all() and (own["mean"] <= own["ci_high"]).all()
+    assert summary["corpus_percentile"].between(0, 1).all()
+
+
+def test_tiny_run_sample_analyses(tiny_run):
+    _, _, results = tiny_run
+    sample = next((results / "analysis").iterdir())
+    scores = pd.read_parquet(sample / "sample_scores.parquet")
+    assert scores.groupby(["estimator", "query_rank"])["seq_id"].nunique().eq(60).all()
+    recall = pd.read_parquet(sample / "tfidf_recall.parquet")
+    assert (recall.loc[recall["k_prime"] == 60, "recall"] == 1).all()  # k′ = the whole sample keeps everything
+    assert recall.groupby("query_id")["recall"].apply(lambda r: r.is_monotonic_increasing).all()
+    batching = pd.read_parquet(sample / "query_batching.parquet")
+    exact = batching[batching["approx_rank"] == 32]  # rank 32 ≥ every tiny layer's smaller side: exact
+    assert (exact["spearman"] > 0.9999).all() and (exact["relative_l2"] < 1e-4).all()
+    agreement = pd.read_parquet(sample / "estimator_agreement.parquet")
+    assert len(agreement) == 6 and agreement["spearman_mean"].between(-1, 1).all()
+    for name in ("tfidf_recall", "query_batching", "estimator_agreement"):
+        assert (sample / f"{name}.png").stat().st_size > 1000
 
 
 def test_snakemake_report_collects_every_figure(tiny_run):
@@ -123,6 +162,5 @@ def test_snakemake_report_collects_every_figure(tiny_run):
     out = tmp / "snakemake_report.html"
     snakemake("--report", out, "--configfile", config, "--directory", tmp)
     page = out.read_text()
-    for name in ("sparsity.png", "top_share.png", "layer_shares.png", "cross_lingual.png", "phrase_order.png",
-                 "report.html"):
+    for name in [f"{figure}.png" for figure in PAPER_FIGURES + SAMPLE_FIGURES] + ["report.html"]:
         assert name in page, name

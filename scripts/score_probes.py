@@ -1,0 +1,23 @@
+"""Rule score_probes: phrase-order probe sequences from the config's templates, scored like candidates."""
+
+from influence import io
+from influence.data import text_batches
+from influence.model import load_tokenizer
+from influence.probes import make_probes
+from influence.queries import load_queries
+from influence.runlog import describe_model, rule_log
+from influence.scores import score_candidates, scores_table
+from influence.workflow import load_tracked_model
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0], "score_probes", **smk.params) as (log, stats):
+    probes = make_probes(load_queries(smk.input.queries), smk.params.templates)
+    model, layers, digest = load_tracked_model(smk.input.model, smk.params)
+    pre = io.load_preconditioned(smk.input.preconditioned, digest)
+    batches = text_batches(load_tokenizer(smk.input.model), probes["text"], smk.params.max_tokens,
+                           smk.params.batch_size)
+    scores = score_candidates(model, layers, pre, batches)
+    table = scores_table(scores, probes["probe_id"].tolist(), pre.query_ids)[["query_id", "seq_id", "influence"]]
+    table.merge(probes, left_on="seq_id", right_on="probe_id").drop(columns="probe_id").to_parquet(
+        smk.output.probes, index=False)
+    stats.update(describe_model(model, layers), probes=len(probes), facts=probes["fact_id"].nunique())
