@@ -124,7 +124,9 @@ def run_ours(name: str) -> dict:
 
     def eigen():
         sums = io.load_factor_sums(path["covariance"], "covariance")
-        io.save_eigen(path["eigen"], eigendecompose(sums, progress=False), "bench", {}, sums.n_tokens, sums.n_sequences)
+        eigen, counts = eigendecompose(sums, progress=False), (sums.n_tokens, sums.n_sequences)
+        del sums  # as the rule script does: the sums are not needed while saving
+        io.save_eigen(path["eigen"], eigen, "bench", {}, *counts)
 
     def correction():
         sums = fit_eigenvalue_correction(model, layers, io.load_eigen(path["eigen"]), fit, "true", seed=1, progress=False)

@@ -9,6 +9,8 @@ with rule_log(smk.log[0], "eigendecompose") as (log, stats):
     sums = io.load_factor_sums(smk.input.covariance, "covariance")
     meta = io.read_metadata(smk.input.covariance)
     eigen = eigendecompose(sums)
+    counts = dict(tokens=sums.n_tokens, sequences=sums.n_sequences)
+    del sums  # saving serialises a copy of the eigenvectors: free the sums first
     io.save_eigen(smk.output.eigen, eigen, meta[names.META_MODEL], meta[names.META_SETTINGS],
-                  sums.n_tokens, sums.n_sequences)
-    stats.update(modules=len(eigen), tokens=sums.n_tokens, sequences=sums.n_sequences)
+                  counts["tokens"], counts["sequences"])
+    stats.update(modules=len(eigen), **counts)

@@ -31,16 +31,17 @@ def eigendecompose(covariance: FactorSums, progress: bool = True) -> dict[str, d
     equal) are decomposed once and share the result tensors.
     """
     jobs = [(m, f) for m in covariance.sums for f in FACTOR_EIGEN]
-    seen: dict[tuple, list[tuple[torch.Tensor, tuple]]] = {}
+    seen: dict[tuple, list[tuple[torch.Tensor, tuple]]] = {}  # fingerprint -> [(sum, result)]
     eigen: dict[str, dict[str, torch.Tensor]] = {m: {} for m in covariance.sums}
     for module, factor in tqdm(jobs, desc="eigendecomposition", disable=not progress, unit="matrix"):
-        matrix = covariance.mean(module, factor)
-        fingerprint = (tuple(matrix.shape), float(matrix.sum()), float(matrix.flatten()[0]))
+        total = covariance.sums[module][factor]  # compared as stored: keeping means would copy every matrix
+        fingerprint = (tuple(total.shape), float(total.sum()), float(total.flatten()[0]))
         twins = seen.setdefault(fingerprint, [])
-        result = next((r for other, r in twins if torch.equal(other, matrix)), None)
+        result = next((r for other, r in twins if torch.equal(other, total)), None)
         if result is None:
+            matrix = covariance.mean(module, factor)
             result = tuple(t.to(matrix.dtype) for t in symmetric_eigh(matrix, f"{factor} of {module}"))
-            twins.append((matrix, result))
+            twins.append((total, result))
         values_name, vectors_name = FACTOR_EIGEN[factor]
         eigen[module][values_name], eigen[module][vectors_name] = result
     return eigen

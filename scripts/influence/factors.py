@@ -29,7 +29,7 @@ CHUNK_ELEMENTS = {"cpu": 2**21, "cuda": 2**27}
 # full matmul's FLOPs, and 1.5x faster on CPU (torch has no syrk).
 GRAM_STRIPES = 4
 # Tokens per forward/backward pass: bounds activation memory (see split_batch).
-MAX_TOKENS = 1024
+MAX_TOKENS = 512
 
 
 @dataclass
