@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .analysis import power_law_fits
+from .probes import CONTROL, GROUPS
 
 INFLUENCE_UNIT = "influence on log p(completion) (nats)"
 # Sizes for a figure shown at about its own width (6.4 in) in a report: 9-10 pt text.
@@ -238,8 +239,6 @@ def plot_tfidf_recall(table: pd.DataFrame, path: str | os.PathLike, n_sample: in
 
 def plot_phrase_probes(summary: pd.DataFrame, path: str | os.PathLike) -> str:
     """`probes.probe_summary`: each probe group's influence relative to the query's top corpus sequence."""
-    from .probes import CONTROL, GROUPS
-
     groups = [g for g in (*GROUPS, CONTROL) if g in set(summary["group"])]
     queries = sorted(summary["query_id"].unique())
     with _figure(path, size=(6.4, 4.0)) as (_fig, (ax,)):
