@@ -28,8 +28,11 @@ CHUNK_ELEMENTS = {"cpu": 2**21, "cuda": 2**27}
 # xᵀx is built from this many row stripes of its lower triangle: 62% of a
 # full matmul's FLOPs, and 1.5x faster on CPU (torch has no syrk).
 GRAM_STRIPES = 4
-# Tokens per forward/backward pass: bounds activation memory (see split_batch).
-MAX_TOKENS = 512
+# Tokens per forward/backward pass (see split_batch): "auto" sizes micro-batches so that the
+# activations of one pass, about vocab + 12·hidden·layers floats per token (logits and their
+# gradient, each block's saved tensors), stay near ACTIVATION_BUDGET elements (512 MB in float32).
+MAX_TOKENS = "auto"
+ACTIVATION_BUDGET = 2**27
 
 
 @dataclass
@@ -59,8 +62,18 @@ class FactorSums:
                     raise FloatingPointError(f"factor {factor} of {module} has NaN or Inf values.")
 
 
+def micro_batch_tokens(model, max_tokens: int | str | None = MAX_TOKENS) -> int | None:
+    """`max_tokens` resolved for this model: "auto" follows ACTIVATION_BUDGET (at least 256 tokens)."""
+    if max_tokens != "auto":
+        return max_tokens
+    config = model.config.get_text_config()
+    per_token = config.vocab_size + 12 * config.hidden_size * config.num_hidden_layers
+    return max(256, ACTIVATION_BUDGET // per_token)
+
+
 def _fit(model, layers, batches, consumer_for, fisher, seed, dtype, desc, progress, max_tokens) -> FactorSums:
     state = FactorSums()
+    max_tokens = micro_batch_tokens(model, max_tokens)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     consumer = consumer_for(state)
@@ -83,7 +96,7 @@ def fit_covariance(
     seed: int = 0,
     dtype=torch.float32,
     progress: bool = True,
-    max_tokens: int | None = MAX_TOKENS,
+    max_tokens: int | str | None = MAX_TOKENS,
 ) -> FactorSums:
     """Σ a aᵀ and Σ g gᵀ over non-padding tokens, per tracked layer."""
 
@@ -141,7 +154,7 @@ def fit_eigenvalue_correction(
     seed: int = 1,
     dtype=torch.float32,
     progress: bool = True,
-    max_tokens: int | None = MAX_TOKENS,
+    max_tokens: int | str | None = MAX_TOKENS,
 ) -> FactorSums:
     """Σ over sequences of (Q_Sᵀ G Q_A)², G the sequence's weight gradient.
 

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import names
 from .data import split_batch
-from .factors import MAX_TOKENS, sequence_gradients
+from .factors import MAX_TOKENS, micro_batch_tokens, sequence_gradients
 from .hooks import LayerCapture
 from .model import TrackedLayer
 from .precondition import Preconditioned
@@ -74,6 +74,7 @@ def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dt
     """Yield per micro-batch and variant: {layer: contributions}, and the candidates' gradient norms (B,)
     when a variant needs them (cosine)."""
     device = next(model.parameters()).device
+    max_tokens = micro_batch_tokens(model, max_tokens)
     factor_sets = []
     for pre in pres:
         missing = set(layers) - set(pre.layers)
@@ -105,7 +106,7 @@ def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dt
 
 def score_many(
     model, layers: dict[str, TrackedLayer], pres: Mapping[str, Preconditioned], batches: Iterable[dict],
-    dtype=torch.float32, progress: bool = True, max_tokens: int | None = MAX_TOKENS,
+    dtype=torch.float32, progress: bool = True, max_tokens: int | str | None = MAX_TOKENS,
 ) -> dict[str, Scores]:
     """`score_candidates` for several preconditioned query sets (estimators, ranks) in one model pass."""
     labels = list(pres)
@@ -128,7 +129,7 @@ def score_many(
 
 def score_candidates(
     model, layers: dict[str, TrackedLayer], pre: Preconditioned, batches: Iterable[dict],
-    dtype=torch.float32, progress: bool = True, max_tokens: int | None = MAX_TOKENS,
+    dtype=torch.float32, progress: bool = True, max_tokens: int | str | None = MAX_TOKENS,
 ) -> Scores:
     """Influence of every candidate sequence on every query: total and per layer."""
     return score_many(model, layers, {"": pre}, batches, dtype, progress, max_tokens)[""]
@@ -152,7 +153,7 @@ def scores_table(scores: Scores, seq_ids: list[str], query_ids: list[str]) -> pd
 
 def token_scores(
     model, layers: dict[str, TrackedLayer], pre: Preconditioned, batches: Iterable[dict],
-    dtype=torch.float32, progress: bool = True, max_tokens: int | None = MAX_TOKENS,
+    dtype=torch.float32, progress: bool = True, max_tokens: int | str | None = MAX_TOKENS,
 ) -> list[torch.Tensor]:
     """Per-token influence (T_i, Q) of each candidate, padding removed; sums to its total score."""
     out = []
