@@ -35,6 +35,7 @@ SETTING = score_setting()
 QUERIES = f"{RUN}/queries/{SETTING}"
 SCORES = f"{RUN}/scores/{SETTING}"
 SHARDS = list(range(config["scoring"]["n_shards"]))
+FIT_SHARDS = list(range(config["fitting"]["n_shards"]))
 FISHER = "true" if config["fitting"]["fisher"] is True else "empirical"
 
 

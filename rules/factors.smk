@@ -2,21 +2,21 @@
 
 
 rule fit_covariance:
-    """Sum a aᵀ and g gᵀ per tracked layer over the fitting sample."""
+    """Sum a aᵀ and g gᵀ per tracked layer over one shard of the fitting sample."""
     input:
         model=f"{RUN}/model",
         sequences=f"{RUN}/corpus/sequences.parquet",
         tokens=f"{RUN}/corpus/tokens.npy",
     output:
-        covariance=f"{RUN}/factors/covariance.safetensors",
+        covariance=f"{RUN}/factors/covariance/shard_{{part}}.safetensors",
     params:
         fitting=config["fitting"],
         fisher=FISHER,
         **model_params(),
     log:
-        f"{LOGS}/fit_covariance.log",
+        f"{LOGS}/fit_covariance_{{part}}.log",
     benchmark:
-        f"{BENCH}/fit_covariance.tsv"
+        f"{BENCH}/fit_covariance_{{part}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -50,22 +50,22 @@ rule eigendecompose:
 
 
 rule fit_eigenvalue_correction:
-    """Fit the EK-FAC eigenvalues Λ = E[(Q_Sᵀ G Q_A)²] over the fitting sample."""
+    """Sum the EK-FAC eigenvalues (Q_Sᵀ G Q_A)² over one shard of the fitting sample."""
     input:
         model=f"{RUN}/model",
         sequences=f"{RUN}/corpus/sequences.parquet",
         tokens=f"{RUN}/corpus/tokens.npy",
         eigen=f"{RUN}/factors/eigen.safetensors",
     output:
-        correction=f"{RUN}/factors/lambda.safetensors",
+        correction=f"{RUN}/factors/lambda/shard_{{part}}.safetensors",
     params:
         fitting=config["fitting"],
         fisher=FISHER,
         **model_params(),
     log:
-        f"{LOGS}/fit_eigenvalue_correction.log",
+        f"{LOGS}/fit_eigenvalue_correction_{{part}}.log",
     benchmark:
-        f"{BENCH}/fit_eigenvalue_correction.tsv"
+        f"{BENCH}/fit_eigenvalue_correction_{{part}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -75,3 +75,23 @@ rule fit_eigenvalue_correction:
         runtime=RUNTIME,
     script:
         "../scripts/fit_eigenvalue_correction.py"
+
+
+rule merge_factors:
+    """Join the fitting shards' partial sums exactly: sum the sums, add the counts."""
+    input:
+        shards=expand(f"{RUN}/factors/{{{{factor}}}}/shard_{{part}}.safetensors", part=FIT_SHARDS),
+    output:
+        merged=f"{RUN}/factors/{{factor}}.safetensors",
+    wildcard_constraints:
+        factor="covariance|lambda",
+    log:
+        f"{LOGS}/merge_{{factor}}.log",
+    conda:
+        ENV
+    resources:
+        gpu=0,
+        mem_mb=MEM_MB,
+        runtime=RUNTIME,
+    script:
+        "../scripts/merge_factors.py"

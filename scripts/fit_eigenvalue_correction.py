@@ -1,4 +1,4 @@
-"""Rule fit_eigenvalue_correction: Σ over sequences of (Q_Sᵀ G Q_A)² per tracked layer."""
+"""Rule fit_eigenvalue_correction: Σ over sequences of (Q_Sᵀ G Q_A)² per tracked layer, one fitting shard."""
 
 from pathlib import Path
 
@@ -8,12 +8,13 @@ from influence.runlog import describe_model, rule_log
 from influence.workflow import fitting_batches, fitting_settings, load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with rule_log(smk.log[0], "fit_eigenvalue_correction", **smk.params) as (log, stats):
+with rule_log(smk.log[0], "fit_eigenvalue_correction", shard=smk.wildcards.part, **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     eigen = io.load_eigen(smk.input.eigen, digest)
-    batches = fitting_batches(Path(smk.input.sequences).parent, smk.params.fitting)
+    first, batches = fitting_batches(Path(smk.input.sequences).parent, smk.params.fitting, int(smk.wildcards.part),
+                                     smk.params.fitting["n_shards"])
     # Another seed than the covariance's: fresh label samples, as kronfluence draws them.
     sums = fit_eigenvalue_correction(model, layers, eigen, batches, smk.params.fisher,
-                                     seed=smk.params.fitting["seed"] + 1)
+                                     seed=smk.params.fitting["seed"] + 1, first_batch=first)
     io.save_factor_sums(smk.output.correction, sums, "eigenvalue_correction", digest, fitting_settings(smk.params))
     stats.update(describe_model(model, layers), sequences=sums.n_sequences, tokens=sums.n_tokens)

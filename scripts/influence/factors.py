@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -71,14 +72,22 @@ def micro_batch_tokens(model, max_tokens: int | str | None = MAX_TOKENS) -> int 
     return max(256, ACTIVATION_BUDGET // per_token)
 
 
-def _fit(model, layers, batches, consumer_for, fisher, seed, dtype, desc, progress, max_tokens) -> FactorSums:
+def batch_seed(seed: int, batch_index: int) -> int:
+    """The label-sampling seed of one fitting batch: a job fitting batches i..j of a shard draws
+    the same labels as one job fitting them all, so sharded factors equal unsharded ones."""
+    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1)[0])
+
+
+def _fit(model, layers, batches, consumer_for, fisher, seed, dtype, desc, progress, max_tokens,
+         first_batch) -> FactorSums:
     state = FactorSums()
     max_tokens = micro_batch_tokens(model, max_tokens)
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device)
     consumer = consumer_for(state)
     with LayerCapture(model, layers, consumer, dtype) as capture:
-        for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
+        for index, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="batch"), first_batch):
+            generator.manual_seed(batch_seed(seed, index))
             for micro in split_batch(batch, max_tokens):
                 capture.run(micro, fisher, generator)
             mask = batch["attention_mask"]
@@ -97,8 +106,12 @@ def fit_covariance(
     dtype=torch.float32,
     progress: bool = True,
     max_tokens: int | str | None = MAX_TOKENS,
+    first_batch: int = 0,
 ) -> FactorSums:
-    """Σ a aᵀ and Σ g gᵀ over non-padding tokens, per tracked layer."""
+    """Σ a aᵀ and Σ g gᵀ over non-padding tokens, per tracked layer.
+
+    `first_batch` is the index of the first batch in the whole fitting set (for shards).
+    """
 
     def consumer_for(state):
         shared: dict[int, torch.Tensor] = {}  # id(a) -> a aᵀ of this batch, for layers sharing an input
@@ -114,7 +127,8 @@ def fit_covariance(
 
         return on_pair
 
-    state = _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "covariance", progress, max_tokens)
+    state = _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "covariance", progress, max_tokens,
+                 first_batch)
     for factors in state.sums.values():
         for tensor in factors.values():
             tensor.copy_(tensor.tril() + tensor.tril(-1).T)  # mirror the accumulated lower triangle
@@ -155,8 +169,9 @@ def fit_eigenvalue_correction(
     dtype=torch.float32,
     progress: bool = True,
     max_tokens: int | str | None = MAX_TOKENS,
+    first_batch: int = 0,
 ) -> FactorSums:
-    """Σ over sequences of (Q_Sᵀ G Q_A)², G the sequence's weight gradient.
+    """Σ over sequences of (Q_Sᵀ G Q_A)², G the sequence's weight gradient (`first_batch` as in fit_covariance).
 
     Rotates tokens before forming G: (g Q_S)ᵀ (a Q_A) costs T·(d_out² + d_in²
     + d_out·d_in) per sequence instead of d_out·d_in·(d_out + d_in) when T is
@@ -183,7 +198,8 @@ def fit_eigenvalue_correction(
 
         return on_pair
 
-    return _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "eigenvalue correction", progress, max_tokens)
+    return _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "eigenvalue correction", progress,
+                max_tokens, first_batch)
 
 
 def rotations_for(eigen: dict, dtype, device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .model import fingerprint, load_model, select_layers
 from .sequences import TokenStore, fitting_sample
 
@@ -13,11 +15,17 @@ def load_tracked_model(model_dir: str, params) -> tuple:
     return model, layers, fingerprint(layers)
 
 
-def fitting_batches(corpus_dir, fitting: dict) -> list[dict]:
-    """The fitting sample's batches: the same sample for the covariance and the correction."""
+def fitting_batches(corpus_dir, fitting: dict, shard_index: int = 0, n_shards: int = 1) -> tuple[int, list[dict]]:
+    """(index of its first batch, batches) of one shard of the fitting sample's batches.
+
+    The same sample for the covariance and the correction. Batches are formed over the whole
+    sample and then split, so the shards' batches are exactly the unsharded run's.
+    """
     store = TokenStore(corpus_dir)
     sample = fitting_sample(store.table["seq_id"].tolist(), fitting["n_sequences"], fitting["seed"])
-    return [batch for _, batch in store.batches(sample, fitting["batch_size"])]
+    batches = [batch for _, batch in store.batches(sample, fitting["batch_size"])]
+    bounds = np.linspace(0, len(batches), n_shards + 1).round().astype(int)
+    return int(bounds[shard_index]), batches[bounds[shard_index] : bounds[shard_index + 1]]
 
 
 def fitting_settings(params) -> dict:

@@ -60,9 +60,11 @@ def test_merging_halves_equals_fitting_the_whole():
     model = MODELS["llama"]()
     layers = select_layers(model)
     batches = batches_of(random_sequences(12, seed=5), 3)
-    whole = fit_covariance(model, layers, batches, fisher="empirical", **F64)
-    merged = fit_covariance(model, layers, batches[:2], fisher="empirical", **F64).merge(
-        fit_covariance(model, layers, batches[2:], fisher="empirical", **F64)
+    # True Fisher: labels are drawn per batch from (seed, batch index), so shards that say where
+    # they start draw the labels the whole run draws.
+    whole = fit_covariance(model, layers, batches, fisher="true", **F64)
+    merged = fit_covariance(model, layers, batches[:2], fisher="true", **F64).merge(
+        fit_covariance(model, layers, batches[2:], fisher="true", first_batch=2, **F64)
     )
     assert (merged.n_tokens, merged.n_sequences) == (whole.n_tokens, whole.n_sequences)
     for name in whole.sums:

@@ -57,13 +57,13 @@ def write_corpus(path: Path, n: int = 300) -> None:
     write_corpus_jsonl(pd.concat([corpus, identical], ignore_index=True), path)
 
 
-def tiny_config(tmp: Path, name: str = "tiny", run: str = "tiny", **scoring) -> Path:
+def tiny_config(tmp: Path, name: str = "tiny", run: str = "tiny", fitting: dict | None = None, **scoring) -> Path:
     config = {
         "run": run,
         "model": {"source": str(tmp / "model")},
         "corpus": {"path": str(tmp / "corpus.jsonl"), "max_tokens": 32},
         "queries": str(tmp / "queries.yaml"),
-        "fitting": {"n_sequences": 96, "batch_size": 16},
+        "fitting": {"n_sequences": 96, "batch_size": 16, **(fitting or {})},
         "tfidf": {"top_k": 25, "n_features": 65536},
         "scoring": {"query_rank": 8, "n_shards": 2, "batch_size": 16, "top_n": 5, **scoring},
         "analysis": {"n_queries": 2, "sample_size": 60, "true_k": 5, "ranks": [1, 4, 32]},

@@ -64,7 +64,7 @@ def test_tiny_run_tokens_and_report(tiny_run):
     np.testing.assert_allclose(sums.loc[merged.index], merged, rtol=1e-3, atol=1e-5)
     html = (scores_dir / "report.html").read_text()
     assert all(q["id"] in html for q in TINY_QUERIES) and "<span class=\"tok\"" in html
-    assert (results / "logs" / "fit_covariance.log").read_text().count("peak RSS") == 1
+    assert (results / "logs" / "fit_covariance_0.log").read_text().count("peak RSS") == 1
 
 
 def test_score_only_change_reuses_factors_and_reruns_resume(tiny_run):
@@ -85,6 +85,38 @@ def test_score_only_change_reuses_factors_and_reruns_resume(tiny_run):
     assert not {"fit_covariance", "precondition_queries", "tokenize_corpus"} & set(jobs), planned
     snakemake("--cores", 2, "--configfile", config, "--directory", tmp)
     assert (scores_dir / "shard_1.parquet").exists() and (scores_dir / "report.html").exists()
+
+
+def test_sharded_fitting_equals_unsharded_and_a_lost_shard_reruns_alone(tiny_run):
+    from safetensors.torch import load_file
+
+    tmp, _, results = tiny_run
+    config = tiny_config(tmp, name="sharded", run="tiny_sharded", fitting={"n_shards": 3})
+    setting = next((results / "scores").iterdir()).name
+    sharded = tmp / "results" / "tiny_sharded"
+    target = f"results/tiny_sharded/scores/{setting}/scores.parquet"  # relative to --directory
+    snakemake("--cores", 2, "--configfile", config, "--directory", tmp, target)
+    assert len(list((sharded / "factors" / "covariance").glob("shard_*.safetensors"))) == 3
+    for factor in ("covariance", "lambda"):
+        whole, parts = (load_file(r / "factors" / f"{factor}.safetensors") for r in (results, sharded))
+        assert whole.keys() == parts.keys()
+        for key, tensor in whole.items():  # the same labels are drawn per batch: equal up to summation order
+            np.testing.assert_allclose(parts[key].numpy(), tensor.numpy(), rtol=1e-5, atol=1e-6 * tensor.abs().max().item())
+    one, three = (pd.read_parquet(r / "scores" / setting / "scores.parquet").set_index(["query_id", "seq_id"])
+                  for r in (results, sharded))
+    np.testing.assert_allclose(three.loc[one.index, "influence"], one["influence"], rtol=1e-4,
+                               atol=1e-6 * one["influence"].abs().max())
+    # A run killed while fitting shard 1: that shard and everything after it are missing.
+    import shutil
+
+    for lost in ("factors/covariance/shard_1.safetensors", "factors/covariance.safetensors", "factors/eigen.safetensors"):
+        (sharded / lost).unlink()
+    for lost in ("factors/lambda", "queries", "scores"):
+        shutil.rmtree(sharded / lost)
+    planned = snakemake("--dry-run", "--quiet", "rules", "--configfile", config, "--directory", tmp, target).stdout
+    jobs = dict(line.split() for line in planned.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert jobs.get("fit_covariance") == "1" and jobs.get("fit_eigenvalue_correction") == "3", planned
+    assert "tokenize_corpus" not in jobs, planned
 
 
 def test_every_config_key_has_a_description_and_a_default():
