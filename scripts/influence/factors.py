@@ -146,7 +146,7 @@ def lower_gram(x: torch.Tensor) -> torch.Tensor:
 
 
 def sequence_gradients(g: torch.Tensor, a: torch.Tensor):
-    """Yield (start, G) over chunks of sequences, G = g_nᵀ a_n per sequence: (b, d_out, d_in).
+    """Yield G over consecutive chunks of sequences, G = g_nᵀ a_n per sequence: (b, d_out, d_in).
 
     G lives in a buffer reused by the next chunk: consume it before advancing.
     """
@@ -156,7 +156,7 @@ def sequence_gradients(g: torch.Tensor, a: torch.Tensor):
     for start in range(0, n_seq, step):
         out = buffer[: min(step, n_seq - start)]
         torch.bmm(g[start : start + step].transpose(1, 2), a[start : start + step], out=out)
-        yield start, out
+        yield out
 
 
 def fit_eigenvalue_correction(
@@ -191,7 +191,7 @@ def fit_eigenvalue_correction(
                 rotated_inputs[cache_key] = a @ q_a  # (B, T, d_in)
             a_rot, g_rot = rotated_inputs[cache_key], g @ q_s  # (B, T, d_in), (B, T, d_out)
             total = torch.zeros(g.shape[-1], a.shape[-1], dtype=dtype, device=device)
-            for _, grad_rot in sequence_gradients(g_rot, a_rot):  # (b, d_out, d_in)
+            for grad_rot in sequence_gradients(g_rot, a_rot):  # (b, d_out, d_in)
                 for one in grad_rot:
                     total.addcmul_(one, one)
             _accumulate(state.sums.setdefault(name, {}), names.EIGENVALUE_CORRECTION, total)

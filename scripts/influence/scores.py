@@ -42,7 +42,7 @@ def _sequence_scores(a, g, variants: list[dict]) -> list[torch.Tensor]:
     if full:
         matrices = [variants[i][names.PRECONDITIONED].flatten(1) for i in full]  # (Q_v, d_out·d_in) each
         parts: list[list] = [[] for _ in full]
-        for _, grad in sequence_gradients(g, a):  # (b, d_out, d_in)
+        for grad in sequence_gradients(g, a):  # (b, d_out, d_in)
             flat = grad.flatten(1)
             for part, matrix in zip(parts, matrices):
                 part.append(flat @ matrix.T)  # (b, Q_v)
