@@ -17,6 +17,14 @@ include: "rules/report.smk"
 include: "rules/analysis.smk"
 
 
+# Light rules (HTML and figures from small tables) run where Snakemake runs, not as cluster jobs.
+localrules:
+    all,
+    report,
+    paper_figures,
+    sample_figures,
+
+
 rule all:
     input:
         report=f"{SCORES}/report.html",

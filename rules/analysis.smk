@@ -26,9 +26,7 @@ rule score_probes:
         ENV
     threads: THREADS
     resources:
-        gpu=GPU,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **GPU_JOB,
     script:
         "../scripts/score_probes.py"
 
@@ -86,9 +84,7 @@ rule sample_scores:
         ENV
     threads: THREADS
     resources:
-        gpu=GPU,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **GPU_JOB,
     script:
         "../scripts/sample_scores.py"
 

@@ -77,7 +77,20 @@ def factor_inputs(wildcards):
     return inputs
 
 
-THREADS, GPU, MEM_MB, RUNTIME = (config["resources"][k] for k in ("threads", "gpu", "mem_mb", "runtime"))
+THREADS = config["resources"]["threads"]
+
+
+def job_resources(gpu: bool) -> dict:
+    """What a job asks of a cluster. On SLURM `gpu` becomes --gpus (with `gpu_model`: --gpus=<model>:<n>)."""
+    r = config["resources"]
+    resources = {"gpu": r["gpu"] if gpu else 0, "mem_mb": r["mem_mb"], "runtime": r["runtime"]}
+    if gpu and r["gpu"] and r["gpu_model"]:
+        resources["gpu_model"] = r["gpu_model"]
+    return resources
+
+
+GPU_JOB = job_resources(gpu=True)  # model forward/backward passes: CUDA when the node has it
+CPU_JOB = job_resources(gpu=False)  # tokenising, TF-IDF, merging, tables and figures
 
 
 def model_params():

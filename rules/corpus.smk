@@ -16,9 +16,7 @@ rule tokenize_corpus:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **CPU_JOB,
     script:
         "../scripts/tokenize_corpus.py"
 
@@ -41,8 +39,6 @@ rule tfidf_filter:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **CPU_JOB,
     script:
         "../scripts/tfidf_filter.py"

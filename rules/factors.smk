@@ -21,9 +21,7 @@ rule fit_covariance:
         ENV
     threads: THREADS
     resources:
-        gpu=GPU,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **GPU_JOB,
     script:
         "../scripts/fit_covariance.py"
 
@@ -42,9 +40,7 @@ rule eigendecompose:
         ENV
     threads: THREADS
     resources:
-        gpu=GPU,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **GPU_JOB,
     script:
         "../scripts/eigendecompose.py"
 
@@ -70,9 +66,7 @@ rule fit_eigenvalue_correction:
         ENV
     threads: THREADS
     resources:
-        gpu=GPU,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **GPU_JOB,
     script:
         "../scripts/fit_eigenvalue_correction.py"
 
@@ -90,8 +84,6 @@ rule merge_factors:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **CPU_JOB,
     script:
         "../scripts/merge_factors.py"

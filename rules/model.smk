@@ -13,8 +13,6 @@ rule prepare_model:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **CPU_JOB,
     script:
         "../scripts/prepare_model.py"

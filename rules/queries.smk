@@ -19,8 +19,6 @@ rule precondition_queries:
         ENV
     threads: THREADS
     resources:
-        gpu=GPU,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **GPU_JOB,
     script:
         "../scripts/precondition_queries.py"

@@ -20,9 +20,7 @@ rule score_shard:
         ENV
     threads: THREADS
     resources:
-        gpu=GPU,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **GPU_JOB,
     script:
         "../scripts/score_shard.py"
 
@@ -42,9 +40,7 @@ rule aggregate_scores:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **CPU_JOB,
     script:
         "../scripts/aggregate_scores.py"
 
@@ -70,8 +66,6 @@ rule token_scores:
         ENV
     threads: THREADS
     resources:
-        gpu=GPU,
-        mem_mb=MEM_MB,
-        runtime=RUNTIME,
+        **GPU_JOB,
     script:
         "../scripts/token_scores.py"

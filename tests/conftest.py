@@ -60,3 +60,15 @@ def query_batch(n: int, seed: int):
 @pytest.fixture(params=sorted(MODELS))
 def model_name(request):
     return request.param
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny workflow run on the local machine: (workdir, config path, results dir)."""
+    from tiny import make_tiny_inputs, snakemake, tiny_config
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    make_tiny_inputs(tmp)
+    config = tiny_config(tmp)
+    snakemake("--cores", 2, "--configfile", config, "--directory", tmp)
+    return tmp, config, tmp / "results" / "tiny"

@@ -1,10 +1,12 @@
 """The workflow: lint, a dry run of the default config, and a full tiny run checked by content."""
 
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import IDENTICAL_SEQ, ROOT, TINY_QUERIES, snakemake, tiny_config
+from tiny import IDENTICAL_SEQ, ROOT, TINY_QUERIES, snakemake, tiny_config
 
 PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "query_flip", "phrase_order"]
 SAMPLE_FIGURES = ["tfidf_recall", "query_batching", "estimator_agreement"]
@@ -196,3 +198,16 @@ def test_snakemake_report_collects_every_figure(tiny_run):
     page = out.read_text()
     for name in [f"{figure}.png" for figure in PAPER_FIGURES + SAMPLE_FIGURES] + ["report.html"]:
         assert name in page, name
+
+
+def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(tmp_path):
+    """`gpu` and `gpu_model` reach only the rules that run the model (the SLURM plugin turns them into --gpus)."""
+    config = tmp_path / "gpus.yaml"
+    config.write_text("resources: {gpu: 2, gpu_model: a100}\n")
+    out = snakemake("--dry-run", "--forceall", "--configfile", config, "--directory", tmp_path).stdout
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?    resources: (.*)$", out, flags=re.M)
+    asked = {rule: "gpu=2" in res and "gpu_model=a100" in res for rule, res in jobs}
+    assert {rule for rule, gpu in asked.items() if gpu} == {
+        "fit_covariance", "eigendecompose", "fit_eigenvalue_correction", "precondition_queries", "score_shard",
+        "token_scores", "score_probes", "sample_scores"}
+    assert all("gpu=0" in res for rule, res in jobs if not asked[rule] and rule != "all"), jobs

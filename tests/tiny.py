@@ -1,13 +1,12 @@
-"""A tiny but complete workflow run: random tiny Llama with SmolLM2's tokenizer, real glosses."""
+"""Inputs of a tiny but complete workflow run: random tiny Llama with SmolLM2's tokenizer, real glosses."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TINY_QUERIES = [
     {"id": "capital_france", "prompt": "The capital of France is", "completion": " Paris",
      "tags": {"group": "capital_france", "lang": "en", "order": "original", "kind": "capital", "a": "France",
@@ -74,13 +73,8 @@ def tiny_config(tmp: Path, name: str = "tiny", run: str = "tiny", fitting: dict 
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """Inputs of the tiny run, then the run itself: (workdir, config path, results dir)."""
-    tmp = tmp_path_factory.mktemp("tiny")
+def make_tiny_inputs(tmp: Path) -> None:
+    """The tiny model, corpus and queries that every tiny config points at."""
     build_tiny_model(tmp / "model")
     write_corpus(tmp / "corpus.jsonl")
     (tmp / "queries.yaml").write_text(yaml.safe_dump(TINY_QUERIES, allow_unicode=True))
-    config = tiny_config(tmp)
-    snakemake("--cores", 2, "--configfile", config, "--directory", tmp)
-    return tmp, config, tmp / "results" / "tiny"
