@@ -15,6 +15,7 @@ include: "rules/queries.smk"
 include: "rules/scores.smk"
 include: "rules/report.smk"
 include: "rules/analysis.smk"
+include: "rules/sweep.smk"
 
 
 # Light rules (HTML and figures from small tables) run where Snakemake runs, not as cluster jobs.
@@ -27,13 +28,14 @@ localrules:
 
 rule all:
     input:
-        report=f"{SCORES}/report.html",
-        scores=f"{SCORES}/scores.parquet",
-        tokens=f"{SCORES}/tokens.parquet",
-        figures=f"{FIGURES}/captions.json",
-        sample_figures=f"{SAMPLE}/captions.json",
+        report=expand(f"{SCORES}/report.html", setting=SETTING),
+        tokens=expand(f"{SCORES}/tokens.parquet", setting=SETTING),
+        figures=expand(f"{FIGURES}/captions.json", setting=SETTING),
+        sample_figures=expand(f"{SAMPLE}/captions.json", setting=setting_names(POINTS[0])["sample"]),
+        sweep_scores=expand(f"{SCORES}/scores.parquet", setting=SWEEP_SETTINGS),
+        **sweep_outputs(),
     default_target: True
 
 
 onsuccess:
-    print(f"\nInfluence report: {Path(SCORES, 'report.html').resolve()}\n")
+    print(f"\nInfluence report: {Path(RUN, 'scores', SETTING, 'report.html').resolve()}\n")

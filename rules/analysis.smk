@@ -2,16 +2,16 @@
 
 PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "query_flip", "phrase_order"]
 SAMPLE_FIGURES = ["tfidf_recall", "query_batching", "estimator_agreement"]
-FIGURES = f"{RUN}/figures/{SETTING}"
-# The sample analyses depend on the factors and the damping only, not on the run's estimator or rank.
-SAMPLE = f"{RUN}/analysis/damping~{config['scoring']['damping']['mode']}-{config['scoring']['damping']['value']}"
+FIGURES = f"{RUN}/figures/{{setting}}"
+# The sample analyses depend on the layer set and the damping only, not on the estimator, rank or TF-IDF k.
+SAMPLE = f"{RUN}/analysis/{{setting}}"  # named layers~<set>_damping~<mode>-<value>
 
 
 rule score_probes:
     """Phrase-order probe sequences generated from the config's templates, scored like corpus candidates."""
     input:
         model=f"{RUN}/model",
-        preconditioned=f"{QUERIES}/preconditioned.safetensors",
+        preconditioned=preconditioned_path,
         queries=queries_source(),
     output:
         probes=f"{SCORES}/probes.parquet",
@@ -21,7 +21,7 @@ rule score_probes:
         batch_size=config["scoring"]["batch_size"],
         **model_params(),
     log:
-        f"{LOGS}/{SETTING}/score_probes.log",
+        f"{LOGS}/{{setting}}/score_probes.log",
     conda:
         ENV
     threads: THREADS
@@ -47,7 +47,7 @@ rule paper_figures:
     params:
         top_k=config["scoring"]["top_n"],
     log:
-        f"{LOGS}/{SETTING}/paper_figures.log",
+        f"{LOGS}/{{setting}}/paper_figures.log",
     conda:
         ENV
     resources:
@@ -61,9 +61,8 @@ rule paper_figures:
 rule sample_scores:
     """A few queries scored exhaustively over a random corpus sample by every estimator and query rank."""
     input:
+        unpack(sample_factor_inputs),
         model=f"{RUN}/model",
-        eigen=f"{RUN}/factors/eigen.safetensors",
-        correction=f"{RUN}/factors/lambda.safetensors",
         queries=queries_source(),
         sequences=f"{RUN}/corpus/sequences.parquet",
         tokens=f"{RUN}/corpus/tokens.npy",
@@ -73,7 +72,7 @@ rule sample_scores:
         tfidf=f"{SAMPLE}/sample_tfidf.parquet",
     params:
         analysis=config["analysis"],
-        damping=config["scoring"]["damping"],
+        damping=damping_of,
         batch_size=config["scoring"]["batch_size"],
         **model_params(),
     log:

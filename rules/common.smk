@@ -1,6 +1,8 @@
 # Config validation, output paths and input functions shared by every rule file.
 
 import importlib.util
+import itertools
+import re
 import sys
 from pathlib import Path
 
@@ -24,16 +26,93 @@ ENV = "../envs/influence.yaml"
 SHIPPED_QUERIES = str(Path(workflow.basedir) / "scripts/influence/resources/queries.yaml")
 
 
-def score_setting():
-    """Directory name of the score-only settings: they never enter a factor path."""
-    s = config["scoring"]
-    rank = s["query_rank"] or "full"
-    return f"estimator~{s['estimator']}_damping~{s['damping']['mode']}-{s['damping']['value']}_rank~{rank}"
+if config["model"]["layers_name"] in config["sweep"]["layers"]:
+    raise WorkflowError(f"sweep.layers repeats model.layers_name {config['model']['layers_name']!r}; rename one.")
+LAYER_SETS = {config["model"]["layers_name"]: config["model"]["layers"], **config["sweep"]["layers"]}
 
 
-SETTING = score_setting()
-QUERIES = f"{RUN}/queries/{SETTING}"
-SCORES = f"{RUN}/scores/{SETTING}"
+def sweep_points() -> list[dict]:
+    """The run's setting, then every sweep point: one parameter at a time around it, or the full grid."""
+    sweep, scoring = config["sweep"], config["scoring"]
+    base = {"layers": config["model"]["layers_name"], "top_k": config["tfidf"]["top_k"],
+            "estimator": scoring["estimator"], "damping": scoring["damping"]["value"], "rank": scoring["query_rank"]}
+    axes = {"layers": list(sweep["layers"]), "top_k": sweep["tfidf_top_k"], "estimator": sweep["estimator"],
+            "damping": sweep["damping"], "rank": sweep["query_rank"]}
+    if sweep["grid"]:
+        values = [dict.fromkeys([base[key], *axes[key]]) for key in base]
+        points = [dict(zip(base, combo)) for combo in itertools.product(*values)]
+    else:
+        points = [base] + [{**base, key: v} for key, vs in axes.items() for v in vs if v != base[key]]
+    return list({setting_names(p)["scores"]: p for p in points}.values())  # drop duplicates, keep order
+
+
+def setting_names(point: dict) -> dict:
+    """Directory names (key~value) of a point's artefacts; each holds only the parameters that change it."""
+    damping = f"damping~{config['scoring']['damping']['mode']}-{point['damping']}"
+    layers = f"layers~{point['layers']}"
+    queries = f"{layers}_estimator~{point['estimator']}_{damping}_rank~{point['rank'] or 'full'}"
+    return {"queries": queries, "scores": f"{queries}_topk~{point['top_k']}", "sample": f"{layers}_{damping}"}
+
+
+POINTS = sweep_points()
+# Every directory name maps back to the parameters it stands for.
+PARAMS_OF = {name: point for point in POINTS for name in setting_names(point).values()}
+SETTING = setting_names(POINTS[0])["scores"]  # the run's own setting: everything is drawn for it
+SWEEP_SETTINGS = [setting_names(p)["scores"] for p in POINTS]
+
+
+wildcard_constraints:
+    setting="|".join(map(re.escape, PARAMS_OF)),
+    layers="|".join(map(re.escape, LAYER_SETS)),
+    top_k=r"\d+",
+    shard=r"\d+",
+    part=r"\d+",
+
+
+def setting_value(key: str):
+    """Input/params function: one parameter of the point that the job's `setting` wildcard names."""
+
+    def value(wildcards):
+        return PARAMS_OF[wildcards.setting][key]
+
+    value.__name__ = f"setting_{key}"
+    return value
+
+
+def layer_pattern(wildcards) -> str:
+    """The regex of the job's layer set, from its `layers` wildcard or from its setting."""
+    name = wildcards.layers if "layers" in wildcards.keys() else PARAMS_OF[wildcards.setting]["layers"]
+    return LAYER_SETS[name]
+
+
+def factors_dir(wildcards) -> str:
+    return f"{RUN}/factors/layers~{PARAMS_OF[wildcards.setting]['layers']}"
+
+
+def queries_dir(wildcards) -> str:
+    return f"{RUN}/queries/{setting_names(PARAMS_OF[wildcards.setting])['queries']}"
+
+
+def candidates_path(wildcards) -> str:
+    return f"{RUN}/tfidf/top_k~{PARAMS_OF[wildcards.setting]['top_k']}/candidates.parquet"
+
+
+def preconditioned_path(wildcards) -> str:
+    return f"{queries_dir(wildcards)}/preconditioned.safetensors"
+
+
+def damping_of(wildcards) -> dict:
+    return {"mode": config["scoring"]["damping"]["mode"], "value": PARAMS_OF[wildcards.setting]["damping"]}
+
+
+def sample_factor_inputs(wildcards) -> dict:
+    """The sample analyses score every estimator, so they need the eigenbasis and Λ."""
+    return {"eigen": f"{factors_dir(wildcards)}/eigen.safetensors",
+            "correction": f"{factors_dir(wildcards)}/lambda.safetensors"}
+
+
+QUERIES = f"{RUN}/queries/{{setting}}"
+SCORES = f"{RUN}/scores/{{setting}}"
 SHARDS = list(range(config["scoring"]["n_shards"]))
 FIT_SHARDS = list(range(config["fitting"]["n_shards"]))
 FISHER = "true" if config["fitting"]["fisher"] is True else "empirical"
@@ -70,10 +149,10 @@ def queries_source():
 
 def factor_inputs(wildcards):
     """EK-FAC needs the eigenbasis and Λ, K-FAC the eigenbasis only, identity and cosine nothing."""
-    estimator = config["scoring"]["estimator"]
-    inputs = {"eigen": f"{RUN}/factors/eigen.safetensors"} if estimator in ("ekfac", "kfac") else {}
+    estimator = PARAMS_OF[wildcards.setting]["estimator"]
+    inputs = {"eigen": f"{factors_dir(wildcards)}/eigen.safetensors"} if estimator in ("ekfac", "kfac") else {}
     if estimator == "ekfac":
-        inputs["correction"] = f"{RUN}/factors/lambda.safetensors"
+        inputs["correction"] = f"{factors_dir(wildcards)}/lambda.safetensors"
     return inputs
 
 
@@ -95,7 +174,7 @@ CPU_JOB = job_resources(gpu=False)  # tokenising, TF-IDF, merging, tables and fi
 
 def model_params():
     m = config["model"]
-    return {k: m[k] for k in ("dtype", "device", "layers", "trust_remote_code")}
+    return {**{k: m[k] for k in ("dtype", "device", "trust_remote_code")}, "layers": layer_pattern}
 
 
 def figure_outputs(directory, figures):
@@ -104,4 +183,15 @@ def figure_outputs(directory, figures):
         name: report(f"{directory}/{name}.png", caption=f"captions/{name}.rst", category="Paper figures")
         for name in figures
     }
-    return {**pngs, "tables": expand(f"{directory}/{{name}}.parquet", name=figures)}
+    return {**pngs, "tables": expand(f"{directory}/{{name}}.parquet", name=figures, allow_missing=True)}
+
+
+def setting_label(wildcards) -> str:
+    return wildcards.setting
+
+
+def sweep_outputs() -> dict:
+    """The summary exists only when the config sweeps something."""
+    if len(POINTS) == 1:
+        return {}
+    return {"summary": f"{RUN}/sweep/summary.parquet", "figure": f"{RUN}/sweep/sweep.png"}

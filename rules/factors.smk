@@ -1,4 +1,5 @@
 # Factor paths depend only on the model, the fitting data, the layers and the label sampling.
+FACTORS = f"{RUN}/factors/layers~{{layers}}"
 
 
 rule fit_covariance:
@@ -8,15 +9,15 @@ rule fit_covariance:
         sequences=f"{RUN}/corpus/sequences.parquet",
         tokens=f"{RUN}/corpus/tokens.npy",
     output:
-        covariance=f"{RUN}/factors/covariance/shard_{{part}}.safetensors",
+        covariance=f"{FACTORS}/covariance/shard_{{part}}.safetensors",
     params:
         fitting=config["fitting"],
         fisher=FISHER,
         **model_params(),
     log:
-        f"{LOGS}/fit_covariance_{{part}}.log",
+        f"{LOGS}/layers~{{layers}}/fit_covariance_{{part}}.log",
     benchmark:
-        f"{BENCH}/fit_covariance_{{part}}.tsv"
+        f"{BENCH}/layers~{{layers}}/fit_covariance_{{part}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -29,13 +30,13 @@ rule fit_covariance:
 rule eigendecompose:
     """Eigendecompose every A and S in float64."""
     input:
-        covariance=f"{RUN}/factors/covariance.safetensors",
+        covariance=f"{FACTORS}/covariance.safetensors",
     output:
-        eigen=f"{RUN}/factors/eigen.safetensors",
+        eigen=f"{FACTORS}/eigen.safetensors",
     log:
-        f"{LOGS}/eigendecompose.log",
+        f"{LOGS}/layers~{{layers}}/eigendecompose.log",
     benchmark:
-        f"{BENCH}/eigendecompose.tsv"
+        f"{BENCH}/layers~{{layers}}/eigendecompose.tsv"
     conda:
         ENV
     threads: THREADS
@@ -51,17 +52,17 @@ rule fit_eigenvalue_correction:
         model=f"{RUN}/model",
         sequences=f"{RUN}/corpus/sequences.parquet",
         tokens=f"{RUN}/corpus/tokens.npy",
-        eigen=f"{RUN}/factors/eigen.safetensors",
+        eigen=f"{FACTORS}/eigen.safetensors",
     output:
-        correction=f"{RUN}/factors/lambda/shard_{{part}}.safetensors",
+        correction=f"{FACTORS}/lambda/shard_{{part}}.safetensors",
     params:
         fitting=config["fitting"],
         fisher=FISHER,
         **model_params(),
     log:
-        f"{LOGS}/fit_eigenvalue_correction_{{part}}.log",
+        f"{LOGS}/layers~{{layers}}/fit_eigenvalue_correction_{{part}}.log",
     benchmark:
-        f"{BENCH}/fit_eigenvalue_correction_{{part}}.tsv"
+        f"{BENCH}/layers~{{layers}}/fit_eigenvalue_correction_{{part}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -74,13 +75,13 @@ rule fit_eigenvalue_correction:
 rule merge_factors:
     """Join the fitting shards' partial sums exactly: sum the sums, add the counts."""
     input:
-        shards=expand(f"{RUN}/factors/{{{{factor}}}}/shard_{{part}}.safetensors", part=FIT_SHARDS),
+        shards=expand(f"{FACTORS}/{{factor}}/shard_{{part}}.safetensors", part=FIT_SHARDS, allow_missing=True),
     output:
-        merged=f"{RUN}/factors/{{factor}}.safetensors",
+        merged=f"{FACTORS}/{{factor}}.safetensors",
     wildcard_constraints:
         factor="covariance|lambda",
     log:
-        f"{LOGS}/merge_{{factor}}.log",
+        f"{LOGS}/layers~{{layers}}/merge_{{factor}}.log",
     conda:
         ENV
     resources:

@@ -5,7 +5,7 @@ rule prepare_model:
     output:
         model=directory(f"{RUN}/model"),
     params:
-        **model_params(),
+        **{**model_params(), "layers": LAYER_SETS},  # every layer set, checked before any work
     log:
         f"{LOGS}/prepare_model.log",
     benchmark:

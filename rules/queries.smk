@@ -7,14 +7,14 @@ rule precondition_queries:
     output:
         preconditioned=f"{QUERIES}/preconditioned.safetensors",
     params:
-        estimator=config["scoring"]["estimator"],
-        damping=config["scoring"]["damping"],
-        rank=config["scoring"]["query_rank"],
+        estimator=setting_value("estimator"),
+        damping=damping_of,
+        rank=setting_value("rank"),
         **model_params(),
     log:
-        f"{LOGS}/{SETTING}/precondition_queries.log",
+        f"{LOGS}/{{setting}}/precondition_queries.log",
     benchmark:
-        f"{BENCH}/{SETTING}/precondition_queries.tsv"
+        f"{BENCH}/{{setting}}/precondition_queries.tsv"
     conda:
         ENV
     threads: THREADS

@@ -11,9 +11,9 @@ rule report:
             category="Top influential sequences",
         ),
     params:
-        setting=SETTING,
+        setting=setting_label,
     log:
-        f"{LOGS}/{SETTING}/report.log",
+        f"{LOGS}/{{setting}}/report.log",
     conda:
         ENV
     resources:

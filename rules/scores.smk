@@ -2,8 +2,8 @@ rule score_shard:
     """Influence of one shard of the candidates on every query: total and per layer."""
     input:
         model=f"{RUN}/model",
-        preconditioned=f"{QUERIES}/preconditioned.safetensors",
-        candidates=f"{RUN}/tfidf/candidates.parquet",
+        preconditioned=preconditioned_path,
+        candidates=candidates_path,
         sequences=f"{RUN}/corpus/sequences.parquet",
         tokens=f"{RUN}/corpus/tokens.npy",
     output:
@@ -13,9 +13,9 @@ rule score_shard:
         batch_size=config["scoring"]["batch_size"],
         **model_params(),
     log:
-        f"{LOGS}/{SETTING}/score_shard_{{shard}}.log",
+        f"{LOGS}/{{setting}}/score_shard_{{shard}}.log",
     benchmark:
-        f"{BENCH}/{SETTING}/score_shard_{{shard}}.tsv"
+        f"{BENCH}/{{setting}}/score_shard_{{shard}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -28,15 +28,15 @@ rule score_shard:
 rule aggregate_scores:
     """Join the shards with the TF-IDF table; rank candidates per query."""
     input:
-        shards=expand(f"{SCORES}/shard_{{shard}}.parquet", shard=SHARDS),
-        candidates=f"{RUN}/tfidf/candidates.parquet",
+        shards=expand(f"{SCORES}/shard_{{shard}}.parquet", shard=SHARDS, allow_missing=True),
+        candidates=candidates_path,
     output:
         scores=f"{SCORES}/scores.parquet",
         top=f"{SCORES}/top.parquet",
     params:
         top_n=config["scoring"]["top_n"],
     log:
-        f"{LOGS}/{SETTING}/aggregate_scores.log",
+        f"{LOGS}/{{setting}}/aggregate_scores.log",
     conda:
         ENV
     resources:
@@ -49,7 +49,7 @@ rule token_scores:
     """Per-token influence of each query's top sequences."""
     input:
         model=f"{RUN}/model",
-        preconditioned=f"{QUERIES}/preconditioned.safetensors",
+        preconditioned=preconditioned_path,
         top=f"{SCORES}/top.parquet",
         sequences=f"{RUN}/corpus/sequences.parquet",
         tokens=f"{RUN}/corpus/tokens.npy",
@@ -59,9 +59,9 @@ rule token_scores:
         batch_size=config["scoring"]["batch_size"],
         **model_params(),
     log:
-        f"{LOGS}/{SETTING}/token_scores.log",
+        f"{LOGS}/{{setting}}/token_scores.log",
     benchmark:
-        f"{BENCH}/{SETTING}/token_scores.tsv"
+        f"{BENCH}/{{setting}}/token_scores.tsv"
     conda:
         ENV
     threads: THREADS

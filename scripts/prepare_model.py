@@ -7,7 +7,9 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "prepare_model", source=smk.input.source, **smk.params) as (log, stats):
     model = load_model(smk.input.source, smk.params.dtype, "cpu", smk.params.trust_remote_code)
     tokenizer = load_tokenizer(smk.input.source)
-    layers = select_layers(model, smk.params.layers)  # fail here, before any work, on a bad pattern
+    # fail here, before any work, on a pattern that selects nothing
+    sets = {name: select_layers(model, pattern) for name, pattern in smk.params.layers.items()}
+    layers = next(iter(sets.values()))
     save_dequantised(model, tokenizer, smk.output.model)
-    stats.update(describe_model(model, layers), fingerprint=fingerprint(layers),
+    stats.update(describe_model(model, layers), fingerprint=fingerprint(layers), layer_sets={n: len(s) for n, s in sets.items()},
                  parameters=sum(p.numel() for p in model.parameters()))

@@ -235,6 +235,14 @@ def _map_chunks(
             yield chunk, texts, res.get()
 
 
+def corpus_chunks(sequences_path: str | os.PathLike, chunk: int = 50_000) -> Iterator[pd.DataFrame]:
+    """The corpus table's seq_id and text in chunks straight from parquet: memory stays bounded for 10M sequences."""
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(sequences_path).iter_batches(chunk, columns=["seq_id", "text"]):
+        yield batch.to_pandas()
+
+
 def fit_idf(
     chunks: Iterable[Chunk],
     settings: TfidfSettings | None = None,

@@ -98,11 +98,11 @@ def test_slurm_results_equal_the_local_run(slurm_run, tiny_run):
     _, _, local = tiny_run
     _, _, remote = slurm_run
     for name in ("covariance", "eigen", "lambda"):
-        a, b = (load_file(root / "factors" / f"{name}.safetensors") for root in (local, remote))
+        a, b = (load_file(root / "factors" / "layers~mlp" / f"{name}.safetensors") for root in (local, remote))
         assert a.keys() == b.keys()
         for key in (k for k in a if not k.endswith("eigenvectors")):  # eigenvectors are defined up to sign
             np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-6 * np.abs(a[key]).max(), err_msg=key)
-    setting = next((local / "scores").iterdir()).name
+    setting = "layers~mlp_estimator~ekfac_damping~relative-0.1_rank~8_topk~25"
     for table, keys in (("scores", ["query_id", "seq_id"]), ("tokens", ["query_id", "seq_id", "position"]),
                         ("probes", ["query_id", "seq_id"])):
         a, b = (pd.read_parquet(root / "scores" / setting / f"{table}.parquet").sort_values(keys, ignore_index=True)

@@ -6,10 +6,13 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from tiny import IDENTICAL_SEQ, ROOT, TINY_QUERIES, snakemake, tiny_config
 
 PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "query_flip", "phrase_order"]
 SAMPLE_FIGURES = ["tfidf_recall", "query_batching", "estimator_agreement"]
+FACTORS = "factors/layers~mlp"  # the default layer set's factors, under results/<run>/
+SETTING = "layers~mlp_estimator~ekfac_damping~relative-0.1_rank~8_topk~25"  # the tiny config's own setting
 
 
 def test_lint_is_clean():
@@ -37,9 +40,9 @@ def test_bad_config_stops_before_any_work(override, message, tmp_path):
 
 def test_tiny_run_scores(tiny_run):
     _, _, results = tiny_run
-    scores_dir = next((results / "scores").iterdir())
+    scores_dir = results / "scores" / SETTING
     scores = pd.read_parquet(scores_dir / "scores.parquet")
-    candidates = pd.read_parquet(results / "tfidf" / "candidates.parquet")
+    candidates = pd.read_parquet(results / "tfidf" / "top_k~25" / "candidates.parquet")
     union = candidates["seq_id"].nunique()
     assert len(scores) == union * len(TINY_QUERIES)
     assert np.isfinite(scores["influence"]).all() and scores["influence"].abs().max() > 0
@@ -57,7 +60,7 @@ def test_tiny_run_scores(tiny_run):
 
 def test_tiny_run_tokens_and_report(tiny_run):
     _, _, results = tiny_run
-    scores_dir = next((results / "scores").iterdir())
+    scores_dir = results / "scores" / SETTING
     top = pd.read_parquet(scores_dir / "top.parquet")
     tokens = pd.read_parquet(scores_dir / "tokens.parquet")
     assert top.groupby("query_id").size().eq(5).all()
@@ -66,7 +69,7 @@ def test_tiny_run_tokens_and_report(tiny_run):
     np.testing.assert_allclose(sums.loc[merged.index], merged, rtol=1e-3, atol=1e-5)
     html = (scores_dir / "report.html").read_text()
     assert all(q["id"] in html for q in TINY_QUERIES) and "<span class=\"tok\"" in html
-    assert (results / "logs" / "fit_covariance_0.log").read_text().count("peak RSS") == 1
+    assert (results / "logs" / "layers~mlp" / "fit_covariance_0.log").read_text().count("peak RSS") == 1
 
 
 def test_score_only_change_reuses_factors_and_reruns_resume(tiny_run):
@@ -77,7 +80,7 @@ def test_score_only_change_reuses_factors_and_reruns_resume(tiny_run):
     for rule in ("fit_covariance", "eigendecompose", "fit_eigenvalue_correction", "tokenize_corpus"):
         assert rule not in planned, planned
     # A run killed while scoring shard 1: that shard and everything after it are missing.
-    scores_dir = next(d for d in (results / "scores").iterdir() if "0.5" not in d.name)
+    scores_dir = results / "scores" / SETTING
     for name in ("shard_1.parquet", "scores.parquet", "top.parquet", "tokens.parquet", "report.html"):
         (scores_dir / name).unlink()
     planned = snakemake("--dry-run", "--quiet", "rules", "--configfile", config, "--directory", tmp).stdout
@@ -94,13 +97,13 @@ def test_sharded_fitting_equals_unsharded_and_a_lost_shard_reruns_alone(tiny_run
 
     tmp, _, results = tiny_run
     config = tiny_config(tmp, name="sharded", run="tiny_sharded", fitting={"n_shards": 3})
-    setting = next((results / "scores").iterdir()).name
+    setting = results / "scores" / SETTING.name
     sharded = tmp / "results" / "tiny_sharded"
     target = f"results/tiny_sharded/scores/{setting}/scores.parquet"  # relative to --directory
     snakemake("--cores", 2, "--configfile", config, "--directory", tmp, target)
-    assert len(list((sharded / "factors" / "covariance").glob("shard_*.safetensors"))) == 3
+    assert len(list((sharded / FACTORS / "covariance").glob("shard_*.safetensors"))) == 3
     for factor in ("covariance", "lambda"):
-        whole, parts = (load_file(r / "factors" / f"{factor}.safetensors") for r in (results, sharded))
+        whole, parts = (load_file(r / FACTORS / f"{factor}.safetensors") for r in (results, sharded))
         assert whole.keys() == parts.keys()
         for key, tensor in whole.items():  # the same labels are drawn per batch: equal up to summation order
             np.testing.assert_allclose(parts[key].numpy(), tensor.numpy(), rtol=1e-5, atol=1e-6 * tensor.abs().max().item())
@@ -111,14 +114,46 @@ def test_sharded_fitting_equals_unsharded_and_a_lost_shard_reruns_alone(tiny_run
     # A run killed while fitting shard 1: that shard and everything after it are missing.
     import shutil
 
-    for lost in ("factors/covariance/shard_1.safetensors", "factors/covariance.safetensors", "factors/eigen.safetensors"):
-        (sharded / lost).unlink()
-    for lost in ("factors/lambda", "queries", "scores"):
+    for lost in ("covariance/shard_1.safetensors", "covariance.safetensors", "eigen.safetensors"):
+        (sharded / FACTORS / lost).unlink()
+    for lost in (f"{FACTORS}/lambda", "queries", "scores"):
         shutil.rmtree(sharded / lost)
     planned = snakemake("--dry-run", "--quiet", "rules", "--configfile", config, "--directory", tmp, target).stdout
     jobs = dict(line.split() for line in planned.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
     assert jobs.get("fit_covariance") == "1" and jobs.get("fit_eigenvalue_correction") == "3", planned
     assert "tokenize_corpus" not in jobs, planned
+
+
+def planned_jobs(*args) -> dict[str, int]:
+    """Jobs per rule that a dry run plans."""
+    out = snakemake("--dry-run", "--quiet", "rules", *args).stdout
+    return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit() and line.split()[0] != "total"}
+
+
+def test_sweep_reuses_factors_and_summarises_each_point(tiny_run):
+    tmp, _, results = tiny_run
+    config = tmp / "config_sweep.yaml"
+    sweep = {"damping": [1.0], "query_rank": [None], "tfidf_top_k": [10], "estimator": ["identity"]}
+    config.write_text(yaml.safe_dump({**yaml.safe_load(tiny_config(tmp).read_text()), "sweep": sweep}))
+    target = "results/tiny/sweep/summary.parquet"  # relative to --directory
+    jobs = planned_jobs("--configfile", config, "--directory", tmp, target)
+    # 4 new points: damping, full rank and the identity estimator precondition anew; TF-IDF k reuses the queries
+    assert jobs == {"tfidf_filter": 1, "precondition_queries": 3, "score_shard": 8, "aggregate_scores": 4,
+                    "sweep_summary": 1}, jobs
+    snakemake("--cores", 2, "--configfile", config, "--directory", tmp, target)
+    summary = pd.read_parquet(results / "sweep" / "summary.parquet").set_index("changed")
+    assert sorted(summary.index) == ["base", "damping", "estimator", "rank", "top_k"]
+    assert summary.loc["base", ["spearman_q50", "top_overlap_q50"]].tolist() == [1.0, 1.0]
+    # rank 8 keeps each tiny layer's preconditioned gradient almost whole; identity ignores the curvature
+    assert summary.loc["rank", "spearman_q50"] > 0.99
+    assert summary.loc["estimator", "spearman_q50"] < summary.loc["rank", "spearman_q50"]
+    assert summary.loc["top_k", "spearman_q50"] > 0.999  # the same scores on fewer candidates
+    assert (results / "sweep" / "sweep.png").stat().st_size > 10_000
+    # A point is an ordinary setting: a run configured at damping 1.0 finds its scores already there.
+    damped = tiny_config(tmp, name="damped_1", damping={"mode": "relative", "value": 1.0})
+    point = summary.loc["damping", "setting"]
+    assert planned_jobs("--configfile", damped, "--directory", tmp, f"results/tiny/scores/{point}/scores.parquet") == {}
 
 
 def test_every_config_key_has_a_description_and_a_default():
@@ -141,7 +176,7 @@ def test_tiny_run_paper_figures(tiny_run):
     import json
 
     _, _, results = tiny_run
-    figures = next((results / "figures").iterdir())
+    figures = results / "figures" / SETTING
     for name in PAPER_FIGURES:
         assert (figures / f"{name}.png").stat().st_size > 1000
         assert (figures / f"{name}.parquet").exists()
@@ -159,14 +194,14 @@ def test_tiny_run_paper_figures(tiny_run):
 
 def test_tiny_run_phrase_order_probes(tiny_run):
     _, _, results = tiny_run
-    scores_dir = next((results / "scores").iterdir())
+    scores_dir = results / "scores" / SETTING
     probe_scores = pd.read_parquet(scores_dir / "probes.parquet")
     # 4 groups x 4 templates for each of the two queries with tags a, b and a templated kind, on every query
     assert probe_scores.groupby("fact_id")["seq_id"].nunique().to_dict() == {"capital_france": 16,
                                                                              "planet_largest": 16}
     assert set(probe_scores["query_id"]) == {q["id"] for q in TINY_QUERIES}
     assert probe_scores.loc[probe_scores["seq_id"].str.endswith("same_order:0"), "text"].str.contains("Paris").any()
-    summary = pd.read_parquet(next((results / "figures").iterdir()) / "phrase_order.parquet")
+    summary = pd.read_parquet(results / "figures" / SETTING / "phrase_order.parquet")
     assert set(summary["query_id"]) == {"capital_france", "planet_largest"}
     assert set(summary["group"]) == {"same_order", "flipped", "a_removed", "b_removed", "other_fact"}
     own = summary[summary["group"] != "other_fact"]
