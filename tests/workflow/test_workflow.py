@@ -97,7 +97,7 @@ def test_sharded_fitting_equals_unsharded_and_a_lost_shard_reruns_alone(tiny_run
 
     tmp, _, results = tiny_run
     config = tiny_config(tmp, name="sharded", run="tiny_sharded", fitting={"n_shards": 3})
-    setting = results / "scores" / SETTING.name
+    setting = SETTING
     sharded = tmp / "results" / "tiny_sharded"
     target = f"results/tiny_sharded/scores/{setting}/scores.parquet"  # relative to --directory
     snakemake("--cores", 2, "--configfile", config, "--directory", tmp, target)
