@@ -174,7 +174,7 @@ CPU_JOB = job_resources(gpu=False)  # tokenising, TF-IDF, merging, tables and fi
 
 def model_params():
     m = config["model"]
-    return {**{k: m[k] for k in ("dtype", "device", "trust_remote_code")}, "layers": layer_pattern}
+    return {**{k: m[k] for k in ("dtype", "device", "device_map", "trust_remote_code")}, "layers": layer_pattern}
 
 
 def figure_outputs(directory, figures):

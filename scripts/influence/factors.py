@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import names
 from .data import split_batch
 from .hooks import LayerCapture
-from .model import TrackedLayer
+from .model import TrackedLayer, layer_devices, output_device
 
 # Per-sequence gradients are formed this many elements at a time into one
 # reused buffer. On CPU a small buffer that stays in cache is 2-3x faster than
@@ -82,8 +82,7 @@ def _fit(model, layers, batches, consumer_for, fisher, seed, dtype, desc, progre
          first_batch) -> FactorSums:
     state = FactorSums()
     max_tokens = micro_batch_tokens(model, max_tokens)
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
+    generator = torch.Generator(device=output_device(model))  # labels are sampled from the logits
     consumer = consumer_for(state)
     with LayerCapture(model, layers, consumer, dtype) as capture:
         for index, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="batch"), first_batch):
@@ -177,8 +176,7 @@ def fit_eigenvalue_correction(
     + d_out·d_in) per sequence instead of d_out·d_in·(d_out + d_in) when T is
     smaller than the layer width, as it is for LLM sequences.
     """
-    device = next(model.parameters()).device
-    rotations = rotations_for(eigen, dtype, device)
+    rotations = rotations_for(eigen, dtype, layer_devices(layers))
 
     def consumer_for(state):
         rotated_inputs: dict[tuple, torch.Tensor] = {}
@@ -190,7 +188,7 @@ def fit_eigenvalue_correction(
                 rotated_inputs.clear()
                 rotated_inputs[cache_key] = a @ q_a  # (B, T, d_in)
             a_rot, g_rot = rotated_inputs[cache_key], g @ q_s  # (B, T, d_in), (B, T, d_out)
-            total = torch.zeros(g.shape[-1], a.shape[-1], dtype=dtype, device=device)
+            total = torch.zeros(g.shape[-1], a.shape[-1], dtype=dtype, device=g.device)
             for grad_rot in sequence_gradients(g_rot, a_rot):  # (b, d_out, d_in)
                 for one in grad_rot:
                     total.addcmul_(one, one)
@@ -202,22 +200,22 @@ def fit_eigenvalue_correction(
                 max_tokens, first_batch)
 
 
-def rotations_for(eigen: dict, dtype, device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(Q_A, Q_S) per module in the compute dtype.
+def rotations_for(eigen: dict, dtype, devices: dict[str, torch.device]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(Q_A, Q_S) per module in the compute dtype, on that module's device.
 
     Layers that share an eigenvector tensor (gate_proj and up_proj) keep
     sharing it after the cast, so their rotated inputs are computed once.
     """
-    cast: dict[int, torch.Tensor] = {}
+    cast: dict[tuple, torch.Tensor] = {}
 
-    def to_compute(t: torch.Tensor) -> torch.Tensor:
-        if id(t) not in cast:
-            cast[id(t)] = t.to(dtype=dtype, device=device)
-        return cast[id(t)]
+    def to_compute(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if (id(t), device) not in cast:
+            cast[id(t), device] = t.to(dtype=dtype, device=device)
+        return cast[id(t), device]
 
     return {
-        m: (to_compute(e[names.ACTIVATION_EIGENVECTORS]), to_compute(e[names.GRADIENT_EIGENVECTORS]))
-        for m, e in eigen.items()
+        m: (to_compute(e[names.ACTIVATION_EIGENVECTORS], devices[m]), to_compute(e[names.GRADIENT_EIGENVECTORS], devices[m]))
+        for m, e in eigen.items() if m in devices
     }
 
 

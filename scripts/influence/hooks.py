@@ -15,7 +15,7 @@ from functools import partial
 import torch
 
 from .data import summed_loss
-from .model import TrackedLayer
+from .model import TrackedLayer, input_device
 
 PairConsumer = Callable[[str, torch.Tensor, torch.Tensor], None]  # (module, a (B,T,d_in), g (B,T,d_out))
 
@@ -48,11 +48,10 @@ class LayerCapture:
 
     def run(self, batch: dict, fisher: str = "empirical", generator: torch.Generator | None = None) -> torch.Tensor:
         """Forward and backward one batch; the consumer sees every layer's (a, g)."""
-        device = next(self.model.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(input_device(self.model)) for k, v in batch.items()}
         self._mask = batch["attention_mask"].to(self.dtype)
         logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = summed_loss(logits, batch["labels"], fisher, generator)
+        loss = summed_loss(logits, batch["labels"].to(logits.device), fisher, generator)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss of a batch is {loss.item()}; check the model weights and dtype.")
         del logits
@@ -76,7 +75,7 @@ class LayerCapture:
         a = x.detach().to(self.dtype)  # (B, T, d_in)
         if has_bias:
             a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], dim=-1)  # (B, T, d_in + 1)
-        return a * self._mask[..., None]
+        return a * self._mask.to(a.device)[..., None]  # layers may sit on several GPUs
 
     def _gradient_hook(self, name: str, grad: torch.Tensor) -> None:
         _, a = self._pending.pop(name)

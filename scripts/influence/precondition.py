@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import names
 from .factors import FactorSums, rotations_for
 from .hooks import LayerCapture
-from .model import TrackedLayer
+from .model import TrackedLayer, input_device, layer_devices
 
 ESTIMATORS = ("ekfac", "kfac", "identity", "cosine")
 CURVATURE_ESTIMATORS = ("ekfac", "kfac")
@@ -131,21 +131,21 @@ def precondition_queries(
                           or tokens_per_sequence is None):
         raise ValueError(f"estimator {estimator!r} needs the eigendecomposition and the eigenvalue correction "
                          "(K-FAC: the eigendecomposition and tokens_per_sequence).")
-    device = next(model.parameters()).device
-    rotations = rotations_for(eigen, dtype, device) if needs_factors else None
+    rotations = rotations_for(eigen, dtype, layer_devices(layers)) if needs_factors else None
+    home = input_device(model)
     result = Preconditioned(list(query_ids), estimator, rank)
     parts: dict[str, list[dict]] = {name: [] for name in layers}
     for batch in tqdm(batches, desc="precondition queries", disable=not progress, unit="batch"):
         grads = query_gradients(model, layers, batch, rotations, dtype)
         if estimator == "cosine":
-            norm = torch.sqrt(sum(g.square().sum((1, 2)) for g in grads.values()))  # (Q,)
-            grads = {name: g / norm.clamp(min=1e-30)[:, None, None] for name, g in grads.items()}
+            norm = torch.sqrt(sum(g.square().sum((1, 2)).to(home) for g in grads.values()))  # (Q,)
+            grads = {name: g / norm.clamp(min=1e-30).to(g.device)[:, None, None] for name, g in grads.items()}
         for name in list(grads):
             grad = grads.pop(name)  # drop each raw gradient as soon as it is preconditioned
             if needs_factors:
                 lam = correction.mean(name, names.EIGENVALUE_CORRECTION) if estimator == "ekfac" else None
                 curvature = curvature_eigenvalues(estimator, eigen[name], lam, tokens_per_sequence)
-                curvature = curvature.to(dtype=dtype, device=device)
+                curvature = curvature.to(dtype=dtype, device=grad.device)
                 result.damping[name] = damping.for_layer(curvature)
                 grad = grad / (curvature + result.damping[name])  # still in the eigenbasis
             parts[name].append(_final_form(grad, rotations[name] if needs_factors else None, rank))

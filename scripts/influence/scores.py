@@ -18,7 +18,7 @@ from . import names
 from .data import split_batch
 from .factors import MAX_TOKENS, micro_batch_tokens, sequence_gradients
 from .hooks import LayerCapture
-from .model import TrackedLayer
+from .model import TrackedLayer, input_device, layer_devices
 from .precondition import Preconditioned
 
 
@@ -73,14 +73,15 @@ def _gram_norm2(a, g) -> torch.Tensor:
 def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dtype, desc, progress, max_tokens):
     """Yield per micro-batch and variant: {layer: contributions}, and the candidates' gradient norms (B,)
     when a variant needs them (cosine)."""
-    device = next(model.parameters()).device
+    devices, home = layer_devices(layers), input_device(model)
     max_tokens = micro_batch_tokens(model, max_tokens)
     factor_sets = []
     for pre in pres:
         missing = set(layers) - set(pre.layers)
         if missing:
             raise ValueError(f"the preconditioned queries lack tracked layers {sorted(missing)[:3]}; recompute them.")
-        factor_sets.append({m: {k: t.to(dtype=dtype, device=device) for k, t in pre.layers[m].items()} for m in layers})
+        factor_sets.append({m: {k: t.to(dtype=dtype, device=devices[m]) for k, t in pre.layers[m].items()}
+                            for m in layers})
     want_norm = any(pre.estimator == "cosine" for pre in pres)
     contributions: list[dict] = [{} for _ in pres]
     norms: dict = {}
@@ -92,9 +93,9 @@ def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dt
         else:
             values = _sequence_scores(a, g, variants)
         for out, value in zip(contributions, values):
-            out[name] = value
+            out[name] = value.to(home)  # one device for the sums over layers
         if want_norm:
-            norms[name] = _gram_norm2(a, g)
+            norms[name] = _gram_norm2(a, g).to(home)
 
     with LayerCapture(model, layers, on_pair, dtype) as capture:
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):

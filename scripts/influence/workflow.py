@@ -10,7 +10,8 @@ from .sequences import TokenStore, fitting_sample
 
 def load_tracked_model(model_dir: str, params) -> tuple:
     """(model, tracked layers, fingerprint) from the prepared checkpoint and the rule's params."""
-    model = load_model(model_dir, params["dtype"], params["device"], params["trust_remote_code"])
+    model = load_model(model_dir, params["dtype"], params["device"], params["trust_remote_code"],
+                       params.get("device_map"))
     layers = select_layers(model, params["layers"])
     return model, layers, fingerprint(layers)
 

@@ -1,0 +1,47 @@
+"""The two settings for models larger than one GPU: bf16 weights, and layers spread by a device_map."""
+
+import torch
+from conftest import batches_of, query_batch, random_sequences, tiny_llama
+from influence.eigen import eigendecompose
+from influence.factors import fit_covariance, fit_eigenvalue_correction
+from influence.model import layer_devices, load_model, select_layers
+from influence.precondition import Damping, precondition_queries
+from influence.scores import score_candidates
+
+FIT = dict(fisher="empirical", progress=False)
+
+
+def ekfac_scores(model, batches, queries):
+    """The whole chain on one model: factors, eigenbasis, Λ, preconditioned queries, scores."""
+    layers = select_layers(model)
+    covariance = fit_covariance(model, layers, batches, **FIT)
+    eigen = eigendecompose(covariance, progress=False)
+    correction = fit_eigenvalue_correction(model, layers, eigen, batches, **FIT)
+    pre = precondition_queries(model, layers, ["q0", "q1"], [queries], "ekfac", eigen, correction, Damping(),
+                               None, progress=False)
+    return covariance, score_candidates(model, layers, pre, batches, progress=False).total
+
+
+def test_bf16_weights_accumulate_float32_factors_close_to_a_float32_model():
+    batches = batches_of(random_sequences(12, seed=1), 4)
+    queries = query_batch(2, seed=2)
+    full = tiny_llama(dtype=torch.float32)
+    half = tiny_llama(dtype=torch.float32).to(torch.bfloat16)
+    (cov32, scores32), (cov16, scores16) = ekfac_scores(full, batches, queries), ekfac_scores(half, batches, queries)
+    for name, sums in cov16.sums.items():
+        for factor, tensor in sums.items():
+            assert tensor.dtype == torch.float32, (name, factor)
+            reference = cov32.sums[name][factor]
+            assert (tensor - reference).norm() / reference.norm() < 0.05, (name, factor)  # bf16 keeps ~3 digits
+    assert torch.corrcoef(torch.stack([scores16.flatten(), scores32.flatten()]))[0, 1] > 0.95
+
+
+def test_a_device_map_checkpoint_scores_like_a_plain_load(tmp_path):
+    """device_map="auto" loads through from_pretrained's device map. On this GPU-less machine every layer lands
+    on the CPU, so this checks the loading path and the per-layer device plumbing with one device only."""
+    tiny_llama(dtype=torch.float32).save_pretrained(tmp_path)
+    plain, spread = load_model(tmp_path, device="cpu"), load_model(tmp_path, device_map="auto")
+    assert set(layer_devices(select_layers(spread)).values()) == {torch.device("cpu")}
+    batches = batches_of(random_sequences(8, seed=3), 4)
+    queries = query_batch(2, seed=4)
+    torch.testing.assert_close(ekfac_scores(spread, batches, queries)[1], ekfac_scores(plain, batches, queries)[1])
