@@ -33,6 +33,8 @@ rule eigendecompose:
         covariance=f"{FACTORS}/covariance.safetensors",
     output:
         eigen=f"{FACTORS}/eigen.safetensors",
+    params:
+        device=config["model"]["device"],
     log:
         f"{LOGS}/layers~{{layers}}/eigendecompose.log",
     benchmark:

@@ -10,6 +10,7 @@ rule precondition_queries:
         estimator=setting_value("estimator"),
         damping=damping_of,
         rank=setting_value("rank"),
+        query_batch_size=config["scoring"]["query_batch_size"],
         **model_params(),
     log:
         f"{LOGS}/{{setting}}/precondition_queries.log",

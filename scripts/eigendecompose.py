@@ -2,13 +2,14 @@
 
 from influence import io, names
 from influence.eigen import eigendecompose
+from influence.model import resolve_device
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with rule_log(smk.log[0], "eigendecompose") as (log, stats):
+with rule_log(smk.log[0], "eigendecompose", **smk.params) as (log, stats):
     sums = io.load_factor_sums(smk.input.covariance, "covariance")
     meta = io.read_metadata(smk.input.covariance)
-    eigen = eigendecompose(sums)
+    eigen = eigendecompose(sums, device=resolve_device(smk.params.device))  # float64 eigh on the GPU if any
     counts = dict(tokens=sums.n_tokens, sequences=sums.n_sequences)
     del sums  # saving serialises a copy of the eigenvectors: free the sums first
     io.save_eigen(smk.output.eigen, eigen, meta[names.META_MODEL], meta[names.META_SETTINGS],

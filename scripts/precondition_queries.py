@@ -8,14 +8,12 @@ from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
 from influence.workflow import load_tracked_model
 
-QUERY_BATCH = 8  # queries per gradient pass; each batch is reduced to rank r before the next
-
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
     queries = load_queries(smk.input.queries)
-    batches = query_batches(tokenizer, queries, QUERY_BATCH)
+    batches = query_batches(tokenizer, queries, smk.params.query_batch_size)  # reduced to rank r batch by batch
     eigen = io.load_eigen(smk.input.eigen, digest) if "eigen" in smk.input.keys() else None
     correction = (io.load_factor_sums(smk.input.correction, "eigenvalue_correction", digest)
                   if "correction" in smk.input.keys() else None)

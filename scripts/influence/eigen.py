@@ -14,21 +14,23 @@ FACTOR_EIGEN = {
 }
 
 
-def symmetric_eigh(matrix: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (ascending) and eigenvectors (columns) in float64 after symmetrising."""
-    matrix = matrix.to(torch.float64)
+def symmetric_eigh(matrix: torch.Tensor, what: str, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors (columns) in float64 after symmetrising, computed on `device`."""
+    matrix = matrix.to(device=device, dtype=torch.float64)
     if not torch.isfinite(matrix).all():
         raise FloatingPointError(f"{what} has NaN or Inf values; refit the covariance.")
     return torch.linalg.eigh((matrix + matrix.T) / 2)
 
 
-def eigendecompose(covariance: FactorSums, progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+def eigendecompose(covariance: FactorSums, progress: bool = True, device: torch.device | None = None,
+                   ) -> dict[str, dict[str, torch.Tensor]]:
     """{module: {eigenvalues/eigenvectors of A and S}} from the covariance sums.
 
     Decomposed in float64, returned in the dtype of the sums (as kronfluence
     does: float32 halves the memory of every later stage). Identical matrices
     (gate_proj and up_proj read the same input, so their A sums are bitwise
-    equal) are decomposed once and share the result tensors.
+    equal) are decomposed once and share the result tensors. On a GPU `device`
+    only the matrix being decomposed is there; the results come back to the sums' device.
     """
     jobs = [(m, f) for m in covariance.sums for f in FACTOR_EIGEN]
     seen: dict[tuple, list[tuple[torch.Tensor, tuple]]] = {}  # fingerprint -> [(sum, result)]
@@ -40,7 +42,8 @@ def eigendecompose(covariance: FactorSums, progress: bool = True) -> dict[str, d
         result = next((r for other, r in twins if torch.equal(other, total)), None)
         if result is None:
             matrix = covariance.mean(module, factor)
-            result = tuple(t.to(matrix.dtype) for t in symmetric_eigh(matrix, f"{factor} of {module}"))
+            result = tuple(t.to(matrix.dtype).to(matrix.device)
+                           for t in symmetric_eigh(matrix, f"{factor} of {module}", device))
             twins.append((total, result))
         values_name, vectors_name = FACTOR_EIGEN[factor]
         eigen[module][values_name], eigen[module][vectors_name] = result

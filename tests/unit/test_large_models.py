@@ -45,3 +45,29 @@ def test_a_device_map_checkpoint_scores_like_a_plain_load(tmp_path):
     batches = batches_of(random_sequences(8, seed=3), 4)
     queries = query_batch(2, seed=4)
     torch.testing.assert_close(ekfac_scores(spread, batches, queries)[1], ekfac_scores(plain, batches, queries)[1])
+
+
+def test_memory_plan_counts_the_bytes_the_engine_stores(tmp_path):
+    """The sizing arithmetic (influence.memory) against the factors and queries the engine really holds."""
+    from influence.memory import gpus_needed, meta_model, plan
+
+    model = tiny_llama(dtype=torch.float32)
+    model.config.save_pretrained(tmp_path)
+    layers = select_layers(model)
+    batches = batches_of(random_sequences(8, seed=5), 4)
+    covariance = fit_covariance(model, layers, batches, **FIT)
+    eigen = eigendecompose(covariance, progress=False)
+    correction = fit_eigenvalue_correction(model, layers, eigen, batches, **FIT)
+    pre = precondition_queries(model, layers, ["q0", "q1"], [query_batch(2, seed=6)], "ekfac", eigen, correction,
+                               Damping(), 4, progress=False)
+    table = (plan(meta_model(tmp_path), dtype="float32", queries=2, rank=4).set_index(["rule", "component"])["gb"] * 1e9).round()
+
+    def nbytes(sums):
+        return sum(t.numel() * 4 for parts in sums.values() for t in parts.values())
+
+    assert table["fit_covariance", "A and S sums"] == nbytes(covariance.sums)
+    assert table["fit_eigenvalue_correction", "Λ sums"] == nbytes(correction.sums)
+    assert table["score_shard", "preconditioned queries"] == nbytes(pre.layers)
+    assert table["fit_covariance", "weights"] == sum(p.numel() * 4 for p in model.parameters())
+    needed = gpus_needed(table.rename("gb").reset_index().assign(gb=lambda t: t["gb"] / 1e9), gpu_gb=1e-4)
+    assert (needed["gpus"] >= 1).all() and needed["gpus"].max() > 1
