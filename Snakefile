@@ -15,6 +15,8 @@ include: "rules/queries.smk"
 include: "rules/scores.smk"
 include: "rules/report.smk"
 include: "rules/analysis.smk"
+include: "rules/evaluate.smk"
+include: "rules/evaluate_measures.smk"
 
 
 rule all:
@@ -28,4 +30,6 @@ rule all:
 
 
 onsuccess:
-    print(f"\nInfluence report: {Path(SCORES, 'report.html').resolve()}\n")
+    for path in (Path(SCORES, "report.html"), Path(EVAL, "verdict.md")):
+        if path.exists():  # only the targets this invocation built or found
+            print(f"\n{'Influence report' if path.suffix == '.html' else 'Evaluation verdict'}: {path.resolve()}\n")

@@ -85,10 +85,41 @@ def model_params():
     return {k: m[k] for k in ("dtype", "device", "layers", "trust_remote_code")}
 
 
-def figure_outputs(directory, figures):
+def figure_outputs(directory, figures, category="Paper figures"):
     """PNG per figure, tagged for `snakemake --report` with its static caption, and its parquet table."""
     pngs = {
-        name: report(f"{directory}/{name}.png", caption=f"captions/{name}.rst", category="Paper figures")
+        name: report(f"{directory}/{name}.png", caption=f"captions/{name}.rst", category=category)
         for name in figures
     }
     return {**pngs, "tables": expand(f"{directory}/{{name}}.parquet", name=figures)}
+
+
+# The ground-truth evaluation (rules/evaluate.smk): per-seed outputs under evaluation/seed~<s>/.
+EVAL = f"{RUN}/evaluation"
+EVAL_SEED = f"{EVAL}/seed~{{seed}}"
+EVAL_SETTINGS = config["evaluation"]
+EVAL_SEEDS = EVAL_SETTINGS["seeds"]
+EVAL_MODELS = EVAL_SETTINGS["models"]
+EVAL_FIGURES = ["ihvp_accuracy", "lds", "fact_tracing"]
+
+
+def eval_model_dir(wildcards):
+    """The tiny model is trained from scratch; `finetuned` is the run's model fine-tuned on the planted corpus."""
+    return f"{EVAL}/seed~{wildcards.seed}/{wildcards.model}/model"
+
+
+def ihvp_settings():
+    """ihvp settings with YAML's `true` Fisher spelled as the engine expects."""
+    settings = dict(EVAL_SETTINGS["ihvp"])
+    settings["fishers"] = ["true" if f is True else f for f in settings["fishers"]]
+    if settings["headline_damping"] not in settings["dampings"]:
+        raise WorkflowError(f"evaluation.ihvp.headline_damping {settings['headline_damping']} is not one of "
+                            f"evaluation.ihvp.dampings {settings['dampings']}.")
+    return settings
+
+
+def eval_outputs(pattern, models=False):
+    """Every seed's (and model's) copy of a per-seed output."""
+    if models:
+        return expand(f"{EVAL_SEED}/{{model}}/{pattern}", seed=EVAL_SEEDS, model=EVAL_MODELS)
+    return expand(f"{EVAL_SEED}/{pattern}", seed=EVAL_SEEDS)
