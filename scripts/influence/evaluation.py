@@ -85,6 +85,10 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=TABLE_COLUMNS)
 
 
+WINNER_COLUMNS = ["model", "measure", "variant", "best", "value", "ci_low", "ci_high", "runner_up", "runner_up_value",
+                  "separated"]
+
+
 def winners(table: pd.DataFrame) -> pd.DataFrame:
     """Per (model, measure, variant): the best estimator, the runner-up, and whether their intervals overlap."""
     rows = []
@@ -98,7 +102,7 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
                      "value": best["value"], "ci_low": best["ci_low"], "ci_high": best["ci_high"],
                      "runner_up": None if second is None else second["estimator"],
                      "runner_up_value": np.nan if second is None else second["value"], "separated": bool(separated)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=WINNER_COLUMNS)
 
 
 MEASURE_WORDS = {

@@ -68,7 +68,7 @@ def train(model, sequences: Sequence[Sequence[int]], epochs: int, lr: float, bat
             optimizer.zero_grad()
             (loss / max(n, 1)).backward()
             optimizer.step()
-            total, tokens = total + float(loss), tokens + n
+            total, tokens = total + float(loss.detach()), tokens + n
         history.append(total / max(tokens, 1))
         if stop is not None and stop(model.eval()):
             break
