@@ -118,8 +118,12 @@ def _describe(w: pd.Series) -> str:
     interval = f"95% interval {w['ci_low']:.3f} to {w['ci_high']:.3f}" if np.isfinite(w["ci_low"]) else "no interval"
     if w["runner_up"] is None:
         return f"- {what} ({scope}): only {w['best']} was measured, {w['value']:.3f} ({interval})."
-    confidence = ("clearly ahead: the intervals do not overlap" if w["separated"]
-                  else "not clearly ahead: the intervals overlap, so this ranking is uncertain")
+    if w["value"] == w["runner_up_value"]:
+        confidence = "tied"
+    elif w["separated"]:
+        confidence = "clearly ahead: the intervals do not overlap"
+    else:
+        confidence = "not clearly ahead: the intervals overlap, so this ranking is uncertain"
     return (f"- {what} ({scope}): **{w['best']}** is best with {w['value']:.3f} ({interval}), "
             f"then {w['runner_up']} with {w['runner_up_value']:.3f}; {confidence}.")
 
@@ -138,7 +142,9 @@ def verdict(table: pd.DataFrame, headline_damping: float, accuracy: Mapping[str,
     ihvp = scored["measure"].isin(["spearman", "relative_error"])
     headline = scored[(ihvp & scored["variant"].str.endswith(f"damping~{headline_damping:g}"))
                       | (~ihvp & (scored["variant"] == "all"))]
+    order = {"spearman": 0, "relative_error": 1, "lds": 2, "mrr": 4}
     found = winners(headline)
+    found = found.iloc[np.argsort([order.get(m, 3) for m in found["measure"]], kind="stable")]
     lines += [_describe(w) for _, w in found.iterrows()]
     tally = found[~found["measure"].isin(["spearman", "relative_error"])]["best"].value_counts()
     if len(tally):
