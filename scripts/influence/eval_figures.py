@@ -36,7 +36,8 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
             for (estimator, fisher), group in rows[rows["measure"] == measure].groupby(["estimator", "fisher"]):
                 group = group.sort_values("damping")
                 ax.errorbar(group["damping"], group["value"], yerr=_errorbars(group), marker="o", capsize=2,
-                            linestyle="-" if fisher == "true" else "--", label=f"{estimator} ({fisher} Fisher)")
+                            color=f"C{ORDER.index(estimator) % 10}", linestyle="-" if fisher == "true" else "--",
+                            label=f"{estimator} ({fisher} Fisher)")
             ax.set_xscale("log")
             ax.set_xlabel("damping λ / (tr F / P)")
             ax.set_ylabel(label)

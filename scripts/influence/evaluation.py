@@ -76,11 +76,23 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float, int]:
     return mean, mean - half, mean + half, n
 
 
+def bounds(measure: str) -> tuple[float, float]:
+    """The range a measure's values can take: intervals are clipped to it."""
+    if measure in ("lds", "spearman"):
+        return -1.0, 1.0
+    if measure in ("mrr", "accuracy") or measure.startswith("recall_at_"):
+        return 0.0, 1.0
+    return 0.0, np.inf
+
+
 def summarise(rows: list[dict]) -> pd.DataFrame:
-    """Table rows {model, measure, estimator, variant, values} → one row each with a t interval."""
+    """Table rows {model, measure, estimator, variant, values} → one row each with a t interval (clipped to the
+    measure's range, e.g. [0, 1] for recall)."""
     out = []
     for row in rows:
         mean, low, high, n = t_interval(row["values"])
+        lowest, highest = bounds(row["measure"])
+        low, high = (low if np.isnan(low) else max(low, lowest)), (high if np.isnan(high) else min(high, highest))
         out.append({**{k: row[k] for k in TABLE_COLUMNS[:4]}, "value": mean, "ci_low": low, "ci_high": high, "n": n})
     return pd.DataFrame(out, columns=TABLE_COLUMNS)
 
@@ -90,16 +102,19 @@ WINNER_COLUMNS = ["model", "measure", "variant", "best", "value", "ci_low", "ci_
 
 
 def winners(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, measure, variant): the best estimator, the runner-up, and whether their intervals overlap."""
+    """Per (model, measure, variant): the best estimator(s) (ties joined by ' = '), the runner-up (the best
+    of the rest), and whether their intervals are separated."""
     rows = []
     for key, group in table.dropna(subset=["value"]).groupby(["model", "measure", "variant"], sort=True):
-        ranked = group.sort_values("value", ascending=key[1] == "relative_error")
-        best = ranked.iloc[0]
-        second = ranked.iloc[1] if len(ranked) > 1 else None
+        ranked = group.sort_values(["value", "estimator"], ascending=[key[1] == "relative_error", True])
+        top = ranked["value"].iloc[0]
+        tied, rest = ranked[ranked["value"] == top], ranked[ranked["value"] != top]
+        best = tied.iloc[0]
+        second = rest.iloc[0] if len(rest) else None
         separated = second is not None and (
             best["ci_low"] > second["ci_high"] if key[1] != "relative_error" else best["ci_high"] < second["ci_low"])
-        rows.append({"model": key[0], "measure": key[1], "variant": key[2], "best": best["estimator"],
-                     "value": best["value"], "ci_low": best["ci_low"], "ci_high": best["ci_high"],
+        rows.append({"model": key[0], "measure": key[1], "variant": key[2], "best": " = ".join(tied["estimator"]),
+                     "value": top, "ci_low": best["ci_low"], "ci_high": best["ci_high"],
                      "runner_up": None if second is None else second["estimator"],
                      "runner_up_value": np.nan if second is None else second["value"], "separated": bool(separated)})
     return pd.DataFrame(rows, columns=WINNER_COLUMNS)
@@ -117,14 +132,13 @@ def _describe(w: pd.Series) -> str:
     scope = f"{w['model']} model" + ("" if w["variant"] == "all" else f", {w['variant'].replace('_', ' ')}")
     interval = f"95% interval {w['ci_low']:.3f} to {w['ci_high']:.3f}" if np.isfinite(w["ci_low"]) else "no interval"
     if w["runner_up"] is None:
-        return f"- {what} ({scope}): only {w['best']} was measured, {w['value']:.3f} ({interval})."
-    if w["value"] == w["runner_up_value"]:
-        confidence = "tied"
-    elif w["separated"]:
+        return f"- {what} ({scope}): {w['best']} all score {w['value']:.3f} ({interval})."
+    if w["separated"]:
         confidence = "clearly ahead: the intervals do not overlap"
     else:
         confidence = "not clearly ahead: the intervals overlap, so this ranking is uncertain"
-    return (f"- {what} ({scope}): **{w['best']}** is best with {w['value']:.3f} ({interval}), "
+    verb = "tie for best" if " = " in w["best"] else "is best"
+    return (f"- {what} ({scope}): **{w['best']}** {verb} with {w['value']:.3f} ({interval}), "
             f"then {w['runner_up']} with {w['runner_up_value']:.3f}; {confidence}.")
 
 
@@ -146,9 +160,9 @@ def verdict(table: pd.DataFrame, headline_damping: float, accuracy: Mapping[str,
     found = winners(headline)
     found = found.iloc[np.argsort([order.get(m, 3) for m in found["measure"]], kind="stable")]
     lines += [_describe(w) for _, w in found.iterrows()]
-    tally = found[~found["measure"].isin(["spearman", "relative_error"])]["best"].value_counts()
+    tally = found[~found["measure"].isin(["spearman", "relative_error"])]["best"].str.split(" = ").explode().value_counts()
     if len(tally):
-        lines += ["", "Wins on the ground-truth measures (LDS, recall, MRR): "
+        lines += ["", "Wins (ties count for each tied estimator) on the ground-truth measures (LDS, recall, MRR): "
                   + ", ".join(f"{e} {n}" for e, n in tally.items()) + "."]
     per_variant = winners(scored[scored["measure"].str.startswith("recall_at_") & (scored["variant"] != "all")])
     for model, group in per_variant.groupby("model"):

@@ -87,3 +87,11 @@ def test_verdict_reports_accuracy_and_headline_damping_only():
     text = verdict(summarise(rows), 0.1, {"tiny": 0.75})
     assert "75%" in text and "**ekfac** is best with 0.905" in text and "0.995" not in text
     assert isinstance(summarise(rows), pd.DataFrame)
+
+
+def test_intervals_are_clipped_to_the_measures_range():
+    rows = [{"model": "m", "measure": "recall_at_10", "estimator": "e", "variant": "all", "values": np.array([1, 1, 0.5])},
+            {"model": "m", "measure": "relative_error", "estimator": "e", "variant": "all", "values": np.array([0.1, 5])}]
+    table = summarise(rows)
+    assert table["ci_high"].iloc[0] == 1.0 and table["ci_low"].iloc[1] == 0.0
+    assert table["ci_high"].iloc[1] > 5
