@@ -95,3 +95,26 @@ def test_intervals_are_clipped_to_the_measures_range():
     table = summarise(rows)
     assert table["ci_high"].iloc[0] == 1.0 and table["ci_low"].iloc[1] == 0.0
     assert table["ci_high"].iloc[1] > 5
+
+
+def test_tables_from_rule_outputs_give_known_answers():
+    from influence.attribution import scores_long
+    from influence.eval_tables import lds_rows, tracing_rows
+
+    documents = pd.DataFrame({"seq_id": ["a", "b", "c", "d"], "fact_id": ["f1", "f1", "f2", "f2"],
+                              "role": ["planted", "distractor", "planted", "planted"]})
+    variants, facts = {"q1": "original", "q2": "flipped"}, {"q1": "f1", "q2": "f2"}
+    oracle = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.9]])  # planted documents first
+    scores = scores_long({"oracle": oracle, "reversed": -oracle}, list(variants), documents["seq_id"].tolist())
+    table = summarise(tracing_rows(scores, documents, variants, facts, "tiny", k=1)).set_index(
+        ["estimator", "measure", "variant"])["value"]
+    assert table[("oracle", "mrr", "all")] == 1.0 and table[("oracle", "recall_at_1", "flipped")] == 0.5
+    assert table[("reversed", "recall_at_1", "all")] == 0.0
+    rng = np.random.default_rng(5)
+    masks = rng.random((8, 4)) < 0.5
+    subsets = pd.DataFrame([(m, documents["seq_id"][i]) for m in range(8) for i in np.flatnonzero(masks[m])],
+                           columns=["subset", "seq_id"])
+    outcomes = pd.DataFrame([(m, q, float(masks[m] @ oracle[j])) for m in range(8)
+                             for j, q in enumerate(variants)], columns=["subset", "query_id", "log_prob"])
+    lds_table = summarise(lds_rows(scores, subsets, outcomes)).set_index("estimator")["value"]
+    assert lds_table["oracle"] == pytest.approx(1.0) and lds_table["reversed"] == pytest.approx(-1.0)
