@@ -36,6 +36,8 @@ def tiny_llama(vocab_size: int, hidden_size: int, intermediate_size: int, n_laye
     """A randomly initialised Llama (seeded) in float32."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    if hidden_size % n_heads:
+        raise ValueError(f"evaluation.tiny.n_heads ({n_heads}) must divide evaluation.tiny.hidden_size ({hidden_size}).")
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
                          num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_heads,

@@ -53,3 +53,8 @@ def test_tiny_model_learns_planted_facts():
     after, correct = completion_stats(model, tokenizer, originals)
     assert history[-1] < history[0] / 2 and np.all(after > before)
     assert correct.all()  # training stopped because every original query is answered
+
+
+def test_tiny_model_names_a_bad_head_count():
+    with pytest.raises(ValueError, match="n_heads"):
+        tiny_llama(10, 30, 16, 1, 4, seed=0)
