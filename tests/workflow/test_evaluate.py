@@ -94,3 +94,11 @@ def test_evaluation_figures_and_tables(evaluation):
     subsets = pd.read_parquet(evaluation / "seed~0" / "tiny" / "lds_subsets.parquet")
     assert outcomes["subset"].nunique() == 5 and (subsets.groupby("subset").size() == 10).all()  # half of 20
     assert outcomes["log_prob"].std() > 0  # retraining on different halves changes the outcome
+
+
+def test_report_collects_the_evaluation(evaluation):
+    tmp = evaluation.parents[2]
+    report = tmp / "evaluation_report.html"
+    snakemake("evaluate", "--report", report, "--configfile", tmp / "config_evaluation.yaml", "--directory", tmp)
+    html = report.read_text(errors="ignore")
+    assert all(name in html for name in ("ihvp_accuracy.png", "lds.png", "fact_tracing.png", "verdict.html"))
