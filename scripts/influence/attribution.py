@@ -18,6 +18,8 @@ from .precondition import ESTIMATORS, Damping, precondition_queries
 from .scores import score_many
 
 ALL_ESTIMATORS = (*ESTIMATORS, "repsim", "tfidf", "bm25")
+# Queries per preconditioning pass: their full-rank gradients (~80M floats each on SmolLM2-135M) are held at once.
+QUERY_BATCH = 2
 
 
 def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int]], settings: dict) -> dict:
@@ -26,11 +28,14 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
     covariance = fit_covariance(model, layers, batches, "true", settings["seed"])
     eigen = eigendecompose(covariance)
     correction = fit_eigenvalue_correction(model, layers, eigen, batches, "true", settings["seed"] + 1)
-    q_batches = query_batches(tokenizer, queries)
-    ids = [q.id for q in queries]
-    pres = {e: precondition_queries(model, layers, ids, q_batches, e, eigen, correction,
-                                    Damping(**settings["damping"]), settings["query_rank"]) for e in ESTIMATORS}
-    return {e: s.total.T.double().numpy() for e, s in score_many(model, layers, pres, batches).items()}
+    q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
+    ids, out = [q.id for q in queries], {}
+    for estimator in ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
+        pre = precondition_queries(model, layers, ids, q_batches, estimator, eigen, correction,
+                                   Damping(**settings["damping"]), settings["query_rank"])
+        out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
+        del pre
+    return out
 
 
 def baseline_scores(model, tokenizer, queries, texts: list[str], sequences: list[list[int]], batch_size: int) -> dict:
