@@ -12,7 +12,7 @@ import pandas as pd
 
 from .figures import _figure
 
-ORDER = ["ekfac", "kfac", "identity", "cosine", "lissa", "repsim", "tfidf", "bm25"]
+ORDER = ["ekfac", "kfac", "identity", "cosine", "lissa", "repsim", "tfidf", "bm25", "block_exact"]
 
 
 def _sorted(estimators) -> list[str]:

@@ -78,8 +78,31 @@ def test_every_estimator_approaches_exact_influence_at_large_damping(tiny):
     model, layers, fit = tiny
     table = ihvp_accuracy(model, layers, fit, [query_batch(3, seed=4)], ["q0", "q1", "q2"], fit, [1e-2, 1e7],
                           ["true", "empirical"], 0, {"depth": 50, "batch_size": 4})
-    assert set(table["estimator"]) == {"ekfac", "kfac", "identity", "lissa"}
+    assert set(table["estimator"]) == {"ekfac", "kfac", "identity", "lissa", "block_exact"}
     large = table[table["damping"] == 1e7]
     assert (large["relative_error"] < 1e-4).all() and (large["spearman"] > 0.999).all()
     small = table[table["damping"] == 1e-2]
     assert (small[small["estimator"] == "identity"]["relative_error"] > 0.1).all()  # curvature matters here
+
+
+def test_block_exact_equals_exact_for_one_layer_and_a_dense_block_solve(tiny):
+    model, layers, fit = tiny
+    from influence.exact import block_exact_solve
+
+    jac = fitting_gradients(model, layers, fit, "empirical", seed=0)
+    queries = torch.randn(2, jac.shape[1], dtype=torch.float64)
+    one = {name: layers[name] for name in list(layers)[:1]}
+    size = next(iter(one.values())).d_out * next(iter(one.values())).d_in_total
+    torch.testing.assert_close(block_exact_solve(jac[:, :size], queries[:, :size], one, 0.3),
+                               ExactFisher(jac[:, :size]).solve(queries[:, :size].T, 0.3).T)
+    blocks = block_exact_solve(jac, queries, layers, 0.3)
+    dense = torch.block_diag(*[(jac[:, a:b].T @ jac[:, a:b]) / len(jac) for a, b in _slices(layers)])
+    expected = torch.linalg.solve(dense + 0.3 * torch.eye(len(dense), dtype=torch.float64), queries.T).T
+    torch.testing.assert_close(blocks, expected)
+
+
+def _slices(layers):
+    start = 0
+    for layer in layers.values():
+        yield start, start + layer.d_out * layer.d_in_total
+        start += layer.d_out * layer.d_in_total

@@ -59,7 +59,8 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
         assert set(tracing[tracing["model"] == model]["estimator"]) == {
             "ekfac", "kfac", "identity", "cosine", "repsim", "tfidf", "bm25"}
     assert set(tracing["variant"]) == {"all", "original", "paraphrase", "translated", "flipped"}
-    assert set(table[table["measure"] == "spearman"]["estimator"]) == {"ekfac", "kfac", "identity", "lissa"}
+    assert set(table[table["measure"] == "spearman"]["estimator"]) == {"ekfac", "kfac", "identity", "lissa",
+                                                                       "block_exact"}
     assert set(table[table["measure"] == "lds"]["estimator"]) >= {"ekfac", "kfac", "identity", "bm25"}
     bounded = table[table["measure"].isin(["recall_at_10", "mrr", "accuracy"])]["value"]
     assert bounded.between(0, 1).all()
