@@ -83,9 +83,11 @@ def test_verdict_follows_the_numbers():
 def test_verdict_reports_accuracy_and_headline_damping_only():
     rows = [{"model": "tiny", "measure": "spearman", "estimator": e, "variant": f"true_fisher/damping~{d:g}",
              "values": np.array([v, v + 0.01])} for e, d, v in (("ekfac", 0.1, 0.9), ("kfac", 0.1, 0.5),
-                                                                ("kfac", 1.0, 0.99), ("ekfac", 1.0, 0.2))]
+                                                                ("kfac", 1.0, 0.99), ("ekfac", 1.0, 0.2),
+                                                                ("block_exact", 0.1, 0.97))]
     text = verdict(summarise(rows), 0.1, {"tiny": 0.75})
     assert "75%" in text and "**ekfac** is best with 0.905" in text and "0.995" not in text
+    assert "**block_exact**" not in text and "Reference, not an estimator" in text and "0.975" in text
     assert isinstance(summarise(rows), pd.DataFrame)
 
 
