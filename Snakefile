@@ -16,6 +16,8 @@ include: "rules/scores.smk"
 include: "rules/report.smk"
 include: "rules/analysis.smk"
 include: "rules/sweep.smk"
+include: "rules/evaluate.smk"
+include: "rules/evaluate_measures.smk"
 
 
 # Light rules (HTML and figures from small tables) run where Snakemake runs, not as cluster jobs.
@@ -38,4 +40,6 @@ rule all:
 
 
 onsuccess:
-    print(f"\nInfluence report: {Path(RUN, 'scores', SETTING, 'report.html').resolve()}\n")
+    for path in (Path(RUN, "scores", SETTING, "report.html"), Path(EVAL, "verdict.md")):
+        if path.exists():  # only the targets this invocation built or found
+            print(f"\n{'Influence report' if path.suffix == '.html' else 'Evaluation verdict'}: {path.resolve()}\n")

@@ -80,9 +80,12 @@ def setting_value(key: str):
 
 
 def layer_pattern(wildcards) -> str:
-    """The regex of the job's layer set, from its `layers` wildcard or from its setting."""
-    name = wildcards.layers if "layers" in wildcards.keys() else PARAMS_OF[wildcards.setting]["layers"]
-    return LAYER_SETS[name]
+    """The regex of the job's layer set: its `layers` wildcard, its setting's, or else the run's own."""
+    if "layers" in wildcards.keys():
+        return LAYER_SETS[wildcards.layers]
+    if "setting" in wildcards.keys():
+        return LAYER_SETS[PARAMS_OF[wildcards.setting]["layers"]]
+    return config["model"]["layers"]
 
 
 def factors_dir(wildcards) -> str:
@@ -177,10 +180,10 @@ def model_params():
     return {**{k: m[k] for k in ("dtype", "device", "device_map", "trust_remote_code")}, "layers": layer_pattern}
 
 
-def figure_outputs(directory, figures):
+def figure_outputs(directory, figures, category="Paper figures"):
     """PNG per figure, tagged for `snakemake --report` with its static caption, and its parquet table."""
     pngs = {
-        name: report(f"{directory}/{name}.png", caption=f"captions/{name}.rst", category="Paper figures")
+        name: report(f"{directory}/{name}.png", caption=f"captions/{name}.rst", category=category)
         for name in figures
     }
     return {**pngs, "tables": expand(f"{directory}/{{name}}.parquet", name=figures, allow_missing=True)}
@@ -195,3 +198,34 @@ def sweep_outputs() -> dict:
     if len(POINTS) == 1:
         return {}
     return {"summary": f"{RUN}/sweep/summary.parquet", "figure": f"{RUN}/sweep/sweep.png"}
+
+
+# The ground-truth evaluation (rules/evaluate.smk): per-seed outputs under evaluation/seed~<s>/.
+EVAL = f"{RUN}/evaluation"
+EVAL_SEED = f"{EVAL}/seed~{{seed}}"
+EVAL_SETTINGS = config["evaluation"]
+EVAL_SEEDS = EVAL_SETTINGS["seeds"]
+EVAL_MODELS = EVAL_SETTINGS["models"]
+EVAL_FIGURES = ["ihvp_accuracy", "lds", "fact_tracing"]
+
+
+def eval_model_dir(wildcards):
+    """The tiny model is trained from scratch; `finetuned` is the run's model fine-tuned on the planted corpus."""
+    return f"{EVAL}/seed~{wildcards.seed}/{wildcards.model}/model"
+
+
+def ihvp_settings():
+    """ihvp settings with YAML's `true` Fisher spelled as the engine expects."""
+    settings = dict(EVAL_SETTINGS["ihvp"])
+    settings["fishers"] = ["true" if f is True else f for f in settings["fishers"]]
+    if settings["headline_damping"] not in settings["dampings"]:
+        raise WorkflowError(f"evaluation.ihvp.headline_damping {settings['headline_damping']} is not one of "
+                            f"evaluation.ihvp.dampings {settings['dampings']}.")
+    return settings
+
+
+def eval_outputs(pattern, models=False):
+    """Every seed's (and model's) copy of a per-seed output."""
+    if models:
+        return expand(f"{EVAL_SEED}/{{model}}/{pattern}", seed=EVAL_SEEDS, model=EVAL_MODELS)
+    return expand(f"{EVAL_SEED}/{pattern}", seed=EVAL_SEEDS)

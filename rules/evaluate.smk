@@ -1,0 +1,76 @@
+# Ground-truth evaluation (target `evaluate`): iHVP accuracy against the exact influence, the linear
+# datamodeling score and planted-fact tracing, each per seed, summarised in one table and a verdict.
+
+wildcard_constraints:
+    seed=r"\d+",
+    model="tiny|finetuned",
+
+
+rule planted_corpus:
+    """Documents stating facts about invented entities (k per fact, paraphrased), distractors, and the queries."""
+    output:
+        documents=f"{EVAL_SEED}/planted/documents.parquet",
+        queries=f"{EVAL_SEED}/planted/queries.yaml",
+    params:
+        planted=EVAL_SETTINGS["planted"],
+    log:
+        f"{EVAL_SEED}/logs/planted_corpus.log",
+    conda:
+        ENV
+    resources:
+        gpu=0,
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/planted_corpus.py"
+
+
+rule train_tiny:
+    """A tiny Llama with a word-level tokenizer, trained from scratch on the planted corpus."""
+    input:
+        documents=rules.planted_corpus.output.documents,
+        queries=rules.planted_corpus.output.queries,
+    output:
+        model=directory(f"{EVAL_SEED}/tiny/model"),
+    params:
+        tiny=EVAL_SETTINGS["tiny"],
+        max_tokens=EVAL_SETTINGS["max_tokens"],
+    log:
+        f"{EVAL_SEED}/logs/train_tiny.log",
+    benchmark:
+        f"{EVAL_SEED}/benchmarks/train_tiny.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=0,
+        mem_mb=2000,
+        runtime=CPU_JOB["runtime"],
+    script:
+        "../scripts/train_tiny.py"
+
+
+rule finetune_model:
+    """The run's model fine-tuned on the planted corpus until it answers the original-wording queries."""
+    input:
+        model=f"{RUN}/model",
+        documents=rules.planted_corpus.output.documents,
+        queries=rules.planted_corpus.output.queries,
+    output:
+        model=directory(f"{EVAL_SEED}/finetuned/model"),
+    params:
+        finetune=EVAL_SETTINGS["finetune"],
+        max_tokens=EVAL_SETTINGS["max_tokens"],
+        **model_params(),
+    log:
+        f"{EVAL_SEED}/logs/finetune_model.log",
+    benchmark:
+        f"{EVAL_SEED}/benchmarks/finetune_model.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        **GPU_JOB,
+    script:
+        "../scripts/finetune_model.py"
+

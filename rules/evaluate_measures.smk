@@ -1,0 +1,123 @@
+# The evaluation's measures: scores for fact tracing, LDS retrains, iHVP accuracy, and the summary.
+
+
+rule fact_scores:
+    """Every estimator's scores of the planted corpus for every query, and the model's query accuracy."""
+    input:
+        model=eval_model_dir,
+        documents=rules.planted_corpus.output.documents,
+        queries=rules.planted_corpus.output.queries,
+    output:
+        scores=f"{EVAL_SEED}/{{model}}/scores.parquet",
+        accuracy=f"{EVAL_SEED}/{{model}}/accuracy.parquet",
+    params:
+        scoring=EVAL_SETTINGS["scoring"],
+        max_tokens=EVAL_SETTINGS["max_tokens"],
+        **model_params(),
+    log:
+        f"{EVAL_SEED}/logs/fact_scores_{{model}}.log",
+    benchmark:
+        f"{EVAL_SEED}/benchmarks/fact_scores_{{model}}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        **GPU_JOB,
+    script:
+        "../scripts/fact_scores.py"
+
+
+rule lds_retrain:
+    """The tiny model retrained from scratch on random halves of the corpus; each query's log-probability."""
+    input:
+        model=f"{EVAL_SEED}/tiny/model",
+        documents=rules.planted_corpus.output.documents,
+        queries=rules.planted_corpus.output.queries,
+    output:
+        subsets=f"{EVAL_SEED}/tiny/lds_subsets.parquet",
+        outcomes=f"{EVAL_SEED}/tiny/lds_outcomes.parquet",
+    params:
+        tiny=EVAL_SETTINGS["tiny"],
+        lds=EVAL_SETTINGS["lds"],
+        max_tokens=EVAL_SETTINGS["max_tokens"],
+    log:
+        f"{EVAL_SEED}/logs/lds_retrain.log",
+    benchmark:
+        f"{EVAL_SEED}/benchmarks/lds_retrain.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=0,
+        mem_mb=2000,
+        runtime=CPU_JOB["runtime"],
+    script:
+        "../scripts/lds_retrain.py"
+
+
+rule ihvp_accuracy:
+    """EK-FAC, K-FAC, identity and LiSSA influence against the exact damped-Fisher influence on the tiny model."""
+    input:
+        model=f"{EVAL_SEED}/tiny/model",
+        documents=rules.planted_corpus.output.documents,
+        queries=rules.planted_corpus.output.queries,
+    output:
+        table=f"{EVAL_SEED}/tiny/ihvp.parquet",
+    params:
+        ihvp=ihvp_settings(),
+        max_tokens=EVAL_SETTINGS["max_tokens"],
+        batch_size=EVAL_SETTINGS["scoring"]["batch_size"],
+        **model_params(),
+    log:
+        f"{EVAL_SEED}/logs/ihvp_accuracy.log",
+    benchmark:
+        f"{EVAL_SEED}/benchmarks/ihvp_accuracy.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=CPU_JOB["runtime"],
+    script:
+        "../scripts/ihvp_accuracy.py"
+
+
+rule evaluation_summary:
+    """One table (model × measure × estimator × query variant, with intervals), figures and the verdict."""
+    input:
+        documents=eval_outputs("planted/documents.parquet"),
+        queries=eval_outputs("planted/queries.yaml"),
+        ihvp=eval_outputs("tiny/ihvp.parquet"),
+        lds_subsets=eval_outputs("tiny/lds_subsets.parquet"),
+        lds_outcomes=eval_outputs("tiny/lds_outcomes.parquet"),
+        scores=eval_outputs("scores.parquet", models=True),
+        accuracy=eval_outputs("accuracy.parquet", models=True),
+    output:
+        **figure_outputs(EVAL, EVAL_FIGURES, "Evaluation"),
+        table=f"{EVAL}/evaluation.parquet",
+        captions=f"{EVAL}/captions.json",
+        verdict=f"{EVAL}/verdict.md",
+        verdict_html=report(f"{EVAL}/verdict.html", caption="captions/verdict.rst", category="Evaluation"),
+    params:
+        seeds=EVAL_SEEDS,
+        models=EVAL_MODELS,
+        top_k=EVAL_SETTINGS["top_k"],
+        headline_damping=EVAL_SETTINGS["ihvp"]["headline_damping"],
+    log:
+        f"{EVAL}/logs/evaluation_summary.log",
+    conda:
+        ENV
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../scripts/evaluation_summary.py"
+
+
+rule evaluate:
+    """Target: the ground-truth evaluation of every estimator (not part of `all`)."""
+    input:
+        table=f"{EVAL}/evaluation.parquet",
+        verdict=f"{EVAL}/verdict.md",

@@ -1,0 +1,46 @@
+"""Rule evaluation_summary: the evaluation table, its figures and the verdict written from the numbers."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from influence import eval_figures
+from influence.eval_tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, tracing_rows
+from influence.evaluation import markdown_to_html, summarise, verdict
+from influence.queries import load_queries
+from influence.runlog import rule_log
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
+    seeds, models, k = smk.params.seeds, smk.params.models, smk.params.top_k
+    rows = []
+    for i in range(len(seeds)):
+        documents = pd.read_parquet(smk.input.documents[i])
+        queries = load_queries(smk.input.queries[i])
+        variants = {q.id: q.tags["variant"] for q in queries}
+        facts = {q.id: q.tags["fact_id"] for q in queries}
+        rows += ihvp_rows(pd.read_parquet(smk.input.ihvp[i]))
+        for j, model in enumerate(models):
+            scores = pd.read_parquet(smk.input.scores[i * len(models) + j])
+            rows += tracing_rows(scores, documents, variants, facts, model, k)
+            rows += accuracy_rows(pd.read_parquet(smk.input.accuracy[i * len(models) + j]), model)
+            if model == "tiny":
+                rows += lds_rows(scores, pd.read_parquet(smk.input.lds_subsets[i]),
+                                 pd.read_parquet(smk.input.lds_outcomes[i]))
+    table = summarise(pool_seeds(rows))
+    table.to_parquet(smk.output.table, index=False)
+    out = smk.output
+    captions = {"ihvp_accuracy": eval_figures.plot_ihvp(table, out.ihvp_accuracy),
+                "lds": eval_figures.plot_lds(table, out.lds),
+                "fact_tracing": eval_figures.plot_fact_tracing(table, out.fact_tracing, k)}
+    for name in captions:
+        measures = {"ihvp_accuracy": ["spearman", "relative_error"], "lds": ["lds"],
+                    "fact_tracing": [f"recall_at_{k}", "mrr"]}[name]
+        table[table["measure"].isin(measures)].to_parquet(Path(out.table).with_name(f"{name}.parquet"), index=False)
+    Path(out.captions).write_text(json.dumps(captions, indent=2))
+    accuracy = table[(table["measure"] == "accuracy") & (table["variant"] == "original")]
+    text = verdict(table, smk.params.headline_damping, dict(zip(accuracy["model"], accuracy["value"])))
+    text += "\n## Figures\n\n" + "\n\n".join(captions.values()) + "\n"
+    Path(out.verdict).write_text(text)
+    Path(out.verdict_html).write_text(markdown_to_html(text))
+    stats.update(rows=len(table), seeds=len(seeds), models=models)

@@ -1,0 +1,72 @@
+"""Every estimator's scores of a small corpus against every query, in memory: the evaluation's scorer.
+
+Influence estimators (EK-FAC, K-FAC, identity = gradient dot, cosine = gradient cosine) run through
+the engine: factors fitted on the scored corpus itself (true Fisher), queries preconditioned at
+rank r, all four scored in one model pass. Baselines: RepSim, TF-IDF, BM25 (`baselines`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .baselines import bm25_scores, repsim_scores, tfidf_scores
+from .data import iter_batches, query_batches
+from .eigen import eigendecompose
+from .factors import fit_covariance, fit_eigenvalue_correction
+from .precondition import ESTIMATORS, Damping, precondition_queries
+from .scores import score_many
+
+ALL_ESTIMATORS = (*ESTIMATORS, "repsim", "tfidf", "bm25")
+# Queries per preconditioning pass: their full-rank gradients (~80M floats each on SmolLM2-135M) are held at once.
+QUERY_BATCH = 2
+
+
+def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int]], settings: dict) -> dict:
+    """{estimator: (Q, N) scores} for the engine's estimators; settings: batch_size, seed, damping, query_rank."""
+    batches = list(iter_batches(sequences, settings["batch_size"], tokenizer.pad_token_id or 0))
+    covariance = fit_covariance(model, layers, batches, "true", settings["seed"])
+    eigen = eigendecompose(covariance)
+    correction = fit_eigenvalue_correction(model, layers, eigen, batches, "true", settings["seed"] + 1)
+    q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
+    ids, out = [q.id for q in queries], {}
+    for estimator in ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
+        pre = precondition_queries(model, layers, ids, q_batches, estimator, eigen, correction,
+                                   Damping(**settings["damping"]), settings["query_rank"])
+        out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
+        del pre
+    return out
+
+
+def baseline_scores(model, tokenizer, queries, texts: list[str], sequences: list[list[int]], batch_size: int) -> dict:
+    """{repsim, tfidf, bm25: (Q, N) scores}; lexical baselines see the query's prompt and completion."""
+    query_texts = [q.text for q in queries]
+    q_ids = [tokenizer(q.text, add_special_tokens=True).input_ids for q in queries]
+    pad = tokenizer.pad_token_id or 0
+    return {
+        "repsim": repsim_scores(model, list(iter_batches(q_ids, batch_size, pad)),
+                                list(iter_batches(sequences, batch_size, pad))),
+        "tfidf": tfidf_scores(texts, query_texts),
+        "bm25": bm25_scores(texts, query_texts),
+    }
+
+
+def scores_long(scores: dict[str, np.ndarray], query_ids: list[str], seq_ids: list[str]) -> pd.DataFrame:
+    """Long table estimator, query_id, seq_id, score from {estimator: (Q, N)}."""
+    parts = []
+    for estimator, matrix in scores.items():
+        if not np.isfinite(matrix).all():
+            raise FloatingPointError(f"estimator {estimator} produced NaN or Inf scores.")
+        parts.append(pd.DataFrame({"estimator": estimator, "query_id": np.repeat(query_ids, len(seq_ids)),
+                                   "seq_id": np.tile(seq_ids, len(query_ids)), "score": matrix.reshape(-1)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def score_matrix(table: pd.DataFrame, estimator: str, query_ids: list[str], seq_ids: list[str]) -> np.ndarray:
+    """(Q, N) scores of one estimator from the long table, in the given orders."""
+    wide = table[table["estimator"] == estimator].pivot(index="query_id", columns="seq_id", values="score")
+    missing = set(query_ids) - set(wide.index) or set(seq_ids) - set(wide.columns)
+    if missing:
+        raise ValueError(f"the scores of {estimator} lack {sorted(missing)[:3]}.")
+    return wide.loc[query_ids, seq_ids].to_numpy()
+

@@ -1,0 +1,122 @@
+"""Evaluation measures on constructed cases whose answer is known, and the verdict written from numbers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from influence.evaluation import TABLE_COLUMNS, lds, markdown_to_html, mrr, recall_at_k, summarise, t_interval, verdict
+
+
+def test_perfect_predictor_has_lds_one():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(5, 40))  # (Q, N)
+    masks = (rng.random((30, 40)) < 0.5).astype(float)  # (M, N)
+    actual = masks @ scores.T + 3.0  # the outcome is exactly the sum over the subset (plus a constant)
+    np.testing.assert_allclose(lds(scores, masks, actual), 1.0)
+    np.testing.assert_allclose(lds(-scores, masks, actual), -1.0)  # a sign error shows up as -1
+
+
+def test_random_predictor_has_lds_near_zero():
+    rng = np.random.default_rng(1)
+    masks = (rng.random((50, 60)) < 0.5).astype(float)
+    actual = masks @ rng.normal(size=(200, 60)).T  # (M, Q) from a hidden truth
+    values = lds(rng.normal(size=(200, 60)), masks, actual)  # scores unrelated to it
+    assert abs(values.mean()) < 0.05 and values.std() > 0.05
+
+
+def test_lds_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="shapes"):
+        lds(np.zeros((2, 5)), np.zeros((4, 6)), np.zeros((4, 2)))
+
+
+def test_perfect_ranking_has_recall_and_mrr_one():
+    rng = np.random.default_rng(2)
+    relevant = np.zeros((4, 50), bool)
+    for q in range(4):
+        relevant[q, rng.choice(50, 3, replace=False)] = True
+    scores = relevant + 0.01 * rng.random((4, 50))
+    np.testing.assert_allclose(recall_at_k(scores, relevant, 10), 1.0)
+    np.testing.assert_allclose(mrr(scores, relevant), 1.0)
+    np.testing.assert_allclose(recall_at_k(-scores, relevant, 10), 0.0)  # reversed: planted last
+
+
+def test_random_ranking_recall_is_k_over_n():
+    rng = np.random.default_rng(3)
+    relevant = np.zeros((2000, 100), bool)
+    relevant[:, :3] = True
+    recall = recall_at_k(rng.random((2000, 100)), relevant, 10)
+    assert recall.mean() == pytest.approx(10 / 100, abs=0.01)
+
+
+def test_ranks_by_hand_and_ties_are_pessimistic():
+    scores = np.array([[0.9, 0.5, 0.7, 0.1]])
+    relevant = np.array([[False, True, False, False]])
+    assert mrr(scores, relevant)[0] == pytest.approx(1 / 3)
+    assert recall_at_k(scores, relevant, 2)[0] == 0 and recall_at_k(scores, relevant, 3)[0] == 1
+    constant = np.zeros((1, 4))  # a scorer that cannot tell documents apart earns nothing
+    assert recall_at_k(constant, relevant, 3)[0] == 0 and mrr(constant, relevant)[0] == pytest.approx(1 / 4)
+
+
+def test_t_interval_matches_scipy_by_hand():
+    mean, low, high, n = t_interval([1.0, 2.0, 3.0, 4.0, np.nan])
+    assert (mean, n) == (2.5, 4)
+    assert high - mean == pytest.approx(3.182446 * np.std([1, 2, 3, 4], ddof=1) / 2, rel=1e-5)
+    assert np.isnan(t_interval([1.0])[1])
+
+
+def _table(lds_a, lds_b, spread):
+    rows = [{"model": "tiny", "measure": "lds", "estimator": e, "variant": "all",
+             "values": np.array([v - spread, v, v + spread])} for e, v in (("ekfac", lds_a), ("bm25", lds_b))]
+    return summarise(rows)
+
+
+def test_verdict_follows_the_numbers():
+    table = _table(0.6, 0.1, 0.01)
+    assert list(table.columns) == TABLE_COLUMNS
+    text = verdict(table, 0.1)
+    assert "**ekfac** is best with 0.600" in text and "clearly ahead" in text
+    flipped = verdict(_table(0.1, 0.6, 0.5), 0.1)
+    assert "**bm25** is best" in flipped and "uncertain" in flipped
+    html = markdown_to_html(text)
+    assert "<b>ekfac</b>" in html and "<li>" in html and html.count("<ul>") == html.count("</ul>")
+
+
+def test_verdict_reports_accuracy_and_headline_damping_only():
+    rows = [{"model": "tiny", "measure": "spearman", "estimator": e, "variant": f"true_fisher/damping~{d:g}",
+             "values": np.array([v, v + 0.01])} for e, d, v in (("ekfac", 0.1, 0.9), ("kfac", 0.1, 0.5),
+                                                                ("kfac", 1.0, 0.99), ("ekfac", 1.0, 0.2),
+                                                                ("block_exact", 0.1, 0.97))]
+    text = verdict(summarise(rows), 0.1, {"tiny": 0.75})
+    assert "75%" in text and "**ekfac** is best with 0.905" in text and "0.995" not in text
+    assert "**block_exact**" not in text and "Reference, not an estimator" in text and "0.975" in text
+    assert isinstance(summarise(rows), pd.DataFrame)
+
+
+def test_intervals_are_clipped_to_the_measures_range():
+    rows = [{"model": "m", "measure": "recall_at_10", "estimator": "e", "variant": "all", "values": np.array([1, 1, 0.5])},
+            {"model": "m", "measure": "relative_error", "estimator": "e", "variant": "all", "values": np.array([0.1, 5])}]
+    table = summarise(rows)
+    assert table["ci_high"].iloc[0] == 1.0 and table["ci_low"].iloc[1] == 0.0
+    assert table["ci_high"].iloc[1] > 5
+
+
+def test_tables_from_rule_outputs_give_known_answers():
+    from influence.attribution import scores_long
+    from influence.eval_tables import lds_rows, tracing_rows
+
+    documents = pd.DataFrame({"seq_id": ["a", "b", "c", "d"], "fact_id": ["f1", "f1", "f2", "f2"],
+                              "role": ["planted", "distractor", "planted", "planted"]})
+    variants, facts = {"q1": "original", "q2": "flipped"}, {"q1": "f1", "q2": "f2"}
+    oracle = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.9]])  # planted documents first
+    scores = scores_long({"oracle": oracle, "reversed": -oracle}, list(variants), documents["seq_id"].tolist())
+    table = summarise(tracing_rows(scores, documents, variants, facts, "tiny", k=1)).set_index(
+        ["estimator", "measure", "variant"])["value"]
+    assert table[("oracle", "mrr", "all")] == 1.0 and table[("oracle", "recall_at_1", "flipped")] == 0.5
+    assert table[("reversed", "recall_at_1", "all")] == 0.0
+    rng = np.random.default_rng(5)
+    masks = rng.random((8, 4)) < 0.5
+    subsets = pd.DataFrame([(m, documents["seq_id"][i]) for m in range(8) for i in np.flatnonzero(masks[m])],
+                           columns=["subset", "seq_id"])
+    outcomes = pd.DataFrame([(m, q, float(masks[m] @ oracle[j])) for m in range(8)
+                             for j, q in enumerate(variants)], columns=["subset", "query_id", "log_prob"])
+    lds_table = summarise(lds_rows(scores, subsets, outcomes)).set_index("estimator")["value"]
+    assert lds_table["oracle"] == pytest.approx(1.0) and lds_table["reversed"] == pytest.approx(-1.0)

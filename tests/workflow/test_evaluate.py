@@ -1,0 +1,105 @@
+"""The `evaluate` target: planned on the default config, run end to end on a tiny evaluation config."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from influence.evaluation import TABLE_COLUMNS
+from tiny import snakemake
+
+TINY_EVALUATION = {
+    "seeds": [0], "models": ["tiny", "finetuned"], "max_tokens": 32, "top_k": 10,
+    "planted": {"n_facts": 4, "k": 3, "n_distractors": 2},
+    "tiny": {"hidden_size": 32, "intermediate_size": 64, "n_layers": 2, "n_heads": 4, "epochs": 80, "batch_size": 8},
+    "finetune": {"max_epochs": 1},
+    "scoring": {"query_rank": 8},
+    "lds": {"n_subsets": 5},
+    "ihvp": {"dampings": [0.1, 1.0], "headline_damping": 0.1, "lissa": {"depth": 200}},
+}
+EVAL_RULES = ("planted_corpus", "train_tiny", "finetune_model", "fact_scores", "lds_retrain", "ihvp_accuracy",
+              "evaluation_summary", "evaluate")
+
+
+def test_default_evaluate_target_plans_every_rule():
+    out = snakemake("evaluate", "--dry-run", "--forceall", "--quiet", "rules").stdout
+    for rule in EVAL_RULES:
+        assert rule in out, out
+    assert "score_shard" not in out  # the evaluation needs the run's model, not its scores
+
+
+@pytest.mark.parametrize("evaluation,message", [
+    ({"models": ["gpt"]}, "gpt"),
+    ({"ihvp": {"dampings": [1.0], "headline_damping": 0.1}}, "headline_damping"),
+])
+def test_bad_evaluation_config_stops_before_any_work(evaluation, message, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"evaluation": evaluation}))
+    result = snakemake("evaluate", "--dry-run", "--directory", tmp_path, "--configfile", path, check=False)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny_run):
+    tmp, config, results = tiny_run
+    settings = yaml.safe_load(config.read_text())
+    path = tmp / "config_evaluation.yaml"
+    path.write_text(yaml.safe_dump({**settings, "evaluation": TINY_EVALUATION}))
+    snakemake("evaluate", "--cores", 2, "--configfile", path, "--directory", tmp)
+    return results / "evaluation"
+
+
+def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
+    table = pd.read_parquet(evaluation / "evaluation.parquet")
+    assert list(table.columns) == TABLE_COLUMNS
+    tracing = table[table["measure"] == "recall_at_10"]
+    for model in ("tiny", "finetuned"):
+        assert set(tracing[tracing["model"] == model]["estimator"]) == {
+            "ekfac", "kfac", "identity", "cosine", "repsim", "tfidf", "bm25"}
+    assert set(tracing["variant"]) == {"all", "original", "paraphrase", "translated", "flipped"}
+    assert set(table[table["measure"] == "spearman"]["estimator"]) == {"ekfac", "kfac", "identity", "lissa",
+                                                                       "block_exact"}
+    assert set(table[table["measure"] == "lds"]["estimator"]) >= {"ekfac", "kfac", "identity", "bm25"}
+    bounded = table[table["measure"].isin(["recall_at_10", "mrr", "accuracy"])]["value"]
+    assert bounded.between(0, 1).all()
+    assert table[table["measure"].isin(["lds", "spearman"])]["value"].dropna().between(-1, 1).all()
+    ordered = table.dropna(subset=["ci_low"])
+    assert (ordered["ci_low"] <= ordered["value"] + 1e-12).all() and (ordered["value"] <= ordered["ci_high"] + 1e-12).all()
+    # Known answers: every planted document names both entities of the query, distractors only one of them.
+    bm25 = tracing[(tracing["estimator"] == "bm25") & (tracing["variant"] == "original")]
+    assert np.allclose(bm25["value"], 1.0)
+    tiny_accuracy = table[(table["measure"] == "accuracy") & (table["model"] == "tiny") & (table["variant"] == "original")]
+    assert tiny_accuracy["value"].iloc[0] >= 0.5  # the tiny model learned the facts it is traced on
+
+
+def test_verdict_names_the_measured_winners(evaluation):
+    table = pd.read_parquet(evaluation / "evaluation.parquet")
+    text = (evaluation / "verdict.md").read_text()
+    lds = table[table["measure"] == "lds"].sort_values("value", ascending=False).iloc[0]
+    assert f"**{lds['estimator']}** is best with {lds['value']:.3f}" in text
+    assert "Were the planted facts learned?" in text
+    assert "<b>" in (evaluation / "verdict.html").read_text()
+
+
+def test_evaluation_figures_and_tables(evaluation):
+    captions = json.loads((evaluation / "captions.json").read_text())
+    assert set(captions) == {"ihvp_accuracy", "lds", "fact_tracing"}
+    for name in captions:
+        assert (evaluation / f"{name}.png").stat().st_size > 10_000
+        assert len(pd.read_parquet(evaluation / f"{name}.parquet")) > 0
+    ihvp = pd.read_parquet(evaluation / "seed~0" / "tiny" / "ihvp.parquet")
+    assert set(ihvp["fisher"]) == {"true", "empirical"} and set(ihvp["damping"]) == {0.1, 1.0}
+    outcomes = pd.read_parquet(evaluation / "seed~0" / "tiny" / "lds_outcomes.parquet")
+    subsets = pd.read_parquet(evaluation / "seed~0" / "tiny" / "lds_subsets.parquet")
+    assert outcomes["subset"].nunique() == 5 and (subsets.groupby("subset").size() == 10).all()  # half of 20
+    assert outcomes["log_prob"].std() > 0  # retraining on different halves changes the outcome
+
+
+def test_report_collects_the_evaluation(evaluation):
+    tmp = evaluation.parents[2]
+    report = tmp / "evaluation_report.html"
+    snakemake("evaluate", "--report", report, "--configfile", tmp / "config_evaluation.yaml", "--directory", tmp)
+    html = report.read_text(errors="ignore")
+    assert all(name in html for name in ("ihvp_accuracy.png", "lds.png", "fact_tracing.png", "verdict.html"))
