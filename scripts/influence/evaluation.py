@@ -120,6 +120,7 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=WINNER_COLUMNS)
 
 
+NEAR_ZERO_ERROR = 0.9  # relative error of a prediction no better than all zeros (which scores exactly 1)
 REFERENCE = "block_exact"  # the exact block-diagonal inverse: a diagnostic, never a winner
 MEASURE_WORDS = {
     "lds": "LDS (Spearman ρ between predicted and measured effect of retraining on random halves)",
@@ -139,8 +140,12 @@ def _describe(w: pd.Series) -> str:
     else:
         confidence = "not clearly ahead: the intervals overlap, so this ranking is uncertain"
     verb = "tie for best" if " = " in w["best"] else "is best"
-    return (f"- {what} ({scope}): **{w['best']}** {verb} with {w['value']:.3f} ({interval}), "
+    line = (f"- {what} ({scope}): **{w['best']}** {verb} with {w['value']:.3f} ({interval}), "
             f"then {w['runner_up']} with {w['runner_up_value']:.3f}; {confidence}.")
+    if w["measure"] == "relative_error" and w["value"] >= NEAR_ZERO_ERROR:
+        line += (" A relative error near 1 is what predicting all zeros scores, so even the best estimator "
+                 "misses the scale of the exact influence here: read the rank correlation instead.")
+    return line
 
 
 def verdict(table: pd.DataFrame, headline_damping: float, accuracy: Mapping[str, float] | None = None) -> str:

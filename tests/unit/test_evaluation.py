@@ -91,6 +91,14 @@ def test_verdict_reports_accuracy_and_headline_damping_only():
     assert isinstance(summarise(rows), pd.DataFrame)
 
 
+def test_verdict_warns_when_the_best_relative_error_is_no_better_than_predicting_zero():
+    rows = [{"model": "tiny", "measure": "relative_error", "estimator": e, "variant": "true_fisher/damping~0.1",
+             "values": np.array([v, v + 0.01])} for e, v in (("lissa", 0.99), ("ekfac", 21.5))]
+    assert "what predicting all zeros scores" in verdict(summarise(rows), 0.1)
+    rows[0]["values"] = np.array([0.2, 0.21])
+    assert "predicting all zeros" not in verdict(summarise(rows), 0.1)
+
+
 def test_intervals_are_clipped_to_the_measures_range():
     rows = [{"model": "m", "measure": "recall_at_10", "estimator": "e", "variant": "all", "values": np.array([1, 1, 0.5])},
             {"model": "m", "measure": "relative_error", "estimator": "e", "variant": "all", "values": np.array([0.1, 5])}]
