@@ -33,7 +33,7 @@ def compare_to_base(scores: dict[str, pd.DataFrame], points: dict[str, dict], ba
             rho = spearmanr(a[common], b[common]).statistic if len(common) > 2 else np.nan
             top_a, top_b = set(a.nlargest(top_n).index), set(b.nlargest(top_n).index)
             rows.append({"setting": setting, "changed": _changed(point, points[base]),
-                         **{key: str(point[key]) for key in PARAMETERS}, "query_id": query_id,
+                         **{key: "full" if point[key] is None else str(point[key]) for key in PARAMETERS}, "query_id": query_id,
                          "n_common": len(common), "spearman": rho, "top_overlap": len(top_a & top_b) / top_n})
     return pd.DataFrame(rows)
 
@@ -62,6 +62,7 @@ def plot_sweep(summary: pd.DataFrame, path: str | os.PathLike, top_n: int) -> st
                 err = [mid - panel[f"{measure}_q25"].to_numpy(), panel[f"{measure}_q75"].to_numpy() - mid]
                 ax.errorbar(x + 0.1 * (offset - 0.5), mid, yerr=err, fmt="o", capsize=3, label=name)
             ax.set_xticks(x, labels, rotation=30, ha="right")
+            ax.set_xlim(-0.5, len(panel) - 0.5)
             ax.set_xlabel(key + " (first point: the run's setting)")
             ax.set_ylabel("agreement with the run's setting")
             ax.set_ylim(-1.05, 1.05)
