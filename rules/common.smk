@@ -92,26 +92,29 @@ def factors_dir(wildcards) -> str:
     return f"{RUN}/factors/layers~{PARAMS_OF[wildcards.setting]['layers']}"
 
 
-def queries_dir(wildcards) -> str:
-    return f"{RUN}/queries/{setting_names(PARAMS_OF[wildcards.setting])['queries']}"
-
-
 def candidates_path(wildcards) -> str:
     return f"{RUN}/tfidf/top_k~{PARAMS_OF[wildcards.setting]['top_k']}/candidates.parquet"
 
 
 def preconditioned_path(wildcards) -> str:
-    return f"{queries_dir(wildcards)}/preconditioned.safetensors"
+    return f"{RUN}/queries/{setting_names(PARAMS_OF[wildcards.setting])['queries']}/preconditioned.safetensors"
 
 
 def damping_of(wildcards) -> dict:
     return {"mode": config["scoring"]["damping"]["mode"], "value": PARAMS_OF[wildcards.setting]["damping"]}
 
 
+def factor_files(wildcards, estimator: str) -> dict:
+    """EK-FAC needs the eigenbasis and Λ, K-FAC the eigenbasis only, identity and cosine nothing."""
+    inputs = {"eigen": f"{factors_dir(wildcards)}/eigen.safetensors"} if estimator in ("ekfac", "kfac") else {}
+    if estimator == "ekfac":
+        inputs["correction"] = f"{factors_dir(wildcards)}/lambda.safetensors"
+    return inputs
+
+
 def sample_factor_inputs(wildcards) -> dict:
-    """The sample analyses score every estimator, so they need the eigenbasis and Λ."""
-    return {"eigen": f"{factors_dir(wildcards)}/eigen.safetensors",
-            "correction": f"{factors_dir(wildcards)}/lambda.safetensors"}
+    """The sample analyses score every estimator, so they need what EK-FAC needs."""
+    return factor_files(wildcards, "ekfac")
 
 
 QUERIES = f"{RUN}/queries/{{setting}}"
@@ -151,12 +154,8 @@ def queries_source():
 
 
 def factor_inputs(wildcards):
-    """EK-FAC needs the eigenbasis and Λ, K-FAC the eigenbasis only, identity and cosine nothing."""
-    estimator = PARAMS_OF[wildcards.setting]["estimator"]
-    inputs = {"eigen": f"{factors_dir(wildcards)}/eigen.safetensors"} if estimator in ("ekfac", "kfac") else {}
-    if estimator == "ekfac":
-        inputs["correction"] = f"{factors_dir(wildcards)}/lambda.safetensors"
-    return inputs
+    """The factor files the setting's estimator needs."""
+    return factor_files(wildcards, PARAMS_OF[wildcards.setting]["estimator"])
 
 
 THREADS = config["resources"]["threads"]

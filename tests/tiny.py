@@ -29,6 +29,13 @@ def snakemake(*args, cwd=ROOT, check=True) -> subprocess.CompletedProcess:
     return result
 
 
+def planned_jobs(*args) -> dict[str, int]:
+    """Jobs per rule that a dry run with these arguments plans (its `rules` summary table)."""
+    out = snakemake("--dry-run", "--quiet", "rules", *args).stdout
+    return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit() and line.split()[0] != "total"}
+
+
 def build_tiny_model(directory: Path) -> None:
     """A random 2-layer Llama saved with save_pretrained, with SmolLM2's real tokenizer."""
     import torch

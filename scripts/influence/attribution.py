@@ -2,7 +2,7 @@
 
 Influence estimators (EK-FAC, K-FAC, identity = gradient dot, cosine = gradient cosine) run through
 the engine: factors fitted on the scored corpus itself (true Fisher), queries preconditioned at
-rank r, all four scored in one model pass. Baselines: RepSim, TF-IDF, BM25 (`baselines`).
+rank r, one estimator at a time (a real model's preconditioned queries take GBs each). Baselines: RepSim, TF-IDF, BM25 (`baselines`).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def eigendecompose(covariance: FactorSums, progress: bool = True, device: torch.
         result = next((r for other, r in twins if torch.equal(other, total)), None)
         if result is None:
             matrix = covariance.mean(module, factor)
-            result = tuple(t.to(matrix.dtype).to(matrix.device)
+            result = tuple(t.to(dtype=matrix.dtype, device=matrix.device)
                            for t in symmetric_eigh(matrix, f"{factor} of {module}", device))
             twins.append((total, result))
         values_name, vectors_name = FACTOR_EIGEN[factor]

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.numpy import load_file
-from tiny import ROOT, snakemake
+from tiny import ROOT, planned_jobs
 
 HARNESS = Path(__file__).with_name("slurm_cluster.sh")
 LOCAL_RULES = {"all", "report", "paper_figures", "sample_figures"}
@@ -68,22 +68,11 @@ def requested_gpus(job_id: str) -> str:
     return next((f.split("=", 1)[1] for f in record.split() if f.startswith("TresPerJob=")), "")
 
 
-def planned_rules(config: Path, workdir: Path) -> pd.Series:
-    """Jobs per rule that the workflow plans for this config from nothing."""
-    out = snakemake("--dry-run", "--forceall", "--quiet", "rules", "--configfile", config, "--directory", workdir).stdout
-    counts = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-            counts[parts[0]] = int(parts[1])
-    return pd.Series(counts).sort_index()
-
-
 def test_every_compute_rule_ran_as_a_slurm_job(slurm_run):
     workdir, config, _ = slurm_run
     jobs = slurm_jobs(workdir)
     assert (jobs["state"] == "COMPLETED").all(), jobs
-    planned = planned_rules(config, workdir)
+    planned = pd.Series(planned_jobs("--forceall", "--configfile", config, "--directory", workdir)).sort_index()
     expected = planned[~planned.index.isin(LOCAL_RULES)]
     assert len(expected) >= 10 and "score_shard" in expected
     pd.testing.assert_series_equal(jobs["rule"].value_counts().sort_index(), expected, check_names=False)

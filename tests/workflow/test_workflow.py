@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tiny import IDENTICAL_SEQ, ROOT, TINY_QUERIES, snakemake, tiny_config
+from tiny import IDENTICAL_SEQ, ROOT, TINY_QUERIES, planned_jobs, snakemake, tiny_config
 
 PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "query_flip", "phrase_order"]
 SAMPLE_FIGURES = ["tfidf_recall", "query_batching", "estimator_agreement"]
@@ -83,11 +83,9 @@ def test_score_only_change_reuses_factors_and_reruns_resume(tiny_run):
     scores_dir = results / "scores" / SETTING
     for name in ("shard_1.parquet", "scores.parquet", "top.parquet", "tokens.parquet", "report.html"):
         (scores_dir / name).unlink()
-    planned = snakemake("--dry-run", "--quiet", "rules", "--configfile", config, "--directory", tmp).stdout
-    jobs = dict(line.split() for line in planned.splitlines() if line.split()[-1:] and line.split()[-1].isdigit()
-                and len(line.split()) == 2)
-    assert jobs.get("score_shard") == "1", planned
-    assert not {"fit_covariance", "precondition_queries", "tokenize_corpus"} & set(jobs), planned
+    jobs = planned_jobs("--configfile", config, "--directory", tmp)
+    assert jobs.get("score_shard") == 1, jobs
+    assert not {"fit_covariance", "precondition_queries", "tokenize_corpus"} & set(jobs), jobs
     snakemake("--cores", 2, "--configfile", config, "--directory", tmp)
     assert (scores_dir / "shard_1.parquet").exists() and (scores_dir / "report.html").exists()
 
@@ -118,17 +116,9 @@ def test_sharded_fitting_equals_unsharded_and_a_lost_shard_reruns_alone(tiny_run
         (sharded / FACTORS / lost).unlink()
     for lost in (f"{FACTORS}/lambda", "queries", "scores"):
         shutil.rmtree(sharded / lost)
-    planned = snakemake("--dry-run", "--quiet", "rules", "--configfile", config, "--directory", tmp, target).stdout
-    jobs = dict(line.split() for line in planned.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert jobs.get("fit_covariance") == "1" and jobs.get("fit_eigenvalue_correction") == "3", planned
-    assert "tokenize_corpus" not in jobs, planned
-
-
-def planned_jobs(*args) -> dict[str, int]:
-    """Jobs per rule that a dry run plans."""
-    out = snakemake("--dry-run", "--quiet", "rules", *args).stdout
-    return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit() and line.split()[0] != "total"}
+    jobs = planned_jobs("--configfile", config, "--directory", tmp, target)
+    assert jobs.get("fit_covariance") == 1 and jobs.get("fit_eigenvalue_correction") == 3, jobs
+    assert "tokenize_corpus" not in jobs, jobs
 
 
 def test_sweep_reuses_factors_and_summarises_each_point(tiny_run):
