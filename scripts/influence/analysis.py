@@ -38,8 +38,9 @@ def _top_k(scores: pd.DataFrame, k: int) -> dict[str, list]:
     return ranked[ranked["rank"] <= k].groupby("query_id", sort=False)["seq_id"].agg(list).to_dict()
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's ρ, NaN (without scipy's warning) when either side is constant or too short."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan")
     return float(stats.spearmanr(a, b).statistic)
@@ -279,7 +280,7 @@ def rank_agreement(full: pd.DataFrame, low_rank: pd.DataFrame) -> pd.DataFrame:
     for query_id, g in merged.groupby("query_id", sort=True):
         a, b = g["influence_full"].to_numpy(float), g["influence_low"].to_numpy(float)
         norm = np.linalg.norm(a)
-        rows.append((query_id, _spearman(a, b), np.linalg.norm(b - a) / norm if norm > 0 else float("nan")))
+        rows.append((query_id, spearman(a, b), np.linalg.norm(b - a) / norm if norm > 0 else float("nan")))
     return pd.DataFrame(rows, columns=["query_id", "spearman", "relative_l2"])
 
 
@@ -299,7 +300,7 @@ def estimator_correlations(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             merged = tables[a][KEYS + ["influence"]].merge(tables[b][KEYS + ["influence"]], on=KEYS)
-            rho = pd.Series([_spearman(g["influence_x"].to_numpy(float), g["influence_y"].to_numpy(float))
+            rho = pd.Series([spearman(g["influence_x"].to_numpy(float), g["influence_y"].to_numpy(float))
                              for _, g in merged.groupby("query_id")], dtype=float)
             rows.append((a, b, rho.mean(), rho.min(), int(rho.notna().sum())))
     return pd.DataFrame(rows, columns=["estimator_a", "estimator_b", "spearman_mean", "spearman_min", "n_queries"])

@@ -15,15 +15,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .analysis import spearman
+
 TABLE_COLUMNS = ["model", "measure", "estimator", "variant", "value", "ci_low", "ci_high", "n"]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's ρ; NaN when either side is constant."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(stats.spearmanr(a, b).statistic)
 
 
 def lds(scores: np.ndarray, masks: np.ndarray, actual: np.ndarray) -> np.ndarray:

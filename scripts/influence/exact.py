@@ -19,9 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import names
+from .analysis import spearman
 from .baselines import lissa
 from .eigen import eigendecompose
-from .evaluation import spearman
 from .factors import _fit, fit_covariance, fit_eigenvalue_correction
 from .hooks import per_sequence_gradients
 from .precondition import Damping, precondition_queries, query_gradients

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import numpy as np
 import pandas as pd
-from scipy import stats
+
+from .evaluation import t_interval
 
 GROUPS = ("same_order", "flipped", "a_removed", "b_removed")
 CONTROL = "other_fact"
@@ -55,15 +55,6 @@ def make_probes(queries: Iterable, templates: Mapping[str, Mapping[str, list[str
     return pd.DataFrame(rows, columns=PROBE_COLUMNS)
 
 
-def _interval(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
-    """Mean and Student-t interval of the mean (NaN bounds below two values)."""
-    mean = float(values.mean()) if len(values) else float("nan")
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return mean, mean - half, mean + half
-
-
 def probe_summary(probe_scores: pd.DataFrame, corpus_scores: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Each probe group's influence on the query whose fact it states, with intervals.
 
@@ -86,7 +77,7 @@ def probe_summary(probe_scores: pd.DataFrame, corpus_scores: pd.DataFrame, confi
         for group, values in groups.items():
             if not len(values):
                 continue
-            mean, low, high = _interval(values.to_numpy(float), confidence)
+            mean, low, high, _ = t_interval(values.to_numpy(float), confidence)
             percentile = float((corpus < mean).mean()) if len(corpus) else float("nan")
             rows.append((query_id, group, len(values), mean, low, high, mean / scale, low / scale, high / scale,
                          percentile))

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
+from .analysis import spearman
 from .figures import _figure
 
 PARAMETERS = ["layers", "top_k", "estimator", "damping", "rank"]
@@ -30,7 +30,7 @@ def compare_to_base(scores: dict[str, pd.DataFrame], points: dict[str, dict], ba
         for query_id in base_scores.index.unique("query_id"):
             a, b = base_scores.loc[query_id], mine.loc[query_id]
             common = a.index.intersection(b.index)
-            rho = spearmanr(a[common], b[common]).statistic if len(common) > 2 else np.nan
+            rho = spearman(a[common].to_numpy(), b[common].to_numpy()) if len(common) > 2 else np.nan
             top_a, top_b = set(a.nlargest(top_n).index), set(b.nlargest(top_n).index)
             rows.append({"setting": setting, "changed": _changed(point, points[base]),
                          **{key: "full" if point[key] is None else str(point[key]) for key in PARAMETERS}, "query_id": query_id,
