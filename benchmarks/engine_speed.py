@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from influence.data import IGNORE, pad_batch, summed_loss  # noqa: E402
+from influence.engine.data import IGNORE, pad_batch, summed_loss  # noqa: E402
 
 PHASES = ["covariance", "eigendecomposition", "eigenvalue_correction", "scores_full", "scores_rank", "token_scores"]
 PIPELINE = PHASES[:4]
@@ -53,7 +53,7 @@ def workload(name: str):
                              num_key_value_heads=4, vocab_size=49152, tie_word_embeddings=True)
         model, n_fit, n_cand, n_query = LlamaForCausalLM(config).eval(), 512, 512, 8
     else:
-        from influence.model import default_gguf_path, load_model, load_tokenizer, save_dequantised
+        from influence.engine.model import default_gguf_path, load_model, load_tokenizer, save_dequantised
 
         checkpoint = CACHE / "smollm2-135m"
         if not (checkpoint / "config.json").exists():
@@ -95,12 +95,12 @@ def run_baseline(name: str) -> dict:
 def run_ours(name: str) -> dict:
     """Each phase reads its inputs from and writes its outputs to disk, as the workflow's rules do,
     so a phase's peak RSS is what its rule needs (load and save times count)."""
-    from influence import io
-    from influence.eigen import eigendecompose
-    from influence.factors import fit_covariance, fit_eigenvalue_correction
-    from influence.model import select_layers
-    from influence.precondition import precondition_queries
-    from influence.scores import score_candidates, token_scores
+    from influence.engine import io
+    from influence.engine.eigen import eigendecompose
+    from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+    from influence.engine.model import select_layers
+    from influence.engine.precondition import precondition_queries
+    from influence.engine.scores import score_candidates, token_scores
 
     from benchmarks.memory import PeakRSS
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from influence.data import summed_loss
+from influence.engine.data import summed_loss
 from kronfluence.analyzer import Analyzer, prepare_model
 from kronfluence.arguments import FactorArguments, ScoreArguments
 from kronfluence.task import Task
@@ -78,7 +78,7 @@ def swap_conv1d_for_linear(model: nn.Module) -> nn.Module:
 
 
 def causal_lm_loss(model: nn.Module, batch: Batch, fisher: str, generator: torch.Generator | None) -> torch.Tensor:
-    """The summed causal-LM loss of our engine (influence.data.summed_loss), so both engines run
+    """The summed causal-LM loss of our engine (influence.engine.data.summed_loss), so both engines run
     the identical loss and label sampler (inverse CDF over the model's softmax when fisher="true")."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     return summed_loss(logits, batch["labels"], fisher, generator)

@@ -1,8 +1,8 @@
 """Rule eigendecompose: eigenvalues and eigenvectors of every A and S, in float64."""
 
-from influence import io, names
-from influence.eigen import eigendecompose
-from influence.model import resolve_device
+from influence.engine import io, names
+from influence.engine.eigen import eigendecompose
+from influence.engine.model import resolve_device
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

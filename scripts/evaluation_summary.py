@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from influence import eval_figures
-from influence.eval_tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, tracing_rows
-from influence.evaluation import markdown_to_html, summarise, verdict
+from influence.evaluation import figures as eval_figures
+from influence.evaluation.tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, tracing_rows
+from influence.evaluation.measures import markdown_to_html, summarise, verdict
 from influence.queries import load_queries
 from influence.runlog import rule_log
 

@@ -1,11 +1,11 @@
 """Rule fact_scores: every estimator's scores of the planted corpus for every query, and query accuracy."""
 
 import pandas as pd
-from influence.attribution import baseline_scores, influence_scores, scores_long
-from influence.model import load_tokenizer
+from influence.evaluation.attribution import baseline_scores, influence_scores, scores_long
+from influence.engine.model import load_tokenizer
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
-from influence.training import completion_stats, encode_texts
+from influence.evaluation.training import completion_stats, encode_texts
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

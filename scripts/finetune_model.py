@@ -1,10 +1,10 @@
 """Rule finetune_model: the run's model fine-tuned on the planted corpus until it answers the facts."""
 
 import pandas as pd
-from influence.model import load_tokenizer
+from influence.engine.model import load_tokenizer
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
-from influence.training import completion_stats, encode_texts, train
+from influence.evaluation.training import completion_stats, encode_texts, train
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

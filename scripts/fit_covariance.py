@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from influence import io
-from influence.factors import fit_covariance
+from influence.engine import io
+from influence.engine.factors import fit_covariance
 from influence.runlog import describe_model, rule_log
 from influence.workflow import fitting_batches, fitting_settings, load_tracked_model
 

@@ -1,12 +1,12 @@
 """Rule ihvp_accuracy: EK-FAC, K-FAC, identity and LiSSA scores against the exact damped-Fisher influence."""
 
 import pandas as pd
-from influence.data import iter_batches, query_batches
-from influence.exact import ihvp_accuracy
-from influence.model import load_tokenizer
+from influence.engine.data import iter_batches, query_batches
+from influence.evaluation.exact import ihvp_accuracy
+from influence.engine.model import load_tokenizer
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
-from influence.training import encode_texts
+from influence.evaluation.training import encode_texts
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

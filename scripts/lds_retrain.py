@@ -2,10 +2,10 @@
 
 import numpy as np
 import pandas as pd
-from influence.model import load_tokenizer
+from influence.engine.model import load_tokenizer
 from influence.queries import load_queries
 from influence.runlog import rule_log
-from influence.training import completion_stats, encode_texts, tiny_llama, train
+from influence.evaluation.training import completion_stats, encode_texts, tiny_llama, train
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, **smk.params) as (log, stats):

@@ -2,7 +2,7 @@
 
 from functools import reduce
 
-from influence import io, names
+from influence.engine import io, names
 from influence.runlog import rule_log
 
 KINDS = {"covariance": "covariance", "lambda": names.EIGENVALUE_CORRECTION}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 from influence import analysis, figures, probes
-from influence.data import encode_query
-from influence.model import load_tokenizer
+from influence.engine.data import encode_query
+from influence.engine.model import load_tokenizer
 from influence.queries import load_queries
 from influence.runlog import rule_log
 

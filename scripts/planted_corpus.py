@@ -1,7 +1,7 @@
 """Rule planted_corpus: documents stating invented facts (and distractors), and the queries about them."""
 
 import yaml
-from influence.planted import plant_facts
+from influence.evaluation.planted import plant_facts
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,9 +1,9 @@
 """Rule precondition_queries: every query's completion-loss gradient times (curvature + λ)⁻¹."""
 
-from influence import io, names
-from influence.data import query_batches
-from influence.model import load_tokenizer
-from influence.precondition import Damping, precondition_queries
+from influence.engine import io, names
+from influence.engine.data import query_batches
+from influence.engine.model import load_tokenizer
+from influence.engine.precondition import Damping, precondition_queries
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
 from influence.workflow import load_tracked_model

@@ -1,6 +1,6 @@
 """Rule prepare_model: a plain safetensors checkpoint of the model (GGUF dequantised once)."""
 
-from influence.model import fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
+from influence.engine.model import fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
 from influence.runlog import describe_model, rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

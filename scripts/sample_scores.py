@@ -5,14 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from influence import io, names
-from influence.data import query_batches
-from influence.model import load_tokenizer
-from influence.precondition import Damping, precondition_queries
+from influence.engine import io, names
+from influence.engine.data import query_batches
+from influence.engine.model import load_tokenizer
+from influence.engine.precondition import Damping, precondition_queries
 from influence.queries import english_originals_first, load_queries
 from influence.runlog import describe_model, rule_log
-from influence.scores import score_many, scores_table
-from influence.sequences import TokenStore, fitting_sample, ordered_batches
+from influence.engine.scores import score_many, scores_table
+from influence.engine.sequences import TokenStore, fitting_sample, ordered_batches
 from influence.tfidf import IdfModel, tfidf_matrix
 from influence.workflow import load_tracked_model
 

@@ -1,12 +1,12 @@
 """Rule score_probes: phrase-order probe sequences from the config's templates, scored like candidates."""
 
-from influence import io
-from influence.data import text_batches
-from influence.model import load_tokenizer
+from influence.engine import io
+from influence.engine.data import text_batches
+from influence.engine.model import load_tokenizer
 from influence.probes import make_probes
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
-from influence.scores import score_candidates, scores_table
+from influence.engine.scores import score_candidates, scores_table
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

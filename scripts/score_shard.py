@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pandas as pd
-from influence import io
+from influence.engine import io
 from influence.runlog import describe_model, rule_log
-from influence.scores import score_candidates, scores_table
-from influence.sequences import TokenStore, ordered_batches, shard
+from influence.engine.scores import score_candidates, scores_table
+from influence.engine.sequences import TokenStore, ordered_batches, shard
 from influence.tfidf import candidate_union
 from influence.workflow import load_tracked_model
 

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pandas as pd
-from influence import io
-from influence.model import load_tokenizer
+from influence.engine import io
+from influence.engine.model import load_tokenizer
 from influence.runlog import describe_model, rule_log
-from influence.scores import token_scores
-from influence.sequences import TokenStore, ordered_batches
+from influence.engine.scores import token_scores
+from influence.engine.sequences import TokenStore, ordered_batches
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from influence.corpus import read_corpus, read_wordnet_glosses
-from influence.model import load_tokenizer
+from influence.engine.model import load_tokenizer
 from influence.runlog import rule_log
-from influence.sequences import tokenize_corpus
+from influence.engine.sequences import tokenize_corpus
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "tokenize_corpus", corpus=list(smk.input.corpus), **smk.params) as (log, stats):

@@ -3,7 +3,7 @@
 import pandas as pd
 from influence.queries import load_queries
 from influence.runlog import rule_log
-from influence.training import encode_texts, tiny_llama, train, word_tokenizer
+from influence.evaluation.training import encode_texts, tiny_llama, train, word_tokenizer
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "train_tiny", seed=smk.wildcards.seed, **smk.params) as (log, stats):

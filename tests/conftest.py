@@ -11,7 +11,7 @@ for path in (ROOT / "scripts", ROOT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from influence.data import pad_batch  # noqa: E402
+from influence.engine.data import pad_batch  # noqa: E402
 
 VOCAB = 50
 

@@ -39,7 +39,7 @@ def planned_jobs(*args) -> dict[str, int]:
 def build_tiny_model(directory: Path) -> None:
     """A random 2-layer Llama saved with save_pretrained, with SmolLM2's real tokenizer."""
     import torch
-    from influence.model import default_gguf_path, load_tokenizer
+    from influence.engine.model import default_gguf_path, load_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer(default_gguf_path())

@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-# Same string as influence.scores.LAYER_PREFIX; repeated so this module does not import torch.
+from .stats import spearman
+
+# Same string as influence.engine.scores.LAYER_PREFIX; repeated so this module does not import torch.
 LAYER_PREFIX = "layer:"
 KEYS = ["query_id", "seq_id"]
 PAIR_COLUMNS = ["group", "lang", "query_id", "reference_id", "relative_influence", "topk_overlap"]
@@ -36,14 +38,6 @@ def _top_k(scores: pd.DataFrame, k: int) -> dict[str, list]:
     """{query_id: seq_ids of its k most influential sequences, best first}."""
     ranked = _ranked(scores[KEYS + ["influence"]])
     return ranked[ranked["rank"] <= k].groupby("query_id", sort=False)["seq_id"].agg(list).to_dict()
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's ρ, NaN (without scipy's warning) when either side is constant or too short."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
-        return float("nan")
-    return float(stats.spearmanr(a, b).statistic)
 
 
 # --- Sparsity ---------------------------------------------------------------------------------

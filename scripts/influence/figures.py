@@ -28,7 +28,7 @@ STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fo
 
 
 @contextmanager
-def _figure(path: str | os.PathLike, ncols: int = 1, size: tuple[float, float] = (6.4, 4.0)) -> Iterator:
+def figure_axes(path: str | os.PathLike, ncols: int = 1, size: tuple[float, float] = (6.4, 4.0)) -> Iterator:
     """Yield (figure, axes) and save to `path`; rc settings stay active until the file is written."""
     with mpl.rc_context(STYLE):
         fig = Figure(figsize=size, layout="constrained")
@@ -46,7 +46,7 @@ def plot_sparsity(sorted_table: pd.DataFrame, path: str | os.PathLike, fits: pd.
     fits = power_law_fits(sorted_table) if fits is None else fits
     fits = fits.set_index("query_id")
     queries = sorted(sorted_table["query_id"].unique())
-    with _figure(path) as (_fig, (ax,)):
+    with figure_axes(path) as (_fig, (ax,)):
         colours = mpl.colormaps["viridis"](np.linspace(0, 0.9, max(len(queries), 1)))
         for colour, query_id in zip(colours, queries):
             rows = sorted_table[(sorted_table["query_id"] == query_id) & (sorted_table["influence"] > 0)]
@@ -72,7 +72,7 @@ def plot_sparsity(sorted_table: pd.DataFrame, path: str | os.PathLike, fits: pd.
 def plot_top_share(shares: pd.DataFrame, path: str | os.PathLike) -> str:
     """Bars: mean share of positive influence held by the top k sequences; dots: single queries."""
     ks = sorted(shares["k"].unique())
-    with _figure(path, size=(5.0, 3.8)) as (_fig, (ax,)):
+    with figure_axes(path, size=(5.0, 3.8)) as (_fig, (ax,)):
         means = [shares.loc[shares["k"] == k, "share"].mean() for k in ks]
         ax.bar(range(len(ks)), means, color="#9ecae1", label="mean over queries")
         jitter = np.random.default_rng(0)  # fixed: the same table always draws the same figure
@@ -103,7 +103,7 @@ def plot_layer_heatmap(shares: pd.DataFrame, path: str | os.PathLike, top_n: int
     layers = list(dict.fromkeys(shares["layer"]))  # the table is already in depth order
     matrix = shares.pivot(index="query_id", columns="layer", values="share")[layers]
     height = min(12.0, max(3.5, 1.8 + 0.22 * len(matrix)))
-    with _figure(path, size=(min(10.0, max(6.4, 0.12 * len(layers) + 2.5)), height)) as (fig, (ax,)):
+    with figure_axes(path, size=(min(10.0, max(6.4, 0.12 * len(layers) + 2.5)), height)) as (fig, (ax,)):
         image = ax.imshow(matrix.to_numpy(float), aspect="auto", cmap="viridis", vmin=0)
         step = max(1, len(layers) // 40)  # at most ~40 labels stay legible
         ax.set_xticks(range(0, len(layers), step), _short_layer(layers)[::step], rotation=90)
@@ -124,7 +124,7 @@ def _paired_bars(table: pd.DataFrame, path: str | os.PathLike, title: str) -> No
     """Two panels of grouped bars (x: group, hue: lang): relative influence and top-k overlap."""
     groups, langs = sorted(table["group"].unique()), sorted(table["lang"].astype(str).unique())
     width = 0.8 / max(len(langs), 1)
-    with _figure(path, ncols=2, size=(max(7.5, 0.6 * len(groups) * 2 + 2), 4.0)) as (fig, axes):
+    with figure_axes(path, ncols=2, size=(max(7.5, 0.6 * len(groups) * 2 + 2), 4.0)) as (fig, axes):
         colours = mpl.colormaps["tab10"].colors
         for j, lang in enumerate(langs):
             rows = table[table["lang"].astype(str) == lang].set_index("group").reindex(groups)
@@ -169,7 +169,7 @@ def plot_flip(table: pd.DataFrame, path: str | os.PathLike, k: int | None = None
 def plot_rank_agreement(table: pd.DataFrame, path: str | os.PathLike) -> str:
     """`rank_agreement_sweep`: Spearman ρ and relative error against the query approximation rank."""
     ranks = sorted(table["approx_rank"].unique())
-    with _figure(path, ncols=2, size=(8.0, 3.8)) as (fig, axes):
+    with figure_axes(path, ncols=2, size=(8.0, 3.8)) as (fig, axes):
         for ax, column, label, title in (
                 (axes[0], "spearman", "Spearman ρ with full-rank scores", "Rank correlation"),
                 (axes[1], "relative_l2", "relative L2 error ‖low − full‖/‖full‖", "Relative error")):
@@ -196,7 +196,7 @@ def plot_estimator_correlations(table: pd.DataFrame, path: str | os.PathLike) ->
         i, j = names.index(row.estimator_a), names.index(row.estimator_b)
         mean[i, j] = mean[j, i] = row.spearman_mean
         low[i, j] = low[j, i] = row.spearman_min
-    with _figure(path, size=(1.2 * len(names) + 2.5, 1.0 * len(names) + 1.5)) as (fig, (ax,)):
+    with figure_axes(path, size=(1.2 * len(names) + 2.5, 1.0 * len(names) + 1.5)) as (fig, (ax,)):
         image = ax.imshow(mean, cmap="RdBu", vmin=-1, vmax=1)
         for i in range(len(names)):
             for j in range(len(names)):
@@ -219,7 +219,7 @@ def plot_tfidf_recall(table: pd.DataFrame, path: str | os.PathLike, n_sample: in
     wide = table.pivot(index="k_prime", columns="query_id", values="recall").sort_index()
     true_k = int(table["true_k"].iloc[0]) if "true_k" in table and len(table) else None
     of = f" of {n_sample} sampled" if n_sample else ""
-    with _figure(path, size=(5.6, 3.8)) as (_fig, (ax,)):
+    with figure_axes(path, size=(5.6, 3.8)) as (_fig, (ax,)):
         ax.plot(wide.index, wide.to_numpy(), color="0.75", lw=0.8)
         ax.plot(wide.index, wide.mean(axis=1), "o-", color="#1f77b4", lw=2, label="mean over queries")
         ax.set(xscale="log", ylim=(0, 1.03), xlabel=f"k′ (TF-IDF candidates kept{of} sequences)",
@@ -241,7 +241,7 @@ def plot_phrase_probes(summary: pd.DataFrame, path: str | os.PathLike) -> str:
     """`probes.probe_summary`: each probe group's influence relative to the query's top corpus sequence."""
     groups = [g for g in (*GROUPS, CONTROL) if g in set(summary["group"])]
     queries = sorted(summary["query_id"].unique())
-    with _figure(path, size=(6.4, 4.0)) as (_fig, (ax,)):
+    with figure_axes(path, size=(6.4, 4.0)) as (_fig, (ax,)):
         means = summary.groupby("group")["relative"].mean().reindex(groups)
         ax.bar(range(len(groups)), means.to_numpy(), color="0.85", label="mean over queries")
         for q, query_id in enumerate(queries):

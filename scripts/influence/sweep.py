@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from .analysis import spearman
-from .figures import _figure
+from .stats import spearman
+from .figures import figure_axes
 
 PARAMETERS = ["layers", "top_k", "estimator", "damping", "rank"]
 
@@ -51,7 +51,7 @@ def plot_sweep(summary: pd.DataFrame, path: str | os.PathLike, top_n: int) -> st
     """One panel per swept parameter: median ρ with the base and top-n overlap, quartiles as error bars."""
     base = summary[summary["changed"] == "base"]
     swept = [key for key in PARAMETERS if (summary["changed"] == key).any()] or ["grid"]
-    with _figure(path, ncols=len(swept), size=(4.2 * len(swept), 3.8)) as (_, axes):
+    with figure_axes(path, ncols=len(swept), size=(4.2 * len(swept), 3.8)) as (_, axes):
         for ax, key in zip(axes, swept):
             panel = pd.concat([base, summary[summary["changed"] == key]])
             labels = panel[key] if key != "grid" else panel["setting"]

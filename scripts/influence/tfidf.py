@@ -32,7 +32,7 @@ from sklearn.preprocessing import normalize
 from sklearn.utils import murmurhash3_32
 from tqdm import tqdm
 
-from . import names
+from .engine import names
 
 # sklearn's default: runs of >= 2 Unicode word characters (letters, digits, "_");
 # punctuation splits tokens and single characters ("a", "I", "3") are dropped.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import fingerprint, load_model, select_layers
-from .sequences import TokenStore, fitting_sample
+from .engine.model import fingerprint, load_model, select_layers
+from .engine.sequences import TokenStore, fitting_sample
 
 
 def load_tracked_model(model_dir: str, params) -> tuple:

@@ -3,8 +3,8 @@
 import copy
 
 import torch
-from influence.data import summed_loss
-from influence.model import select_layers
+from influence.engine.data import summed_loss
+from influence.engine.model import select_layers
 
 
 def autograd_gradients(model, batch: dict, fisher: str = "empirical", labels: torch.Tensor | None = None) -> dict:

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import batches_of, query_batch, random_sequences, tiny_llama
-from influence import names
-from influence.baselines import bm25_scores, lissa, tfidf_scores
-from influence.eigen import eigendecompose
-from influence.exact import ExactFisher, fitting_gradients, ihvp_accuracy
-from influence.factors import fit_covariance, fit_eigenvalue_correction
-from influence.model import select_layers
+from influence.engine import names
+from influence.evaluation.baselines import bm25_scores, lissa, tfidf_scores
+from influence.engine.eigen import eigendecompose
+from influence.evaluation.exact import ExactFisher, fitting_gradients, ihvp_accuracy
+from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+from influence.engine.model import select_layers
 
 
 def test_bm25_by_hand():
@@ -87,7 +87,7 @@ def test_every_estimator_approaches_exact_influence_at_large_damping(tiny):
 
 def test_block_exact_equals_exact_for_one_layer_and_a_dense_block_solve(tiny):
     model, layers, fit = tiny
-    from influence.exact import block_exact_solve
+    from influence.evaluation.exact import block_exact_solve
 
     jac = fitting_gradients(model, layers, fit, "empirical", seed=0)
     queries = torch.randn(2, jac.shape[1], dtype=torch.float64)

@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-from influence.evaluation import TABLE_COLUMNS, lds, markdown_to_html, mrr, recall_at_k, summarise, t_interval, verdict
+from influence.evaluation.measures import TABLE_COLUMNS, lds, markdown_to_html, mrr, recall_at_k, summarise, verdict
+from influence.stats import t_interval
 
 
 def test_perfect_predictor_has_lds_one():
@@ -108,8 +109,8 @@ def test_intervals_are_clipped_to_the_measures_range():
 
 
 def test_tables_from_rule_outputs_give_known_answers():
-    from influence.attribution import scores_long
-    from influence.eval_tables import lds_rows, tracing_rows
+    from influence.evaluation.attribution import scores_long
+    from influence.evaluation.tables import lds_rows, tracing_rows
 
     documents = pd.DataFrame({"seq_id": ["a", "b", "c", "d"], "fact_id": ["f1", "f1", "f2", "f2"],
                               "role": ["planted", "distractor", "planted", "planted"]})

@@ -5,11 +5,11 @@ from functools import partial
 import torch
 from conftest import MODELS, batches_of, random_sequences
 from dense import autograd_gradients, fisher
-from influence import names
-from influence.data import sample_labels, summed_loss
-from influence.eigen import eigendecompose
-from influence.factors import fit_covariance, fit_eigenvalue_correction
-from influence.model import select_layers
+from influence.engine import names
+from influence.engine.data import sample_labels, summed_loss
+from influence.engine.eigen import eigendecompose
+from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+from influence.engine.model import select_layers
 
 F64 = dict(dtype=torch.float64, progress=False)
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import MODELS, batches_of, query_batch, random_sequences
 from dense import autograd_gradients
-from influence.hooks import per_sequence_gradients
-from influence.model import select_layers
+from influence.engine.hooks import per_sequence_gradients
+from influence.engine.model import select_layers
 
 
 def test_hook_gradients_equal_autograd(model_name):

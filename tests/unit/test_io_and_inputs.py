@@ -3,12 +3,12 @@
 import pytest
 import torch
 from conftest import MODELS, batches_of, query_batch, random_sequences
-from influence import io, names
-from influence.data import encode_query
-from influence.eigen import eigendecompose
-from influence.factors import fit_covariance, fit_eigenvalue_correction
-from influence.model import fingerprint, select_layers
-from influence.precondition import precondition_queries
+from influence.engine import io, names
+from influence.engine.data import encode_query
+from influence.engine.eigen import eigendecompose
+from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+from influence.engine.model import fingerprint, select_layers
+from influence.engine.precondition import precondition_queries
 from torch import nn
 
 F64 = dict(dtype=torch.float64, progress=False)

@@ -16,11 +16,11 @@ Conventions that coincide, so no conversion is needed:
 import pytest
 import torch
 from conftest import MODELS, batches_of, query_batch, random_sequences
-from influence.eigen import eigendecompose
-from influence.factors import fit_covariance, fit_eigenvalue_correction
-from influence.model import select_layers
-from influence.precondition import precondition_queries
-from influence.scores import score_candidates
+from influence.engine.eigen import eigendecompose
+from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+from influence.engine.model import select_layers
+from influence.engine.precondition import precondition_queries
+from influence.engine.scores import score_candidates
 from scipy.stats import spearmanr
 
 from benchmarks.kronfluence_adapter import run_kronfluence

@@ -2,11 +2,11 @@
 
 import torch
 from conftest import batches_of, query_batch, random_sequences, tiny_llama
-from influence.eigen import eigendecompose
-from influence.factors import fit_covariance, fit_eigenvalue_correction
-from influence.model import layer_devices, load_model, select_layers
-from influence.precondition import Damping, precondition_queries
-from influence.scores import score_candidates
+from influence.engine.eigen import eigendecompose
+from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+from influence.engine.model import layer_devices, load_model, select_layers
+from influence.engine.precondition import Damping, precondition_queries
+from influence.engine.scores import score_candidates
 
 FIT = dict(fisher="empirical", progress=False)
 
@@ -48,8 +48,8 @@ def test_a_device_map_checkpoint_scores_like_a_plain_load(tmp_path):
 
 
 def test_memory_plan_counts_the_bytes_the_engine_stores(tmp_path):
-    """The sizing arithmetic (influence.memory) against the factors and queries the engine really holds."""
-    from influence.memory import gpus_needed, meta_model, plan
+    """The sizing arithmetic (influence.engine.memory) against the factors and queries the engine really holds."""
+    from influence.engine.memory import gpus_needed, meta_model, plan
 
     model = tiny_llama(dtype=torch.float32)
     model.config.save_pretrained(tmp_path)

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from influence.planted import RELATIONS, VARIANTS, plant_facts, relevant_documents
+from influence.evaluation.planted import RELATIONS, VARIANTS, plant_facts, relevant_documents
 from influence.queries import Query
-from influence.training import completion_stats, encode_texts, tiny_llama, train, word_tokenizer
+from influence.evaluation.training import completion_stats, encode_texts, tiny_llama, train, word_tokenizer
 
 
 def test_planted_corpus_states_each_fact_k_times():

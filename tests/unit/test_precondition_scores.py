@@ -4,12 +4,12 @@ import pytest
 import torch
 from conftest import MODELS, batches_of, query_batch, random_sequences
 from dense import autograd_gradients, solve
-from influence import names
-from influence.eigen import eigendecompose
-from influence.factors import fit_covariance, fit_eigenvalue_correction
-from influence.model import select_layers
-from influence.precondition import Damping, precondition_queries
-from influence.scores import score_candidates, score_many, token_scores
+from influence.engine import names
+from influence.engine.eigen import eigendecompose
+from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+from influence.engine.model import select_layers
+from influence.engine.precondition import Damping, precondition_queries
+from influence.engine.scores import score_candidates, score_many, token_scores
 
 F64 = dict(dtype=torch.float64, progress=False)
 

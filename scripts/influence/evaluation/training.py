@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import encode_query, iter_batches, pad_batch, summed_loss
+from ..engine.data import encode_query, iter_batches, pad_batch, summed_loss
 
 SPECIAL = ["[PAD]", "[UNK]", "[BOS]"]
 

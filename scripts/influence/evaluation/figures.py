@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from .figures import _figure
+from ..figures import figure_axes
 
 ORDER = ["ekfac", "kfac", "identity", "cosine", "lissa", "repsim", "tfidf", "bm25", "block_exact"]
 
@@ -30,7 +30,7 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
     rows = table[table["measure"].isin(["spearman", "relative_error"])].copy()
     rows[["fisher", "damping"]] = rows["variant"].str.extract(r"(\w+)_fisher/damping~(.+)")
     rows["damping"] = rows["damping"].astype(float)
-    with _figure(path, ncols=2, size=(9.0, 4.0)) as (fig, axes):
+    with figure_axes(path, ncols=2, size=(9.0, 4.0)) as (fig, axes):
         for ax, measure, label in zip(axes, ["spearman", "relative_error"],
                                       ["Spearman ρ with exact influence", "relative error ‖s − s*‖ / ‖s*‖"]):
             for (estimator, fisher), group in rows[rows["measure"] == measure].groupby(["estimator", "fisher"]):
@@ -67,7 +67,7 @@ def _bars(ax, rows: pd.DataFrame, groups: list[str], group_column: str) -> None:
 def plot_lds(table: pd.DataFrame, path: str | os.PathLike) -> str:
     """Mean LDS per estimator with its interval."""
     rows = table[table["measure"] == "lds"]
-    with _figure(path) as (fig, axes):
+    with figure_axes(path) as (fig, axes):
         _bars(axes[0], rows, sorted(rows["model"].unique()), "model")
         axes[0].axhline(0, color="grey", linewidth=0.8)
         axes[0].set_xlabel("estimator")
@@ -89,7 +89,7 @@ def plot_fact_tracing(table: pd.DataFrame, path: str | os.PathLike, k: int) -> s
     models = sorted(rows["model"].unique())
     variants = list(dict.fromkeys(rows["variant"]))
     lines = []
-    with _figure(path, ncols=2 * len(models), size=(6.0 * len(models), 4.2)) as (fig, axes):
+    with figure_axes(path, ncols=2 * len(models), size=(6.0 * len(models), 4.2)) as (fig, axes):
         for m, model in enumerate(models):
             for j, measure in enumerate(measures):
                 ax = axes[2 * m + j]

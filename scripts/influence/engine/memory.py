@@ -1,6 +1,6 @@
 """Memory each compute rule needs for a model: the arithmetic behind the README's sizing table.
 
-    PYTHONPATH=scripts python -m influence.memory --model <checkpoint dir> --dtype bfloat16 --queries 100 --rank 32
+    PYTHONPATH=scripts python -m influence.engine.memory --model <checkpoint dir> --dtype bfloat16 --queries 100 --rank 32
 
 The model is built on the meta device from its config (no weights are read), so a 70B checkpoint is sized
 in seconds. Tracked layer l has a d_in × d_out weight (d_in counts a bias column); P = Σ d_in·d_out.

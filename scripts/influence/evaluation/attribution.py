@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from .baselines import bm25_scores, repsim_scores, tfidf_scores
-from .data import iter_batches, query_batches
-from .eigen import eigendecompose
-from .factors import fit_covariance, fit_eigenvalue_correction
-from .precondition import ESTIMATORS, Damping, precondition_queries
-from .scores import score_many
+from ..engine.data import iter_batches, query_batches
+from ..engine.eigen import eigendecompose
+from ..engine.factors import fit_covariance, fit_eigenvalue_correction
+from ..engine.precondition import ESTIMATORS, Damping, precondition_queries
+from ..engine.scores import score_many
 
 ALL_ESTIMATORS = (*ESTIMATORS, "repsim", "tfidf", "bm25")
 # Queries per preconditioning pass: their full-rank gradients (~80M floats each on SmolLM2-135M) are held at once.

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .attribution import score_matrix
-from .evaluation import lds, mrr, recall_at_k
+from .measures import lds, mrr, recall_at_k
 
 ALL = "all"
 

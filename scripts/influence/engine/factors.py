@@ -10,7 +10,7 @@ sequence counts (its output gradient is zero, its input is real).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,8 +78,22 @@ def batch_seed(seed: int, batch_index: int) -> int:
     return int(np.random.SeedSequence([seed, batch_index]).generate_state(1)[0])
 
 
-def _fit(model, layers, batches, consumer_for, fisher, seed, dtype, desc, progress, max_tokens,
-         first_batch) -> FactorSums:
+def fit_factor_sums(
+    model,
+    layers: dict[str, TrackedLayer],
+    batches: Iterable[dict],
+    consumer_for: Callable[[FactorSums], Callable],
+    *,
+    fisher: str,
+    seed: int,
+    dtype: torch.dtype,
+    desc: str,
+    progress: bool = True,
+    max_tokens: int | str | None = MAX_TOKENS,
+    first_batch: int = 0,
+) -> FactorSums:
+    """Run the model over `batches` (labels per `fisher`, seeded per batch) and feed every tracked layer's
+    (name, a, g) to the consumer that `consumer_for(state)` returns; count tokens and sequences in `state`."""
     state = FactorSums()
     max_tokens = micro_batch_tokens(model, max_tokens)
     generator = torch.Generator(device=output_device(model))  # labels are sampled from the logits
@@ -126,8 +140,8 @@ def fit_covariance(
 
         return on_pair
 
-    state = _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "covariance", progress, max_tokens,
-                 first_batch)
+    state = fit_factor_sums(model, layers, batches, consumer_for, fisher=fisher, seed=seed, dtype=dtype,
+                            desc="covariance", progress=progress, max_tokens=max_tokens, first_batch=first_batch)
     for factors in state.sums.values():
         for tensor in factors.values():
             tensor.copy_(tensor.tril() + tensor.tril(-1).T)  # mirror the accumulated lower triangle
@@ -196,8 +210,9 @@ def fit_eigenvalue_correction(
 
         return on_pair
 
-    return _fit(model, layers, batches, consumer_for, fisher, seed, dtype, "eigenvalue correction", progress,
-                max_tokens, first_batch)
+    return fit_factor_sums(model, layers, batches, consumer_for, fisher=fisher, seed=seed, dtype=dtype,
+                           desc="eigenvalue correction", progress=progress, max_tokens=max_tokens,
+                           first_batch=first_batch)
 
 
 def rotations_for(eigen: dict, dtype, devices: dict[str, torch.device]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -18,13 +18,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import names
-from .analysis import spearman
+from ..engine import names
+from ..stats import spearman
 from .baselines import lissa
-from .eigen import eigendecompose
-from .factors import _fit, fit_covariance, fit_eigenvalue_correction
-from .hooks import per_sequence_gradients
-from .precondition import Damping, precondition_queries, query_gradients
+from ..engine.eigen import eigendecompose
+from ..engine.factors import fit_covariance, fit_factor_sums, fit_eigenvalue_correction
+from ..engine.hooks import per_sequence_gradients
+from ..engine.precondition import Damping, precondition_queries, query_gradients
 
 ESTIMATORS = ("ekfac", "kfac", "identity", "lissa", "block_exact")
 
@@ -42,7 +42,8 @@ def fitting_gradients(model, layers, batches: Sequence[dict], fisher: str, seed:
             parts[name].append(g.transpose(1, 2) @ a)  # (B, d_out, d_in)
         return on_pair
 
-    _fit(model, layers, batches, consumer_for, fisher, seed, torch.float64, "exact Fisher gradients", False, None, 0)
+    fit_factor_sums(model, layers, batches, consumer_for, fisher=fisher, seed=seed, dtype=torch.float64,
+                    desc="exact Fisher gradients", progress=False, max_tokens=None)
     return _flatten({name: torch.cat(p) for name, p in parts.items()}, layers)
 
 
