@@ -7,7 +7,7 @@ from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "eigendecompose", **smk.params) as (log, stats):
-    sums = io.load_factor_sums(smk.input.covariance, "covariance")
+    sums = io.load_factor_sums(smk.input.covariance, names.KIND_COVARIANCE)
     meta = io.read_metadata(smk.input.covariance)
     eigen = eigendecompose(sums, device=resolve_device(smk.params.device))  # float64 eigh on the GPU if any
     counts = dict(tokens=sums.n_tokens, sequences=sums.n_sequences)

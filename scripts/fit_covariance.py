@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from influence.engine import io
+from influence.engine import io, names
 from influence.engine.factors import fit_covariance
 from influence.runlog import describe_model, rule_log
 from influence.workflow import fitting_batches, fitting_settings, load_tracked_model
@@ -14,5 +14,5 @@ with rule_log(smk.log[0], "fit_covariance", shard=smk.wildcards.part, **smk.para
                                      smk.params.fitting["n_shards"])
     sums = fit_covariance(model, layers, batches, smk.params.fisher, seed=smk.params.fitting["seed"],
                           first_batch=first)
-    io.save_factor_sums(smk.output.covariance, sums, "covariance", digest, fitting_settings(smk.params))
+    io.save_factor_sums(smk.output.covariance, sums, names.KIND_COVARIANCE, digest, fitting_settings(smk.params))
     stats.update(describe_model(model, layers), sequences=sums.n_sequences, tokens=sums.n_tokens)

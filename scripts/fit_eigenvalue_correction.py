@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from influence.engine import io
+from influence.engine import io, names
 from influence.engine.factors import fit_eigenvalue_correction
 from influence.runlog import describe_model, rule_log
 from influence.workflow import fitting_batches, fitting_settings, load_tracked_model
@@ -16,5 +16,5 @@ with rule_log(smk.log[0], "fit_eigenvalue_correction", shard=smk.wildcards.part,
     # Another seed than the covariance's: fresh label samples, as kronfluence draws them.
     sums = fit_eigenvalue_correction(model, layers, eigen, batches, smk.params.fisher,
                                      seed=smk.params.fitting["seed"] + 1, first_batch=first)
-    io.save_factor_sums(smk.output.correction, sums, "eigenvalue_correction", digest, fitting_settings(smk.params))
+    io.save_factor_sums(smk.output.correction, sums, names.KIND_CORRECTION, digest, fitting_settings(smk.params))
     stats.update(describe_model(model, layers), sequences=sums.n_sequences, tokens=sums.n_tokens)

@@ -5,7 +5,7 @@ from functools import reduce
 from influence.engine import io, names
 from influence.runlog import rule_log
 
-KINDS = {"covariance": "covariance", "lambda": names.EIGENVALUE_CORRECTION}
+KINDS = {"covariance": names.KIND_COVARIANCE, "lambda": names.KIND_CORRECTION}
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "merge_factors", factor=smk.wildcards.factor, shards=len(smk.input.shards)) as (log, stats):

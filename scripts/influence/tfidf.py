@@ -37,7 +37,7 @@ from .engine import names
 # sklearn's default: runs of >= 2 Unicode word characters (letters, digits, "_");
 # punctuation splits tokens and single characters ("a", "I", "3") are dropped.
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
-KIND = "tfidf_idf"
+KIND = names.KIND_IDF
 Chunk = pd.DataFrame | Iterable[str]
 
 

@@ -89,7 +89,7 @@ def load_factor_sums(path, kind: str, fingerprint: str | None = None) -> FactorS
 
 def save_eigen(path, eigen: dict, fingerprint: str, settings: dict, n_tokens: int = 0, n_sequences: int = 0) -> None:
     """Eigendecompositions, with the covariance's counts (K-FAC's n̄ = n_tokens / n_sequences)."""
-    save_tensors(path, _flat(eigen), **{names.META_KIND: "eigen", names.META_MODEL: fingerprint,
+    save_tensors(path, _flat(eigen), **{names.META_KIND: names.KIND_EIGEN, names.META_MODEL: fingerprint,
                  names.META_MODULES: list(eigen), names.META_SETTINGS: settings,
                  names.META_TOKENS: n_tokens, names.META_SEQUENCES: n_sequences})
 
@@ -102,7 +102,7 @@ def read_metadata(path) -> dict:
 
 def load_eigen(path, fingerprint: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Eigendecompositions; identical activation eigenvectors are shared again after loading."""
-    tensors, meta = load_tensors(path, "eigen", fingerprint)
+    tensors, meta = load_tensors(path, names.KIND_EIGEN, fingerprint)
     eigen = _split(tensors, meta[names.META_MODULES])
     seen: list[torch.Tensor] = []
     for factors in eigen.values():
@@ -118,13 +118,13 @@ def load_eigen(path, fingerprint: str | None = None) -> dict[str, dict[str, torc
 def save_preconditioned(path, pre: Preconditioned, fingerprint: str, settings: dict) -> None:
     tensors = _flat(pre.layers)
     tensors.update({names.key(m, names.DAMPING): torch.tensor(v) for m, v in pre.damping.items()})
-    save_tensors(path, tensors, **{names.META_KIND: "preconditioned", names.META_MODEL: fingerprint,
+    save_tensors(path, tensors, **{names.META_KIND: names.KIND_PRECONDITIONED, names.META_MODEL: fingerprint,
                  names.META_MODULES: list(pre.layers), names.META_SETTINGS: settings,
                  "query_ids": pre.query_ids, "estimator": pre.estimator, "rank": pre.rank})
 
 
 def load_preconditioned(path, fingerprint: str | None = None) -> Preconditioned:
-    tensors, meta = load_tensors(path, "preconditioned", fingerprint)
+    tensors, meta = load_tensors(path, names.KIND_PRECONDITIONED, fingerprint)
     layers = _split(tensors, meta[names.META_MODULES])
     damping = {m: float(f.pop(names.DAMPING)) for m, f in layers.items() if names.DAMPING in f}
     return Preconditioned(meta["query_ids"], meta["estimator"], meta["rank"], layers, damping)

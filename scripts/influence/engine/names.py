@@ -16,6 +16,20 @@ RIGHT = "right"  # (Q, d_in, r): V of the rank-r approximation
 DAMPING = "damping"  # scalar λ actually used for the layer
 QUERY_NORMS = "query_norms"  # (Q,) ‖∇L_q‖ over all tracked layers (for cosine)
 
+# Artefact kinds (the META_KIND of each safetensors file).
+KIND_COVARIANCE = "covariance"
+KIND_EIGEN = "eigen"
+KIND_CORRECTION = EIGENVALUE_CORRECTION
+KIND_PRECONDITIONED = "preconditioned"
+KIND_IDF = "tfidf_idf"
+
+# Factor inputs of the rules that precondition (the `input:` keys estimators.Estimator.factors names).
+EIGEN_INPUT = "eigen"
+CORRECTION_INPUT = "correction"
+
+# Score tables: per-layer influence columns are f"{LAYER_PREFIX}{module}".
+LAYER_PREFIX = "layer:"
+
 # Metadata keys (values are JSON strings in the safetensors header).
 META_KIND = "kind"
 META_MODEL = "model_fingerprint"
