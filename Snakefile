@@ -29,14 +29,14 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
+        **sweep_outputs(),
         report=expand(f"{SCORES}/report.html", setting=SETTING),
         tokens=expand(f"{SCORES}/tokens.parquet", setting=SETTING),
         figures=expand(f"{FIGURES}/captions.json", setting=SETTING),
         sample_figures=expand(f"{SAMPLE}/captions.json", setting=setting_names(POINTS[0])["sample"]),
         sweep_scores=expand(f"{SCORES}/scores.parquet", setting=SWEEP_SETTINGS),
-        **sweep_outputs(),
-    default_target: True
 
 
 onsuccess:

@@ -49,8 +49,15 @@ def workload(name: str):
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
-        config = LlamaConfig(hidden_size=128, num_hidden_layers=4, intermediate_size=512, num_attention_heads=4,
-                             num_key_value_heads=4, vocab_size=49152, tie_word_embeddings=True)
+        config = LlamaConfig(
+            hidden_size=128,
+            num_hidden_layers=4,
+            intermediate_size=512,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=49152,
+            tie_word_embeddings=True,
+        )
         model, n_fit, n_cand, n_query = LlamaForCausalLM(config).eval(), 512, 512, 8
     else:
         from influence.engine.model import default_gguf_path, load_model, load_tokenizer, save_dequantised
@@ -119,8 +126,13 @@ def run_ours(name: str) -> dict:
         peaks[label] = rss.peak_mb
 
     def covariance():
-        io.save_factor_sums(path["covariance"], fit_covariance(model, layers, fit, "true", seed=0, progress=False),
-                            "covariance", "bench", {})
+        io.save_factor_sums(
+            path["covariance"],
+            fit_covariance(model, layers, fit, "true", seed=0, progress=False),
+            "covariance",
+            "bench",
+            {},
+        )
 
     def eigen():
         sums = io.load_factor_sums(path["covariance"], "covariance")
@@ -129,13 +141,24 @@ def run_ours(name: str) -> dict:
         io.save_eigen(path["eigen"], eigen, "bench", {}, *counts)
 
     def correction():
-        sums = fit_eigenvalue_correction(model, layers, io.load_eigen(path["eigen"]), fit, "true", seed=1, progress=False)
+        sums = fit_eigenvalue_correction(
+            model, layers, io.load_eigen(path["eigen"]), fit, "true", seed=1, progress=False
+        )
         io.save_factor_sums(path["lambda"], sums, "eigenvalue_correction", "bench", {})
 
     def precondition_then(score, rank=None):
         start = time.perf_counter()
-        pre = precondition_queries(model, layers, ids, query, "ekfac", io.load_eigen(path["eigen"]),
-                                   io.load_factor_sums(path["lambda"], "eigenvalue_correction"), rank=rank, progress=False)
+        pre = precondition_queries(
+            model,
+            layers,
+            ids,
+            query,
+            "ekfac",
+            io.load_eigen(path["eigen"]),
+            io.load_factor_sums(path["lambda"], "eigenvalue_correction"),
+            rank=rank,
+            progress=False,
+        )
         io.save_preconditioned(path["pre"], pre, "bench", {})
         del pre
         seconds.setdefault("precondition_" + str(rank), time.perf_counter() - start)
@@ -144,11 +167,19 @@ def run_ours(name: str) -> dict:
     phase("covariance", covariance)
     phase("eigendecomposition", eigen)
     phase("eigenvalue_correction", correction)
-    phase("scores_full", lambda: precondition_then(lambda p: score_candidates(model, layers, p, cand, progress=False).total))
-    phase("scores_rank", lambda: precondition_then(lambda p: score_candidates(model, layers, p, cand, progress=False).total, RANK))
+    phase(
+        "scores_full",
+        lambda: precondition_then(lambda p: score_candidates(model, layers, p, cand, progress=False).total),
+    )
+    phase(
+        "scores_rank",
+        lambda: precondition_then(lambda p: score_candidates(model, layers, p, cand, progress=False).total, RANK),
+    )
     phase("token_scores", lambda: precondition_then(lambda p: token_scores(model, layers, p, cand, progress=False)))
     tmp.cleanup()
-    return dict(seconds=seconds, peaks=peaks, full=results["scores_full"].T.tolist(), rank=results["scores_rank"].T.tolist())
+    return dict(
+        seconds=seconds, peaks=peaks, full=results["scores_full"].T.tolist(), rank=results["scores_rank"].T.tolist()
+    )
 
 
 def run_kronfluence(name: str) -> dict:
@@ -157,11 +188,26 @@ def run_kronfluence(name: str) -> dict:
     model, module_names, fit, cand, query = workload(name)
     gen = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(model, module_names, fit, cand, query, empirical_fisher=False, damping=None,
-                     dtype=torch.float32, output_dir=tmp, generator=gen,
-                     rank=RANK, token_scores=True)
-    return dict(seconds=result.phase_seconds, peaks=result.phase_peak_rss_mb,
-                full=result.scores.tolist(), rank=result.rank_scores.tolist())
+        result = run(
+            model,
+            module_names,
+            fit,
+            cand,
+            query,
+            empirical_fisher=False,
+            damping=None,
+            dtype=torch.float32,
+            output_dir=tmp,
+            generator=gen,
+            rank=RANK,
+            token_scores=True,
+        )
+    return dict(
+        seconds=result.phase_seconds,
+        peaks=result.phase_peak_rss_mb,
+        full=result.scores.tolist(),
+        rank=result.rank_scores.tolist(),
+    )
 
 
 def rank_agreement(full, rank) -> tuple[float, float]:
@@ -176,35 +222,50 @@ def rank_agreement(full, rank) -> tuple[float, float]:
 
 def in_subprocess(role: str, name: str) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        subprocess.run([sys.executable, "-m", "benchmarks.engine_speed", "--role", role, "--workloads", name,
-                        "--out", out.name], check=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.engine_speed", "--role", role, "--workloads", name, "--out", out.name],
+            check=True,
+            cwd=ROOT,
+        )
         return json.loads(Path(out.name).read_text())
 
 
 def report(name: str, base: dict, ours: dict, theirs: dict) -> None:
     one = base["pass"]  # fitting and candidate sets have the same size in both workloads
     print(f"\n## {name}: one forward+backward {one:.1f} s (frozen weights {base['frozen_pass']:.1f} s)\n")
-    print("| phase | ours s | kronfluence s | speed-up | ours × pass | kronfluence × pass | ours peak RSS MB | kronfluence peak RSS MB |")
+    print(
+        "| phase | ours s | kronfluence s | speed-up | ours × pass | kronfluence × pass | ours peak RSS MB | kronfluence peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for phase in PHASES:
         a, b = ours["seconds"][phase], theirs["seconds"][phase]
-        print(f"| {phase} | {a:.1f} | {b:.1f} | {b / a:.2f}× | {a / one:.2f} | {b / one:.2f} | "
-              f"{ours['peaks'][phase]:.0f} | {theirs['peaks'][phase]:.0f} |")
+        print(
+            f"| {phase} | {a:.1f} | {b:.1f} | {b / a:.2f}× | {a / one:.2f} | {b / one:.2f} | "
+            f"{ours['peaks'][phase]:.0f} | {theirs['peaks'][phase]:.0f} |"
+        )
     for label, phases in (("pipeline (first four)", PIPELINE), ("all six phases", PHASES)):
         a, b = (sum(r["seconds"][p] for p in phases) for r in (ours, theirs))
         ideal = 3 * one if phases is PIPELINE else 5 * one
-        print(f"| **{label}** | {a:.1f} | {b:.1f} | {b / a:.2f}× | {a / ideal:.2f} of ideal | {b / ideal:.2f} of ideal | "
-              f"{max(ours['peaks'].values()):.0f} | {max(theirs['peaks'].values()):.0f} |")
-    print(f"\nideal = 2 × fitting + 1 × candidates passes for the pipeline, + 2 × candidates for all six; "
-          f"frozen-weight ideal of the pipeline {3 * base['frozen_pass']:.1f} s.")
-    print(f"ours: query preconditioning full rank {ours['seconds']['precondition_None']:.2f} s, "
-          f"rank {RANK} {ours['seconds'][f'precondition_{RANK}']:.2f} s (inside the score phases)")
+        print(
+            f"| **{label}** | {a:.1f} | {b:.1f} | {b / a:.2f}× | {a / ideal:.2f} of ideal | {b / ideal:.2f} of ideal | "
+            f"{max(ours['peaks'].values()):.0f} | {max(theirs['peaks'].values()):.0f} |"
+        )
+    print(
+        f"\nideal = 2 × fitting + 1 × candidates passes for the pipeline, + 2 × candidates for all six; "
+        f"frozen-weight ideal of the pipeline {3 * base['frozen_pass']:.1f} s."
+    )
+    print(
+        f"ours: query preconditioning full rank {ours['seconds']['precondition_None']:.2f} s, "
+        f"rank {RANK} {ours['seconds'][f'precondition_{RANK}']:.2f} s (inside the score phases)"
+    )
     for label, result in (("ours", ours), ("kronfluence", theirs)):
         rel, rho = rank_agreement(result["full"], result["rank"])
         print(f"{label}: rank-{RANK} vs full rank: relative L2 {rel:.4f}, mean Spearman {rho:.4f}")
     rel, rho = rank_agreement(theirs["full"], ours["full"])
-    print(f"ours vs kronfluence full-rank scores (true Fisher, independent samples): relative L2 {rel:.3f}, "
-          f"mean Spearman {rho:.3f}")
+    print(
+        f"ours vs kronfluence full-rank scores (true Fisher, independent samples): relative L2 {rel:.3f}, "
+        f"mean Spearman {rho:.3f}"
+    )
 
 
 def main() -> None:

@@ -121,7 +121,9 @@ def _collate(pad_to: int = 0) -> Callable[[list[Batch]], Batch]:
 
     def collate(items: list[Batch]) -> Batch:
         T = max([pad_to] + [it["input_ids"].shape[0] for it in items])
-        return {k: torch.stack([F.pad(it[k], (0, T - it[k].shape[0]), value=v) for it in items]) for k, v in _PAD.items()}
+        return {
+            k: torch.stack([F.pad(it[k], (0, T - it[k].shape[0]), value=v) for it in items]) for k, v in _PAD.items()
+        }
 
     return collate
 
@@ -173,8 +175,16 @@ def run_kronfluence(
     model = swap_conv1d_for_linear(model).eval()
     task = _LMTask(module_names, generator)
     model = prepare_model(model, task)  # wraps tracked Linears in place and freezes all parameters
-    analyzer = Analyzer("kronfluence", model, task, cpu=True, disable_tqdm=True, output_dir=output_dir,
-                        disable_model_save=True, log_level=logging.WARNING)
+    analyzer = Analyzer(
+        "kronfluence",
+        model,
+        task,
+        cpu=True,
+        disable_tqdm=True,
+        output_dir=output_dir,
+        disable_model_save=True,
+        log_level=logging.WARNING,
+    )
     fit_ds, cand_ds, query_ds = _Examples(fit_batches), _Examples(candidate_batches), _Examples(query_batches)
     fit_bs = _batch_size(fit_batches, batch_size)
     cand_bs = _batch_size(candidate_batches, batch_size)
@@ -182,19 +192,28 @@ def run_kronfluence(
     loader_kw = DataLoaderKwargs(num_workers=0, collate_fn=_collate())
 
     factor_args = FactorArguments(
-        strategy="ekfac", use_empirical_fisher=empirical_fisher,
-        covariance_max_examples=None, lambda_max_examples=None,  # defaults (100k) would silently subsample
-        activation_covariance_dtype=dtype, gradient_covariance_dtype=dtype,
+        strategy="ekfac",
+        use_empirical_fisher=empirical_fisher,
+        covariance_max_examples=None,
+        lambda_max_examples=None,  # defaults (100k) would silently subsample
+        activation_covariance_dtype=dtype,
+        gradient_covariance_dtype=dtype,
         eigendecomposition_dtype=torch.float64,  # kronfluence's default, and ours
-        per_sample_gradient_dtype=dtype, lambda_dtype=dtype,
+        per_sample_gradient_dtype=dtype,
+        lambda_dtype=dtype,
     )
 
     def score_args(**kw: object) -> ScoreArguments:
         # Accumulate all query batches first, so candidates are swept once (like our engine does).
         return ScoreArguments(
-            damping_factor=damping, query_gradient_svd_dtype=dtype, per_sample_gradient_dtype=dtype,
-            precondition_dtype=dtype, score_dtype=dtype, use_full_svd=use_full_svd,
-            query_gradient_accumulation_steps=math.ceil(len(query_ds) / query_bs), **kw,
+            damping_factor=damping,
+            query_gradient_svd_dtype=dtype,
+            per_sample_gradient_dtype=dtype,
+            precondition_dtype=dtype,
+            score_dtype=dtype,
+            use_full_svd=use_full_svd,
+            query_gradient_accumulation_steps=math.ceil(len(query_ds) / query_bs),
+            **kw,
         )
 
     seconds: dict[str, float] = {}
@@ -207,18 +226,38 @@ def run_kronfluence(
             seconds[name] = time.perf_counter() - t0
         peaks[name] = rss.peak_mb
 
-    fit_kw = dict(factors_name="ekfac", dataset=fit_ds, per_device_batch_size=fit_bs, dataloader_kwargs=loader_kw,
-                  factor_args=factor_args, overwrite_output_dir=True)
+    fit_kw = dict(
+        factors_name="ekfac",
+        dataset=fit_ds,
+        per_device_batch_size=fit_bs,
+        dataloader_kwargs=loader_kw,
+        factor_args=factor_args,
+        overwrite_output_dir=True,
+    )
     phase("covariance", lambda: analyzer.fit_covariance_matrices(**fit_kw))
-    phase("eigendecomposition", lambda: analyzer.perform_eigendecomposition(
-        factors_name="ekfac", factor_args=factor_args, overwrite_output_dir=True))
+    phase(
+        "eigendecomposition",
+        lambda: analyzer.perform_eigendecomposition(
+            factors_name="ekfac", factor_args=factor_args, overwrite_output_dir=True
+        ),
+    )
     phase("eigenvalue_correction", lambda: analyzer.fit_lambda_matrices(**fit_kw))
 
     def scores(name: str, args: ScoreArguments, loader: DataLoaderKwargs = loader_kw) -> torch.Tensor:
-        phase(name, lambda: analyzer.compute_pairwise_scores(
-            scores_name=name, factors_name="ekfac", query_dataset=query_ds, train_dataset=cand_ds,
-            per_device_query_batch_size=query_bs, per_device_train_batch_size=cand_bs,
-            dataloader_kwargs=loader, score_args=args, overwrite_output_dir=True))
+        phase(
+            name,
+            lambda: analyzer.compute_pairwise_scores(
+                scores_name=name,
+                factors_name="ekfac",
+                query_dataset=query_ds,
+                train_dataset=cand_ds,
+                per_device_query_batch_size=query_bs,
+                per_device_train_batch_size=cand_bs,
+                dataloader_kwargs=loader,
+                score_args=args,
+                overwrite_output_dir=True,
+            ),
+        )
         # compute_pairwise_scores returns None after computing; the result is read back from disk.
         return analyzer.load_pairwise_scores(name)["all_modules"].to(torch.float64)
 
@@ -229,13 +268,17 @@ def run_kronfluence(
         # dot_product.py concatenates per-batch (q, b, T) chunks along dim 1, so every candidate batch
         # must share one T: pad all to the longest candidate batch.
         t_max = max(b["input_ids"].shape[1] for b in candidate_batches)
-        tok = scores("token_scores", score_args(compute_per_token_scores=True),
-                     DataLoaderKwargs(num_workers=0, collate_fn=_collate(t_max)))
+        tok = scores(
+            "token_scores",
+            score_args(compute_per_token_scores=True),
+            DataLoaderKwargs(num_workers=0, collate_fn=_collate(t_max)),
+        )
 
     lam = analyzer.load_lambda_matrices("ekfac")
     damp = {
         m: float(0.1 * (lam["lambda_matrix"][m].double() / lam["num_lambda_processed"][m].double()).mean())
-        if damping is None else float(damping)
+        if damping is None
+        else float(damping)
         for m in lam["lambda_matrix"]
     }
     return KronfluenceResult(full, seconds, peaks, damp, low, tok)

@@ -120,7 +120,9 @@ def report(results: list[dict]) -> str:
     lines.append(f"\nstreaming (1 process) target >= {TARGET_DOCS_PER_S} docs/s: {'met' if ok else 'NOT met'}")
     lines.append("index s: IDF pass (stream) or read + fit_transform (sklearn); queries s: scoring pass / query top-k")
     lines.append("peak MiB: main process only (+MiB: above the RSS after imports); 2proc workers are not counted")
-    lines.append("top-100 = sklearn: mean overlap; the streaming misses are hash collisions at n_features = 2**22 (TfidfSettings default)")
+    lines.append(
+        "top-100 = sklearn: mean overlap; the streaming misses are hash collisions at n_features = 2**22 (TfidfSettings default)"
+    )
     return "\n".join(lines)
 
 

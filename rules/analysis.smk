@@ -15,11 +15,6 @@ rule score_probes:
         queries=queries_source(),
     output:
         probes=f"{SCORES}/probes.parquet",
-    params:
-        templates=config["probes"],
-        max_tokens=config["corpus"]["max_tokens"],
-        batch_size=config["scoring"]["batch_size"],
-        **model_params(),
     log:
         f"{LOGS}/{{setting}}/score_probes.log",
     conda:
@@ -27,6 +22,11 @@ rule score_probes:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        **model_params(),
+        templates=config["probes"],
+        max_tokens=config["corpus"]["max_tokens"],
+        batch_size=config["scoring"]["batch_size"],
     script:
         "../scripts/score_probes.py"
 
@@ -44,8 +44,6 @@ rule paper_figures:
         fits=f"{FIGURES}/sparsity_fits.parquet",
         max_influence=f"{FIGURES}/max_influence.parquet",
         captions=f"{FIGURES}/captions.json",
-    params:
-        top_k=config["scoring"]["top_n"],
     log:
         f"{LOGS}/{{setting}}/paper_figures.log",
     conda:
@@ -54,6 +52,8 @@ rule paper_figures:
         gpu=0,
         mem_mb=4000,
         runtime=20,
+    params:
+        top_k=config["scoring"]["top_n"],
     script:
         "../scripts/paper_figures.py"
 
@@ -70,11 +70,6 @@ rule sample_scores:
     output:
         scores=f"{SAMPLE}/sample_scores.parquet",
         tfidf=f"{SAMPLE}/sample_tfidf.parquet",
-    params:
-        analysis=config["analysis"],
-        damping=damping_of,
-        batch_size=config["scoring"]["batch_size"],
-        **model_params(),
     log:
         f"{SAMPLE}/logs/sample_scores.log",
     benchmark:
@@ -84,6 +79,11 @@ rule sample_scores:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        **model_params(),
+        analysis=config["analysis"],
+        damping=damping_of,
+        batch_size=config["scoring"]["batch_size"],
     script:
         "../scripts/sample_scores.py"
 
@@ -96,9 +96,6 @@ rule sample_figures:
     output:
         **figure_outputs(SAMPLE, SAMPLE_FIGURES),
         captions=f"{SAMPLE}/captions.json",
-    params:
-        estimator=config["scoring"]["estimator"],
-        true_k=config["analysis"]["true_k"],
     log:
         f"{SAMPLE}/logs/sample_figures.log",
     conda:
@@ -107,5 +104,8 @@ rule sample_figures:
         gpu=0,
         mem_mb=4000,
         runtime=20,
+    params:
+        estimator=config["scoring"]["estimator"],
+        true_k=config["analysis"]["true_k"],
     script:
         "../scripts/sample_figures.py"

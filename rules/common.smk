@@ -34,10 +34,20 @@ LAYER_SETS = {config["model"]["layers_name"]: config["model"]["layers"], **confi
 def sweep_points() -> list[dict]:
     """The run's setting, then every sweep point: one parameter at a time around it, or the full grid."""
     sweep, scoring = config["sweep"], config["scoring"]
-    base = {"layers": config["model"]["layers_name"], "top_k": config["tfidf"]["top_k"],
-            "estimator": scoring["estimator"], "damping": scoring["damping"]["value"], "rank": scoring["query_rank"]}
-    axes = {"layers": list(sweep["layers"]), "top_k": sweep["tfidf_top_k"], "estimator": sweep["estimator"],
-            "damping": sweep["damping"], "rank": sweep["query_rank"]}
+    base = {
+        "layers": config["model"]["layers_name"],
+        "top_k": config["tfidf"]["top_k"],
+        "estimator": scoring["estimator"],
+        "damping": scoring["damping"]["value"],
+        "rank": scoring["query_rank"],
+    }
+    axes = {
+        "layers": list(sweep["layers"]),
+        "top_k": sweep["tfidf_top_k"],
+        "estimator": sweep["estimator"],
+        "damping": sweep["damping"],
+        "rank": sweep["query_rank"],
+    }
     if sweep["grid"]:
         values = [dict.fromkeys([base[key], *axes[key]]) for key in base]
         points = [dict(zip(base, combo)) for combo in itertools.product(*values)]
@@ -182,8 +192,7 @@ def model_params():
 def figure_outputs(directory, figures, category="Paper figures"):
     """PNG per figure, tagged for `snakemake --report` with its static caption, and its parquet table."""
     pngs = {
-        name: report(f"{directory}/{name}.png", caption=f"captions/{name}.rst", category=category)
-        for name in figures
+        name: report(f"{directory}/{name}.png", caption=f"captions/{name}.rst", category=category) for name in figures
     }
     return {**pngs, "tables": expand(f"{directory}/{{name}}.parquet", name=figures, allow_missing=True)}
 
@@ -218,8 +227,10 @@ def ihvp_settings():
     settings = dict(EVAL_SETTINGS["ihvp"])
     settings["fishers"] = ["true" if f is True else f for f in settings["fishers"]]
     if settings["headline_damping"] not in settings["dampings"]:
-        raise WorkflowError(f"evaluation.ihvp.headline_damping {settings['headline_damping']} is not one of "
-                            f"evaluation.ihvp.dampings {settings['dampings']}.")
+        raise WorkflowError(
+            f"evaluation.ihvp.headline_damping {settings['headline_damping']} is not one of "
+            f"evaluation.ihvp.dampings {settings['dampings']}."
+        )
     return settings
 
 

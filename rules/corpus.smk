@@ -6,17 +6,17 @@ rule tokenize_corpus:
     output:
         tokens=f"{RUN}/corpus/tokens.npy",
         sequences=f"{RUN}/corpus/sequences.parquet",
-    params:
-        wordnet=config["corpus"]["path"] is None,
-        text_field=config["corpus"]["text_field"],
-        id_field=config["corpus"]["id_field"],
-        max_tokens=config["corpus"]["max_tokens"],
     log:
         f"{LOGS}/tokenize_corpus.log",
     conda:
         ENV
     resources:
         **CPU_JOB,
+    params:
+        wordnet=config["corpus"]["path"] is None,
+        text_field=config["corpus"]["text_field"],
+        id_field=config["corpus"]["id_field"],
+        max_tokens=config["corpus"]["max_tokens"],
     script:
         "../scripts/tokenize_corpus.py"
 
@@ -27,8 +27,6 @@ rule fit_idf:
         sequences=f"{RUN}/corpus/sequences.parquet",
     output:
         idf=f"{RUN}/tfidf/idf.safetensors",
-    params:
-        n_features=config["tfidf"]["n_features"],
     log:
         f"{LOGS}/fit_idf.log",
     benchmark:
@@ -37,6 +35,8 @@ rule fit_idf:
         ENV
     resources:
         **CPU_JOB,
+    params:
+        n_features=config["tfidf"]["n_features"],
     script:
         "../scripts/fit_idf.py"
 

@@ -1,6 +1,7 @@
 # Ground-truth evaluation (target `evaluate`): iHVP accuracy against the exact influence, the linear
 # datamodeling score and planted-fact tracing, each per seed, summarised in one table and a verdict.
 
+
 wildcard_constraints:
     seed=r"\d+",
     model="tiny|finetuned",
@@ -11,8 +12,6 @@ rule planted_corpus:
     output:
         documents=f"{EVAL_SEED}/planted/documents.parquet",
         queries=f"{EVAL_SEED}/planted/queries.yaml",
-    params:
-        planted=EVAL_SETTINGS["planted"],
     log:
         f"{EVAL_SEED}/logs/planted_corpus.log",
     conda:
@@ -21,6 +20,8 @@ rule planted_corpus:
         gpu=0,
         mem_mb=1000,
         runtime=5,
+    params:
+        planted=EVAL_SETTINGS["planted"],
     script:
         "../scripts/planted_corpus.py"
 
@@ -32,9 +33,6 @@ rule train_tiny:
         queries=rules.planted_corpus.output.queries,
     output:
         model=directory(f"{EVAL_SEED}/tiny/model"),
-    params:
-        tiny=EVAL_SETTINGS["tiny"],
-        max_tokens=EVAL_SETTINGS["max_tokens"],
     log:
         f"{EVAL_SEED}/logs/train_tiny.log",
     benchmark:
@@ -46,6 +44,9 @@ rule train_tiny:
         gpu=0,
         mem_mb=2000,
         runtime=CPU_JOB["runtime"],
+    params:
+        tiny=EVAL_SETTINGS["tiny"],
+        max_tokens=EVAL_SETTINGS["max_tokens"],
     script:
         "../scripts/train_tiny.py"
 
@@ -58,10 +59,6 @@ rule finetune_model:
         queries=rules.planted_corpus.output.queries,
     output:
         model=directory(f"{EVAL_SEED}/finetuned/model"),
-    params:
-        finetune=EVAL_SETTINGS["finetune"],
-        max_tokens=EVAL_SETTINGS["max_tokens"],
-        **model_params(),
     log:
         f"{EVAL_SEED}/logs/finetune_model.log",
     benchmark:
@@ -71,6 +68,9 @@ rule finetune_model:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        **model_params(),
+        finetune=EVAL_SETTINGS["finetune"],
+        max_tokens=EVAL_SETTINGS["max_tokens"],
     script:
         "../scripts/finetune_model.py"
-

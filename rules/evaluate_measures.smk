@@ -10,10 +10,6 @@ rule fact_scores:
     output:
         scores=f"{EVAL_SEED}/{{model}}/scores.parquet",
         accuracy=f"{EVAL_SEED}/{{model}}/accuracy.parquet",
-    params:
-        scoring=EVAL_SETTINGS["scoring"],
-        max_tokens=EVAL_SETTINGS["max_tokens"],
-        **model_params(),
     log:
         f"{EVAL_SEED}/logs/fact_scores_{{model}}.log",
     benchmark:
@@ -23,6 +19,10 @@ rule fact_scores:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        **model_params(),
+        scoring=EVAL_SETTINGS["scoring"],
+        max_tokens=EVAL_SETTINGS["max_tokens"],
     script:
         "../scripts/fact_scores.py"
 
@@ -36,10 +36,6 @@ rule lds_retrain:
     output:
         subsets=f"{EVAL_SEED}/tiny/lds_subsets.parquet",
         outcomes=f"{EVAL_SEED}/tiny/lds_outcomes.parquet",
-    params:
-        tiny=EVAL_SETTINGS["tiny"],
-        lds=EVAL_SETTINGS["lds"],
-        max_tokens=EVAL_SETTINGS["max_tokens"],
     log:
         f"{EVAL_SEED}/logs/lds_retrain.log",
     benchmark:
@@ -51,6 +47,10 @@ rule lds_retrain:
         gpu=0,
         mem_mb=2000,
         runtime=CPU_JOB["runtime"],
+    params:
+        tiny=EVAL_SETTINGS["tiny"],
+        lds=EVAL_SETTINGS["lds"],
+        max_tokens=EVAL_SETTINGS["max_tokens"],
     script:
         "../scripts/lds_retrain.py"
 
@@ -63,11 +63,6 @@ rule ihvp_accuracy:
         queries=rules.planted_corpus.output.queries,
     output:
         table=f"{EVAL_SEED}/tiny/ihvp.parquet",
-    params:
-        ihvp=ihvp_settings(),
-        max_tokens=EVAL_SETTINGS["max_tokens"],
-        batch_size=EVAL_SETTINGS["scoring"]["batch_size"],
-        **model_params(),
     log:
         f"{EVAL_SEED}/logs/ihvp_accuracy.log",
     benchmark:
@@ -79,6 +74,11 @@ rule ihvp_accuracy:
         gpu=0,
         mem_mb=4000,
         runtime=CPU_JOB["runtime"],
+    params:
+        **model_params(),
+        ihvp=ihvp_settings(),
+        max_tokens=EVAL_SETTINGS["max_tokens"],
+        batch_size=EVAL_SETTINGS["scoring"]["batch_size"],
     script:
         "../scripts/ihvp_accuracy.py"
 
@@ -99,11 +99,6 @@ rule evaluation_summary:
         captions=f"{EVAL}/captions.json",
         verdict=f"{EVAL}/verdict.md",
         verdict_html=report(f"{EVAL}/verdict.html", caption="captions/verdict.rst", category="Evaluation"),
-    params:
-        seeds=EVAL_SEEDS,
-        models=EVAL_MODELS,
-        top_k=EVAL_SETTINGS["top_k"],
-        headline_damping=EVAL_SETTINGS["ihvp"]["headline_damping"],
     log:
         f"{EVAL}/logs/evaluation_summary.log",
     conda:
@@ -112,6 +107,11 @@ rule evaluation_summary:
         gpu=0,
         mem_mb=4000,
         runtime=20,
+    params:
+        seeds=EVAL_SEEDS,
+        models=EVAL_MODELS,
+        top_k=EVAL_SETTINGS["top_k"],
+        headline_damping=EVAL_SETTINGS["ihvp"]["headline_damping"],
     script:
         "../scripts/evaluation_summary.py"
 

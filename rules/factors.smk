@@ -10,10 +10,6 @@ rule fit_covariance:
         tokens=f"{RUN}/corpus/tokens.npy",
     output:
         covariance=f"{FACTORS}/covariance/shard_{{part}}.safetensors",
-    params:
-        fitting=config["fitting"],
-        fisher=FISHER,
-        **model_params(),
     log:
         f"{LOGS}/layers~{{layers}}/fit_covariance_{{part}}.log",
     benchmark:
@@ -23,6 +19,10 @@ rule fit_covariance:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        **model_params(),
+        fitting=config["fitting"],
+        fisher=FISHER,
     script:
         "../scripts/fit_covariance.py"
 
@@ -33,8 +33,6 @@ rule eigendecompose:
         covariance=f"{FACTORS}/covariance.safetensors",
     output:
         eigen=f"{FACTORS}/eigen.safetensors",
-    params:
-        device=config["model"]["device"],
     log:
         f"{LOGS}/layers~{{layers}}/eigendecompose.log",
     benchmark:
@@ -44,6 +42,8 @@ rule eigendecompose:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        device=config["model"]["device"],
     script:
         "../scripts/eigendecompose.py"
 
@@ -57,10 +57,6 @@ rule fit_eigenvalue_correction:
         eigen=f"{FACTORS}/eigen.safetensors",
     output:
         correction=f"{FACTORS}/lambda/shard_{{part}}.safetensors",
-    params:
-        fitting=config["fitting"],
-        fisher=FISHER,
-        **model_params(),
     log:
         f"{LOGS}/layers~{{layers}}/fit_eigenvalue_correction_{{part}}.log",
     benchmark:
@@ -70,6 +66,10 @@ rule fit_eigenvalue_correction:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        **model_params(),
+        fitting=config["fitting"],
+        fisher=FISHER,
     script:
         "../scripts/fit_eigenvalue_correction.py"
 
@@ -80,10 +80,10 @@ rule merge_factors:
         shards=expand(f"{FACTORS}/{{factor}}/shard_{{part}}.safetensors", part=FIT_SHARDS, allow_missing=True),
     output:
         merged=f"{FACTORS}/{{factor}}.safetensors",
-    wildcard_constraints:
-        factor="covariance|lambda",
     log:
         f"{LOGS}/layers~{{layers}}/merge_{{factor}}.log",
+    wildcard_constraints:
+        factor="covariance|lambda",
     conda:
         ENV
     resources:

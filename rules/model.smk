@@ -4,8 +4,6 @@ rule prepare_model:
         source=model_source(),
     output:
         model=directory(f"{RUN}/model"),
-    params:
-        **{**model_params(), "layers": LAYER_SETS},  # every layer set, checked before any work
     log:
         f"{LOGS}/prepare_model.log",
     benchmark:
@@ -14,5 +12,7 @@ rule prepare_model:
         ENV
     resources:
         **CPU_JOB,
+    params:
+        **{**model_params(), "layers": LAYER_SETS},  # every layer set, checked before any work
     script:
         "../scripts/prepare_model.py"

@@ -6,12 +6,6 @@ rule precondition_queries:
         queries=queries_source(),
     output:
         preconditioned=f"{QUERIES}/preconditioned.safetensors",
-    params:
-        estimator=setting_value("estimator"),
-        damping=damping_of,
-        rank=setting_value("rank"),
-        query_batch_size=config["scoring"]["query_batch_size"],
-        **model_params(),
     log:
         f"{LOGS}/{{setting}}/precondition_queries.log",
     benchmark:
@@ -21,5 +15,11 @@ rule precondition_queries:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        **model_params(),
+        estimator=setting_value("estimator"),
+        damping=damping_of,
+        rank=setting_value("rank"),
+        query_batch_size=config["scoring"]["query_batch_size"],
     script:
         "../scripts/precondition_queries.py"

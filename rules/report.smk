@@ -10,8 +10,6 @@ rule report:
             caption="../scripts/influence/resources/report_caption.rst",
             category="Top influential sequences",
         ),
-    params:
-        setting=setting_label,
     log:
         f"{LOGS}/{{setting}}/report.log",
     conda:
@@ -20,5 +18,7 @@ rule report:
         gpu=0,
         mem_mb=2000,
         runtime=10,
+    params:
+        setting=setting_label,
     script:
         "../scripts/report.py"

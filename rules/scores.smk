@@ -8,10 +8,6 @@ rule score_shard:
         tokens=f"{RUN}/corpus/tokens.npy",
     output:
         scores=f"{SCORES}/shard_{{shard}}.parquet",
-    params:
-        n_shards=config["scoring"]["n_shards"],
-        batch_size=config["scoring"]["batch_size"],
-        **model_params(),
     log:
         f"{LOGS}/{{setting}}/score_shard_{{shard}}.log",
     benchmark:
@@ -21,6 +17,10 @@ rule score_shard:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        **model_params(),
+        n_shards=config["scoring"]["n_shards"],
+        batch_size=config["scoring"]["batch_size"],
     script:
         "../scripts/score_shard.py"
 
@@ -33,14 +33,14 @@ rule aggregate_scores:
     output:
         scores=f"{SCORES}/scores.parquet",
         top=f"{SCORES}/top.parquet",
-    params:
-        top_n=config["scoring"]["top_n"],
     log:
         f"{LOGS}/{{setting}}/aggregate_scores.log",
     conda:
         ENV
     resources:
         **CPU_JOB,
+    params:
+        top_n=config["scoring"]["top_n"],
     script:
         "../scripts/aggregate_scores.py"
 
@@ -55,9 +55,6 @@ rule token_scores:
         tokens=f"{RUN}/corpus/tokens.npy",
     output:
         tokens=f"{SCORES}/tokens.parquet",
-    params:
-        batch_size=config["scoring"]["batch_size"],
-        **model_params(),
     log:
         f"{LOGS}/{{setting}}/token_scores.log",
     benchmark:
@@ -67,5 +64,8 @@ rule token_scores:
     threads: THREADS
     resources:
         **GPU_JOB,
+    params:
+        **model_params(),
+        batch_size=config["scoring"]["batch_size"],
     script:
         "../scripts/token_scores.py"

@@ -12,10 +12,6 @@ rule sweep_summary:
         summary=f"{RUN}/sweep/summary.parquet",
         figure=report(f"{RUN}/sweep/sweep.png", caption="captions/sweep.rst", category="Parameter sweep"),
         caption=f"{RUN}/sweep/caption.txt",
-    params:
-        settings=SWEEP_SETTINGS,
-        points=POINTS,
-        top_n=config["scoring"]["top_n"],
     log:
         f"{LOGS}/sweep_summary.log",
     conda:
@@ -24,5 +20,9 @@ rule sweep_summary:
         gpu=0,
         mem_mb=4000,
         runtime=20,
+    params:
+        settings=SWEEP_SETTINGS,
+        points=POINTS,
+        top_n=config["scoring"]["top_n"],
     script:
         "../scripts/sweep_summary.py"

@@ -12,6 +12,12 @@ with rule_log(smk.log[0], "eigendecompose", **smk.params) as (log, stats):
     eigen = eigendecompose(sums, device=resolve_device(smk.params.device))  # float64 eigh on the GPU if any
     counts = dict(tokens=sums.n_tokens, sequences=sums.n_sequences)
     del sums  # saving serialises a copy of the eigenvectors: free the sums first
-    io.save_eigen(smk.output.eigen, eigen, meta[names.META_MODEL], meta[names.META_SETTINGS],
-                  counts["tokens"], counts["sequences"])
+    io.save_eigen(
+        smk.output.eigen,
+        eigen,
+        meta[names.META_MODEL],
+        meta[names.META_SETTINGS],
+        counts["tokens"],
+        counts["sequences"],
+    )
     stats.update(modules=len(eigen), **counts)

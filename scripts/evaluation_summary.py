@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 from influence.evaluation import figures as eval_figures
-from influence.evaluation.tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, tracing_rows
 from influence.evaluation.measures import markdown_to_html, summarise, verdict
+from influence.evaluation.tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, tracing_rows
 from influence.queries import load_queries
 from influence.runlog import rule_log
 
@@ -25,17 +25,23 @@ with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
             rows += tracing_rows(scores, documents, variants, facts, model, k)
             rows += accuracy_rows(pd.read_parquet(smk.input.accuracy[i * len(models) + j]), model)
             if model == "tiny":
-                rows += lds_rows(scores, pd.read_parquet(smk.input.lds_subsets[i]),
-                                 pd.read_parquet(smk.input.lds_outcomes[i]))
+                rows += lds_rows(
+                    scores, pd.read_parquet(smk.input.lds_subsets[i]), pd.read_parquet(smk.input.lds_outcomes[i])
+                )
     table = summarise(pool_seeds(rows))
     table.to_parquet(smk.output.table, index=False)
     out = smk.output
-    captions = {"ihvp_accuracy": eval_figures.plot_ihvp(table, out.ihvp_accuracy),
-                "lds": eval_figures.plot_lds(table, out.lds),
-                "fact_tracing": eval_figures.plot_fact_tracing(table, out.fact_tracing, k)}
+    captions = {
+        "ihvp_accuracy": eval_figures.plot_ihvp(table, out.ihvp_accuracy),
+        "lds": eval_figures.plot_lds(table, out.lds),
+        "fact_tracing": eval_figures.plot_fact_tracing(table, out.fact_tracing, k),
+    }
     for name in captions:
-        measures = {"ihvp_accuracy": ["spearman", "relative_error"], "lds": ["lds"],
-                    "fact_tracing": [f"recall_at_{k}", "mrr"]}[name]
+        measures = {
+            "ihvp_accuracy": ["spearman", "relative_error"],
+            "lds": ["lds"],
+            "fact_tracing": [f"recall_at_{k}", "mrr"],
+        }[name]
         table[table["measure"].isin(measures)].to_parquet(Path(out.table).with_name(f"{name}.parquet"), index=False)
     Path(out.captions).write_text(json.dumps(captions, indent=2))
     accuracy = table[(table["measure"] == "accuracy") & (table["variant"] == "original")]

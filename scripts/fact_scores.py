@@ -1,16 +1,18 @@
 """Rule fact_scores: every estimator's scores of the planted corpus for every query, and query accuracy."""
 
 import pandas as pd
-from influence.evaluation.attribution import baseline_scores, influence_scores, scores_long
 from influence.engine.model import load_tokenizer
+from influence.evaluation.attribution import baseline_scores, influence_scores, scores_long
+from influence.evaluation.training import completion_stats, encode_texts
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
-from influence.evaluation.training import completion_stats, encode_texts
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with rule_log(smk.log[0], "fact_scores", model=smk.wildcards.model, seed=smk.wildcards.seed,
-              **smk.params) as (log, stats):
+with rule_log(smk.log[0], "fact_scores", model=smk.wildcards.model, seed=smk.wildcards.seed, **smk.params) as (
+    log,
+    stats,
+):
     model, layers, _ = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
     documents = pd.read_parquet(smk.input.documents)
@@ -20,10 +22,18 @@ with rule_log(smk.log[0], "fact_scores", model=smk.wildcards.model, seed=smk.wil
     settings = {**smk.params.scoring, "seed": int(smk.wildcards.seed)}
     scores = influence_scores(model, layers, tokenizer, queries, sequences, settings)
     scores.update(baseline_scores(model, tokenizer, queries, texts, sequences, settings["batch_size"]))
-    scores_long(scores, [q.id for q in queries], documents["seq_id"].tolist()).to_parquet(smk.output.scores,
-                                                                                          index=False)
+    scores_long(scores, [q.id for q in queries], documents["seq_id"].tolist()).to_parquet(
+        smk.output.scores, index=False
+    )
     log_probs, correct = completion_stats(model, tokenizer, queries)
-    pd.DataFrame({"query_id": [q.id for q in queries], "variant": [q.tags.get("variant") for q in queries],
-                  "log_prob": log_probs, "correct": correct}).to_parquet(smk.output.accuracy, index=False)
-    stats.update(describe_model(model, layers), documents=len(texts), queries=len(queries),
-                 accuracy=float(correct.mean()))
+    pd.DataFrame(
+        {
+            "query_id": [q.id for q in queries],
+            "variant": [q.tags.get("variant") for q in queries],
+            "log_prob": log_probs,
+            "correct": correct,
+        }
+    ).to_parquet(smk.output.accuracy, index=False)
+    stats.update(
+        describe_model(model, layers), documents=len(texts), queries=len(queries), accuracy=float(correct.mean())
+    )

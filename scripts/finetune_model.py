@@ -2,9 +2,9 @@
 
 import pandas as pd
 from influence.engine.model import load_tokenizer
+from influence.evaluation.training import completion_stats, encode_texts, train
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
-from influence.evaluation.training import completion_stats, encode_texts, train
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -21,8 +21,16 @@ with rule_log(smk.log[0], "finetune_model", seed=smk.wildcards.seed, **smk.param
         return accuracy >= f["target_accuracy"]
 
     sequences = encode_texts(tokenizer, texts, smk.params.max_tokens)
-    history = train(model, sequences, f["max_epochs"], f["lr"], f["batch_size"], int(smk.wildcards.seed),
-                    tokenizer.pad_token_id or 0, stop=learned)
+    history = train(
+        model,
+        sequences,
+        f["max_epochs"],
+        f["lr"],
+        f["batch_size"],
+        int(smk.wildcards.seed),
+        tokenizer.pad_token_id or 0,
+        stop=learned,
+    )
     model.save_pretrained(smk.output.model)
     tokenizer.save_pretrained(smk.output.model)
     stats.update(describe_model(model, layers), sequences=len(sequences), epochs=len(history), final_loss=history[-1])

@@ -11,10 +11,12 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "fit_eigenvalue_correction", shard=smk.wildcards.part, **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     eigen = io.load_eigen(smk.input.eigen, digest)
-    first, batches = fitting_batches(Path(smk.input.sequences).parent, smk.params.fitting, int(smk.wildcards.part),
-                                     smk.params.fitting["n_shards"])
+    first, batches = fitting_batches(
+        Path(smk.input.sequences).parent, smk.params.fitting, int(smk.wildcards.part), smk.params.fitting["n_shards"]
+    )
     # Another seed than the covariance's: fresh label samples, as kronfluence draws them.
-    sums = fit_eigenvalue_correction(model, layers, eigen, batches, smk.params.fisher,
-                                     seed=smk.params.fitting["seed"] + 1, first_batch=first)
+    sums = fit_eigenvalue_correction(
+        model, layers, eigen, batches, smk.params.fisher, seed=smk.params.fitting["seed"] + 1, first_batch=first
+    )
     io.save_factor_sums(smk.output.correction, sums, names.KIND_CORRECTION, digest, fitting_settings(smk.params))
     stats.update(describe_model(model, layers), sequences=sums.n_sequences, tokens=sums.n_tokens)

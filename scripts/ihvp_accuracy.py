@@ -2,11 +2,11 @@
 
 import pandas as pd
 from influence.engine.data import iter_batches, query_batches
-from influence.evaluation.exact import ihvp_accuracy
 from influence.engine.model import load_tokenizer
+from influence.evaluation.exact import ihvp_accuracy
+from influence.evaluation.training import encode_texts
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
-from influence.evaluation.training import encode_texts
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -17,9 +17,22 @@ with rule_log(smk.log[0], "ihvp_accuracy", seed=smk.wildcards.seed, **smk.params
     sequences = encode_texts(tokenizer, pd.read_parquet(smk.input.documents)["text"].tolist(), smk.params.max_tokens)
     batches = list(iter_batches(sequences, smk.params.batch_size, tokenizer.pad_token_id))
     queries = load_queries(smk.input.queries)
-    table = ihvp_accuracy(model, layers, batches, query_batches(tokenizer, queries), [q.id for q in queries],
-                          batches, settings["dampings"], settings["fishers"], int(smk.wildcards.seed),
-                          settings["lissa"])
+    table = ihvp_accuracy(
+        model,
+        layers,
+        batches,
+        query_batches(tokenizer, queries),
+        [q.id for q in queries],
+        batches,
+        settings["dampings"],
+        settings["fishers"],
+        int(smk.wildcards.seed),
+        settings["lissa"],
+    )
     table.to_parquet(smk.output.table, index=False)
-    stats.update(describe_model(model, layers), parameters=sum(lay.d_out * lay.d_in_total for lay in layers.values()),
-                 sequences=len(sequences), queries=len(queries))
+    stats.update(
+        describe_model(model, layers),
+        parameters=sum(lay.d_out * lay.d_in_total for lay in layers.values()),
+        sequences=len(sequences),
+        queries=len(queries),
+    )

@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 from influence.engine.model import load_tokenizer
+from influence.evaluation.training import completion_stats, encode_texts, tiny_llama, train
 from influence.queries import load_queries
 from influence.runlog import rule_log
-from influence.evaluation.training import completion_stats, encode_texts, tiny_llama, train
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, **smk.params) as (log, stats):
@@ -22,8 +22,16 @@ with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, **smk.params) 
         log.info("subset %d of %d: %d sequences", subset + 1, lds["n_subsets"], n_keep)
         # Same initialisation and hyperparameters as the full model: only the training data differ.
         model = tiny_llama(len(tokenizer), t["hidden_size"], t["intermediate_size"], t["n_layers"], t["n_heads"], seed)
-        train(model, [sequences[i] for i in keep], t["epochs"], t["lr"], t["batch_size"], seed,
-              tokenizer.pad_token_id, progress=False)
+        train(
+            model,
+            [sequences[i] for i in keep],
+            t["epochs"],
+            t["lr"],
+            t["batch_size"],
+            seed,
+            tokenizer.pad_token_id,
+            progress=False,
+        )
         log_probs, _ = completion_stats(model, tokenizer, queries)
         subsets.append(pd.DataFrame({"subset": subset, "seq_id": documents["seq_id"].to_numpy()[keep]}))
         outcomes.append(pd.DataFrame({"subset": subset, "query_id": [q.id for q in queries], "log_prob": log_probs}))

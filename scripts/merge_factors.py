@@ -12,10 +12,16 @@ with rule_log(smk.log[0], "merge_factors", factor=smk.wildcards.factor, shards=l
     kind = KINDS[smk.wildcards.factor]
     metas = [io.read_metadata(path) for path in smk.input.shards]
     for path, meta in zip(smk.input.shards, metas):
-        if (meta[names.META_MODEL], meta[names.META_SETTINGS]) != (metas[0][names.META_MODEL], metas[0][names.META_SETTINGS]):
-            raise ValueError(f"{path} was fitted on another model or with other settings than {smk.input.shards[0]}; "
-                             "delete the factor shards and rerun.")
-    merged = reduce(lambda a, b: a.merge(b), (io.load_factor_sums(p, kind, metas[0][names.META_MODEL])
-                                              for p in smk.input.shards))
+        if (meta[names.META_MODEL], meta[names.META_SETTINGS]) != (
+            metas[0][names.META_MODEL],
+            metas[0][names.META_SETTINGS],
+        ):
+            raise ValueError(
+                f"{path} was fitted on another model or with other settings than {smk.input.shards[0]}; "
+                "delete the factor shards and rerun."
+            )
+    merged = reduce(
+        lambda a, b: a.merge(b), (io.load_factor_sums(p, kind, metas[0][names.META_MODEL]) for p in smk.input.shards)
+    )
     io.save_factor_sums(smk.output.merged, merged, kind, metas[0][names.META_MODEL], metas[0][names.META_SETTINGS])
     stats.update(sequences=merged.n_sequences, tokens=merged.n_tokens)

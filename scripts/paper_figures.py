@@ -26,8 +26,9 @@ with rule_log(smk.log[0], "paper_figures", **smk.params) as (log, stats):
     }
     fits = analysis.power_law_fits(scores)
     tokenizer = load_tokenizer(smk.input.model)
-    completion_tokens = {q.id: sum(label >= 0 for label in encode_query(tokenizer, q.id, q.prompt, q.completion)[1])
-                         for q in queries}
+    completion_tokens = {
+        q.id: sum(label >= 0 for label in encode_query(tokenizer, q.id, q.prompt, q.completion)[1]) for q in queries
+    }
     n_tokens = pd.read_parquet(smk.input.sequences, columns=["seq_id", "n_tokens"]).set_index("seq_id")["n_tokens"]
     captions = {
         "sparsity": figures.plot_sparsity(tables["sparsity"], smk.output.sparsity, fits),

@@ -11,5 +11,9 @@ with rule_log(smk.log[0], "prepare_model", source=smk.input.source, **smk.params
     sets = {name: select_layers(model, pattern) for name, pattern in smk.params.layers.items()}
     layers = next(iter(sets.values()))
     save_dequantised(model, tokenizer, smk.output.model)
-    stats.update(describe_model(model, layers), fingerprint=fingerprint(layers), layer_sets={n: len(s) for n, s in sets.items()},
-                 parameters=sum(p.numel() for p in model.parameters()))
+    stats.update(
+        describe_model(model, layers),
+        fingerprint=fingerprint(layers),
+        layer_sets={n: len(s) for n, s in sets.items()},
+        parameters=sum(p.numel() for p in model.parameters()),
+    )

@@ -25,17 +25,20 @@ with rule_log(smk.log[0], "sample_figures", **smk.params) as (log, stats):
     ekfac = scores[scores["estimator"] == "ekfac"]
     n_sample = full["seq_id"].nunique()
     tables = {
-        "tfidf_recall": analysis.tfidf_recall(by_estimator[main], pd.read_parquet(smk.input.tfidf),
-                                              smk.params.true_k, cutoffs(n_sample)),
+        "tfidf_recall": analysis.tfidf_recall(
+            by_estimator[main], pd.read_parquet(smk.input.tfidf), smk.params.true_k, cutoffs(n_sample)
+        ),
         "query_batching": analysis.rank_agreement_sweep(
-            ekfac[ekfac["query_rank"] == 0], {r: t for r, t in ekfac.groupby("query_rank") if r > 0}),
+            ekfac[ekfac["query_rank"] == 0], {r: t for r, t in ekfac.groupby("query_rank") if r > 0}
+        ),
         "estimator_agreement": analysis.estimator_correlations(by_estimator),
     }
     captions = {
         "tfidf_recall": figures.plot_tfidf_recall(tables["tfidf_recall"], smk.output.tfidf_recall, n_sample, main),
         "query_batching": figures.plot_rank_agreement(tables["query_batching"], smk.output.query_batching),
-        "estimator_agreement": figures.plot_estimator_correlations(tables["estimator_agreement"],
-                                                                   smk.output.estimator_agreement),
+        "estimator_agreement": figures.plot_estimator_correlations(
+            tables["estimator_agreement"], smk.output.estimator_agreement
+        ),
     }
     for name, table in tables.items():
         table.to_parquet(Path(smk.output.captions).with_name(f"{name}.parquet"), index=False)

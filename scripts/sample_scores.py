@@ -9,10 +9,10 @@ from influence.engine import io, names
 from influence.engine.data import query_batches
 from influence.engine.model import load_tokenizer
 from influence.engine.precondition import Damping, precondition_queries
-from influence.queries import english_originals_first, load_queries
-from influence.runlog import describe_model, rule_log
 from influence.engine.scores import score_many, scores_table
 from influence.engine.sequences import TokenStore, fitting_sample, ordered_batches
+from influence.queries import english_originals_first, load_queries
+from influence.runlog import describe_model, rule_log
 from influence.tfidf import IdfModel, tfidf_matrix
 from influence.workflow import load_tracked_model
 
@@ -43,8 +43,17 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
     order, candidates = ordered_batches(store, sample, smk.params.batch_size)
 
     def precondition(estimator, rank=None):
-        return precondition_queries(model, layers, [q.id for q in queries], batches, estimator, eigen, correction,
-                                    Damping(**smk.params.damping), rank)
+        return precondition_queries(
+            model,
+            layers,
+            [q.id for q in queries],
+            batches,
+            estimator,
+            eigen,
+            correction,
+            Damping(**smk.params.damping),
+            rank,
+        )
 
     tables = []
     for estimator in settings["estimators"]:  # one model pass each: full-rank variants are large
@@ -57,6 +66,6 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
         del variants
     pd.concat(tables, ignore_index=True).to_parquet(smk.output.scores, index=False)
     tfidf_ranks(IdfModel.load(smk.input.idf), {q.id: q.text for q in queries}, order, store).to_parquet(
-        smk.output.tfidf, index=False)
-    stats.update(describe_model(model, layers), queries=len(queries), sample=len(order),
-                 variants=len(tables))
+        smk.output.tfidf, index=False
+    )
+    stats.update(describe_model(model, layers), queries=len(queries), sample=len(order), variants=len(tables))

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pandas as pd
 from influence.engine import io
-from influence.runlog import describe_model, rule_log
 from influence.engine.scores import score_candidates, scores_table
 from influence.engine.sequences import TokenStore, ordered_batches, shard
+from influence.runlog import describe_model, rule_log
 from influence.tfidf import candidate_union
 from influence.workflow import load_tracked_model
 
@@ -14,11 +14,15 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "score_shard", shard=smk.wildcards.shard, **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     pre = io.load_preconditioned(smk.input.preconditioned, digest)
-    seq_ids = shard(candidate_union(pd.read_parquet(smk.input.candidates)), int(smk.wildcards.shard),
-                    smk.params.n_shards)
+    seq_ids = shard(
+        candidate_union(pd.read_parquet(smk.input.candidates)), int(smk.wildcards.shard), smk.params.n_shards
+    )
     store = TokenStore(Path(smk.input.sequences).parent)
     order, batches = ordered_batches(store, seq_ids, smk.params.batch_size)
     scores = score_candidates(model, layers, pre, batches)
     scores_table(scores, order, pre.query_ids).to_parquet(smk.output.scores, index=False)
-    stats.update(describe_model(model, layers), candidates=len(order),
-                 tokens=int(store.table.loc[order, "n_tokens"].sum()) if order else 0)
+    stats.update(
+        describe_model(model, layers),
+        candidates=len(order),
+        tokens=int(store.table.loc[order, "n_tokens"].sum()) if order else 0,
+    )

@@ -9,8 +9,10 @@ from influence.sweep import compare_to_base, plot_sweep, summarise
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "sweep_summary", points=len(smk.params.settings), top_n=smk.params.top_n) as (log, stats):
     settings = list(smk.params.settings)
-    scores = {s: pd.read_parquet(path, columns=["query_id", "seq_id", "influence"])
-              for s, path in zip(settings, smk.input.scores)}
+    scores = {
+        s: pd.read_parquet(path, columns=["query_id", "seq_id", "influence"])
+        for s, path in zip(settings, smk.input.scores)
+    }
     points = dict(zip(settings, smk.params.points))
     table = compare_to_base(scores, points, base=settings[0], top_n=smk.params.top_n)
     summary = summarise(table)

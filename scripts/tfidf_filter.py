@@ -11,5 +11,6 @@ with rule_log(smk.log[0], "tfidf_filter", top_k=top_k) as (log, stats):
     queries = {q.id: q.text for q in load_queries(smk.input.queries)}
     candidates = top_k_candidates(idf, corpus_chunks(smk.input.sequences), queries, k=top_k)
     candidates.to_parquet(smk.output.candidates, index=False)
-    stats.update(documents=idf.n_docs, queries=len(queries), rows=len(candidates),
-                 union=len(candidate_union(candidates)))
+    stats.update(
+        documents=idf.n_docs, queries=len(queries), rows=len(candidates), union=len(candidate_union(candidates))
+    )

@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 from influence.engine import io
 from influence.engine.model import load_tokenizer
-from influence.runlog import describe_model, rule_log
 from influence.engine.scores import token_scores
 from influence.engine.sequences import TokenStore, ordered_batches
+from influence.runlog import describe_model, rule_log
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -24,8 +24,10 @@ with rule_log(smk.log[0], "token_scores", **smk.params) as (log, stats):
         token_ids = store.ids(seq_id)
         for q, query_id in enumerate(pre.query_ids):
             if (query_id, seq_id) in wanted:
-                rows += [(query_id, seq_id, t, tid, tokenizer.decode([tid]), float(scores[t, q]))
-                         for t, tid in enumerate(token_ids)]
+                rows += [
+                    (query_id, seq_id, t, tid, tokenizer.decode([tid]), float(scores[t, q]))
+                    for t, tid in enumerate(token_ids)
+                ]
     columns = ["query_id", "seq_id", "position", "token_id", "token", "influence"]
     pd.DataFrame(rows, columns=columns).to_parquet(smk.output.tokens, index=False)
     stats.update(describe_model(model, layers), pairs=len(wanted), rows=len(rows))

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from influence.corpus import read_corpus, read_wordnet_glosses
 from influence.engine.model import load_tokenizer
-from influence.runlog import rule_log
 from influence.engine.sequences import tokenize_corpus
+from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "tokenize_corpus", corpus=list(smk.input.corpus), **smk.params) as (log, stats):
@@ -13,7 +13,12 @@ with rule_log(smk.log[0], "tokenize_corpus", corpus=list(smk.input.corpus), **sm
         corpus = read_wordnet_glosses(Path(smk.input.corpus[0]).parent)
     else:
         corpus = read_corpus(smk.input.corpus[0], smk.params.text_field, smk.params.id_field)
-    table = tokenize_corpus(load_tokenizer(smk.input.model), corpus, smk.params.max_tokens,
-                            Path(smk.output.sequences).parent)
-    stats.update(documents=len(corpus), sequences=len(table), tokens=int(table["n_tokens"].sum()),
-                 dropped_under_two_tokens=len(corpus) - len(table))
+    table = tokenize_corpus(
+        load_tokenizer(smk.input.model), corpus, smk.params.max_tokens, Path(smk.output.sequences).parent
+    )
+    stats.update(
+        documents=len(corpus),
+        sequences=len(table),
+        tokens=int(table["n_tokens"].sum()),
+        dropped_under_two_tokens=len(corpus) - len(table),
+    )

@@ -21,8 +21,14 @@ def tiny_llama(mlp_bias: bool = False, seed: int = 0, dtype=torch.float64):
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=VOCAB, mlp_bias=mlp_bias, tie_word_embeddings=True,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        mlp_bias=mlp_bias,
+        tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config).to(dtype).eval()
 
@@ -31,8 +37,9 @@ def tiny_gpt2(seed: int = 0, dtype=torch.float64):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=32,
-                        bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     return GPT2LMHeadModel(config).to(dtype).eval()
 
 

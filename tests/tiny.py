@@ -8,14 +8,38 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_QUERIES = [
-    {"id": "capital_france", "prompt": "The capital of France is", "completion": " Paris",
-     "tags": {"group": "capital_france", "lang": "en", "order": "original", "kind": "capital", "a": "France",
-              "b": "Paris"}},
-    {"id": "capital_france_fr", "prompt": "La capitale de la France est", "completion": " Paris",
-     "tags": {"group": "capital_france", "lang": "fr", "order": "original"}},
-    {"id": "planet_largest", "prompt": "The largest planet in the solar system is", "completion": " Jupiter",
-     "tags": {"group": "planet_largest", "lang": "en", "order": "original", "kind": "planet",
-              "a": "the solar system", "b": "Jupiter"}},
+    {
+        "id": "capital_france",
+        "prompt": "The capital of France is",
+        "completion": " Paris",
+        "tags": {
+            "group": "capital_france",
+            "lang": "en",
+            "order": "original",
+            "kind": "capital",
+            "a": "France",
+            "b": "Paris",
+        },
+    },
+    {
+        "id": "capital_france_fr",
+        "prompt": "La capitale de la France est",
+        "completion": " Paris",
+        "tags": {"group": "capital_france", "lang": "fr", "order": "original"},
+    },
+    {
+        "id": "planet_largest",
+        "prompt": "The largest planet in the solar system is",
+        "completion": " Jupiter",
+        "tags": {
+            "group": "planet_largest",
+            "lang": "en",
+            "order": "original",
+            "kind": "planet",
+            "a": "the solar system",
+            "b": "Jupiter",
+        },
+    },
 ]
 IDENTICAL_SEQ = "identical_to_query"
 
@@ -32,8 +56,11 @@ def snakemake(*args, cwd=ROOT, check=True) -> subprocess.CompletedProcess:
 def planned_jobs(*args) -> dict[str, int]:
     """Jobs per rule that a dry run with these arguments plans (its `rules` summary table)."""
     out = snakemake("--dry-run", "--quiet", "rules", *args).stdout
-    return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit() and line.split()[0] != "total"}
+    return {
+        line.split()[0]: int(line.split()[1])
+        for line in out.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit() and line.split()[0] != "total"
+    }
 
 
 def build_tiny_model(directory: Path) -> None:
@@ -44,8 +71,15 @@ def build_tiny_model(directory: Path) -> None:
 
     tokenizer = load_tokenizer(default_gguf_path())
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), tie_word_embeddings=True)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
 

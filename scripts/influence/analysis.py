@@ -29,8 +29,7 @@ PAIR_COLUMNS = ["group", "lang", "query_id", "reference_id", "relative_influence
 
 def _ranked(scores: pd.DataFrame) -> pd.DataFrame:
     """Rows sorted by query then influence (descending, ties by seq_id), with `rank` (1 = largest)."""
-    ordered = scores.sort_values(["query_id", "influence", "seq_id"], ascending=[True, False, True],
-                                 ignore_index=True)
+    ordered = scores.sort_values(["query_id", "influence", "seq_id"], ascending=[True, False, True], ignore_index=True)
     return ordered.assign(rank=ordered.groupby("query_id").cumcount() + 1)
 
 
@@ -42,13 +41,20 @@ def _top_k(scores: pd.DataFrame, k: int) -> dict[str, list]:
 
 # --- Sparsity ---------------------------------------------------------------------------------
 
+
 def sorted_influences(scores: pd.DataFrame) -> pd.DataFrame:
     """Each query's influences, descending: columns query_id, rank (1 = largest), influence."""
     return _ranked(scores)[["query_id", "rank", "influence"]]
 
 
-def power_law_tail(values: Iterable[float], tail_fraction: float = 0.5, x_min: float | None = None,
-                   n_boot: int = 0, level: float = 0.95, seed: int = 0) -> dict:
+def power_law_tail(
+    values: Iterable[float],
+    tail_fraction: float = 0.5,
+    x_min: float | None = None,
+    n_boot: int = 0,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """Continuous power-law MLE for the tail of the positive values (Clauset et al. 2009, eq. 3.1).
 
     `exponent` is α of the *density* p(x) ∝ x^-α for x ≥ x_min: α = 1 + n / Σ ln(x_i / x_min).
@@ -65,8 +71,14 @@ def power_law_tail(values: Iterable[float], tail_fraction: float = 0.5, x_min: f
         x_min = float(x[n_top - 1]) if n_top > 0 else float("nan")
     logs = np.log(x[x >= x_min] / x_min) if np.isfinite(x_min) and x_min > 0 else np.zeros(0)
     n, total = len(logs), float(logs.sum())
-    result = {"exponent": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-              "x_min": float(x_min), "n_tail": int(n), "rank_exponent": float("nan")}
+    result = {
+        "exponent": float("nan"),
+        "ci_low": float("nan"),
+        "ci_high": float("nan"),
+        "x_min": float(x_min),
+        "n_tail": int(n),
+        "rank_exponent": float("nan"),
+    }
     if n < 2 or total <= 0:  # every tail value equal to x_min: no slope to fit
         return result
     alpha = 1.0 + n / total
@@ -83,10 +95,11 @@ def power_law_tail(values: Iterable[float], tail_fraction: float = 0.5, x_min: f
 
 def power_law_fits(scores: pd.DataFrame, tail_fraction: float = 0.5, **options) -> pd.DataFrame:
     """`power_law_tail` per query: columns query_id, exponent, ci_low, ci_high, x_min, n_tail, rank_exponent."""
-    rows = [{"query_id": q, **power_law_tail(g["influence"].to_numpy(), tail_fraction, **options)}
-            for q, g in scores.groupby("query_id", sort=True)]
-    return pd.DataFrame(rows, columns=["query_id", "exponent", "ci_low", "ci_high", "x_min", "n_tail",
-                                       "rank_exponent"])
+    rows = [
+        {"query_id": q, **power_law_tail(g["influence"].to_numpy(), tail_fraction, **options)}
+        for q, g in scores.groupby("query_id", sort=True)
+    ]
+    return pd.DataFrame(rows, columns=["query_id", "exponent", "ci_low", "ci_high", "x_min", "n_tail", "rank_exponent"])
 
 
 def top_share(scores: pd.DataFrame, ks: Iterable[int] = (1, 10, 100)) -> pd.DataFrame:
@@ -106,8 +119,11 @@ def top_share(scores: pd.DataFrame, ks: Iterable[int] = (1, 10, 100)) -> pd.Data
     return pd.DataFrame(rows, columns=["query_id", "k", "share"])
 
 
-def max_influence_table(scores: pd.DataFrame, n_tokens_by_seq: Mapping[str, int] | pd.Series,
-                        completion_tokens_by_query: Mapping[str, int] | pd.Series) -> pd.DataFrame:
+def max_influence_table(
+    scores: pd.DataFrame,
+    n_tokens_by_seq: Mapping[str, int] | pd.Series,
+    completion_tokens_by_query: Mapping[str, int] | pd.Series,
+) -> pd.DataFrame:
     """The largest influence of each query, raw and normalised.
 
     L_q sums the completion's cross-entropy and L_z the candidate's, so influence grows with both
@@ -140,6 +156,7 @@ def depth_order(modules: Iterable[str]) -> list[str]:
 
     Modules without a block go first if they look like embeddings, else last (lm_head, final norm).
     """
+
     def key(item: tuple[int, str]) -> tuple[float, int]:
         position, name = item
         block = block_index(name)
@@ -172,19 +189,21 @@ def layer_shares(scores: pd.DataFrame, top_n: int = 10, mode: str = "abs") -> pd
     top = ranked[ranked["rank"] <= top_n]
     values = top[columns].to_numpy(float)
     values = np.abs(values) if mode == "abs" else np.clip(values, 0, None)
-    layers = [c[len(LAYER_PREFIX):] for c in columns]
+    layers = [c[len(LAYER_PREFIX) :] for c in columns]
     per_query = pd.DataFrame(values, columns=layers).groupby(top["query_id"].to_numpy(), sort=True).sum()
     totals = per_query.sum(axis=1)
     shares = per_query.div(totals.where(totals > 0), axis=0)[depth_order(layers)]
     long = shares.rename_axis("query_id").reset_index().melt("query_id", var_name="layer", value_name="share")
     order = {name: i for i, name in enumerate(shares.columns)}
-    long = long.sort_values(["query_id", "layer"], key=lambda s: s.map(order) if s.name == "layer" else s,
-                            ignore_index=True)
+    long = long.sort_values(
+        ["query_id", "layer"], key=lambda s: s.map(order) if s.name == "layer" else s, ignore_index=True
+    )
     long.insert(2, "block", pd.array([block_index(m) for m in long["layer"]], dtype="Int64"))
     return long
 
 
 # --- Variants of one fact: translations and flipped phrase order ------------------------------
+
 
 def tags_table(queries_tags) -> pd.DataFrame:
     """Columns query_id, group, lang, order from {query_id: tags}, Query objects, or a DataFrame.
@@ -260,14 +279,16 @@ def flip_comparison(scores: pd.DataFrame, queries_tags, k: int = 10) -> pd.DataF
 
 # --- Agreement between approximations ---------------------------------------------------------
 
+
 def rank_agreement(full: pd.DataFrame, low_rank: pd.DataFrame) -> pd.DataFrame:
     """Per query, how well low-rank query scores reproduce full-rank ones on the same pairs.
 
     Columns query_id, spearman (ρ of the two influences over candidates), relative_l2
     (‖low − full‖ / ‖full‖ over candidates).
     """
-    merged = full[KEYS + ["influence"]].merge(low_rank[KEYS + ["influence"]], on=KEYS, suffixes=("_full", "_low"),
-                                              validate="one_to_one")
+    merged = full[KEYS + ["influence"]].merge(
+        low_rank[KEYS + ["influence"]], on=KEYS, suffixes=("_full", "_low"), validate="one_to_one"
+    )
     if not len(merged) == len(full) == len(low_rank):
         raise ValueError("the two score tables must hold the same (query_id, seq_id) pairs")
     rows = []
@@ -292,16 +313,22 @@ def estimator_correlations(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """
     names, rows = list(tables), []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             merged = tables[a][KEYS + ["influence"]].merge(tables[b][KEYS + ["influence"]], on=KEYS)
-            rho = pd.Series([spearman(g["influence_x"].to_numpy(float), g["influence_y"].to_numpy(float))
-                             for _, g in merged.groupby("query_id")], dtype=float)
+            rho = pd.Series(
+                [
+                    spearman(g["influence_x"].to_numpy(float), g["influence_y"].to_numpy(float))
+                    for _, g in merged.groupby("query_id")
+                ],
+                dtype=float,
+            )
             rows.append((a, b, rho.mean(), rho.min(), int(rho.notna().sum())))
     return pd.DataFrame(rows, columns=["estimator_a", "estimator_b", "spearman_mean", "spearman_min", "n_queries"])
 
 
-def tfidf_recall(exhaustive_scores: pd.DataFrame, tfidf_ranks: pd.DataFrame, true_k: int,
-                 k_primes: Iterable[int]) -> pd.DataFrame:
+def tfidf_recall(
+    exhaustive_scores: pd.DataFrame, tfidf_ranks: pd.DataFrame, true_k: int, k_primes: Iterable[int]
+) -> pd.DataFrame:
     """Of each query's true top-`true_k` sequences (influence scored on the whole corpus), the fraction
     whose TF-IDF rank is ≤ k′.
 
@@ -312,7 +339,14 @@ def tfidf_recall(exhaustive_scores: pd.DataFrame, tfidf_ranks: pd.DataFrame, tru
     ranked = _ranked(exhaustive_scores[KEYS + ["influence"]])
     true = ranked.loc[ranked["rank"] <= true_k, KEYS].merge(tfidf_ranks[KEYS + ["tfidf_rank"]], on=KEYS, how="left")
     retrieved_at = true["tfidf_rank"].astype(float).fillna(np.inf)
-    tables = [(retrieved_at <= k).groupby(true["query_id"], sort=True).mean().rename("recall").reset_index()
-              .assign(k_prime=int(k)) for k in k_primes]
+    tables = [
+        (retrieved_at <= k)
+        .groupby(true["query_id"], sort=True)
+        .mean()
+        .rename("recall")
+        .reset_index()
+        .assign(k_prime=int(k))
+        for k in k_primes
+    ]
     out = pd.concat(tables, ignore_index=True).assign(true_k=int(true_k))
     return out.sort_values(["query_id", "k_prime"], ignore_index=True)[["query_id", "k_prime", "recall", "true_k"]]

@@ -26,8 +26,18 @@ from .stats import t_interval
 GROUPS = ("same_order", "flipped", "a_removed", "b_removed")
 CONTROL = "other_fact"
 PROBE_COLUMNS = ["probe_id", "fact_id", "group", "template", "text"]
-SUMMARY_COLUMNS = ["query_id", "group", "n", "mean", "ci_low", "ci_high", "relative", "relative_ci_low",
-                   "relative_ci_high", "corpus_percentile"]
+SUMMARY_COLUMNS = [
+    "query_id",
+    "group",
+    "n",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "relative",
+    "relative_ci_low",
+    "relative_ci_high",
+    "corpus_percentile",
+]
 
 
 def make_probes(queries: Iterable, templates: Mapping[str, Mapping[str, list[str]]]) -> pd.DataFrame:
@@ -49,8 +59,10 @@ def make_probes(queries: Iterable, templates: Mapping[str, Mapping[str, list[str
                 try:
                     text = template.format(a=tags["a"], b=tags["b"])
                 except (KeyError, IndexError) as err:
-                    raise ValueError(f"probes.{tags['kind']}.{group}[{i}] {template!r}: only {{a}} and {{b}} "
-                                     f"can be filled ({err!r}).") from None
+                    raise ValueError(
+                        f"probes.{tags['kind']}.{group}[{i}] {template!r}: only {{a}} and {{b}} "
+                        f"can be filled ({err!r})."
+                    ) from None
                 rows.append((f"probe:{query.id}:{group}:{i}", query.id, group, i, text))
     return pd.DataFrame(rows, columns=PROBE_COLUMNS)
 
@@ -79,6 +91,7 @@ def probe_summary(probe_scores: pd.DataFrame, corpus_scores: pd.DataFrame, confi
                 continue
             mean, low, high, _ = t_interval(values.to_numpy(float), confidence)
             percentile = float((corpus < mean).mean()) if len(corpus) else float("nan")
-            rows.append((query_id, group, len(values), mean, low, high, mean / scale, low / scale, high / scale,
-                         percentile))
+            rows.append(
+                (query_id, group, len(values), mean, low, high, mean / scale, low / scale, high / scale, percentile)
+            )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -45,7 +45,9 @@ def load_queries(path: str | Path) -> list[Query]:
             raise ValueError(f"{where}: duplicate id {entry['id']!r}.")
         tags = entry.get("tags", {}) or {}
         if not isinstance(tags, dict):
-            raise ValueError(f"{where} ({entry['id']}): 'tags' must be a mapping such as {{lang: en, group: capitals}}.")
+            raise ValueError(
+                f"{where} ({entry['id']}): 'tags' must be a mapping such as {{lang: en, group: capitals}}."
+            )
         seen.add(entry["id"])
         queries.append(Query(entry["id"], entry["prompt"], entry["completion"], {k: str(v) for k, v in tags.items()}))
     return queries
@@ -53,6 +55,7 @@ def load_queries(path: str | Path) -> list[Query]:
 
 def english_originals_first(queries: list[Query], n: int) -> list[Query]:
     """The first `n` queries, English originals (tags lang en, order original) before the rest."""
+
     def is_original(q: Query) -> bool:
         return q.tags.get("lang", "en") == "en" and q.tags.get("order", "original") == "original"
 

@@ -45,18 +45,25 @@ def _query_section(query: Query, top: pd.DataFrame, tokens: pd.DataFrame) -> str
     for row in top.sort_values("influence_rank").itertuples():
         rank = "-" if pd.isna(row.tfidf_rank) else int(row.tfidf_rank)
         text = highlight(tokens[tokens["seq_id"] == row.seq_id].sort_values("position"))
-        rows.append(f"<tr><td class=num>{row.influence_rank}</td><td class=num>{row.influence:.4g}</td>"
-                    f"<td class=num>{rank}</td><td>{html.escape(str(row.seq_id))}</td><td>{text}</td></tr>")
-    return (f'<h2 id="{html.escape(query.id)}">{html.escape(query.id)}</h2><p>{html.escape(tags)}</p>'
-            f'<p class=query>{html.escape(query.prompt)}<span class=completion>{html.escape(query.completion)}</span></p>'
-            "<table><tr><th>rank</th><th>influence</th><th>TF-IDF rank</th><th>seq_id</th><th>text</th></tr>"
-            + "".join(rows) + "</table>")
+        rows.append(
+            f"<tr><td class=num>{row.influence_rank}</td><td class=num>{row.influence:.4g}</td>"
+            f"<td class=num>{rank}</td><td>{html.escape(str(row.seq_id))}</td><td>{text}</td></tr>"
+        )
+    return (
+        f'<h2 id="{html.escape(query.id)}">{html.escape(query.id)}</h2><p>{html.escape(tags)}</p>'
+        f"<p class=query>{html.escape(query.prompt)}<span class=completion>{html.escape(query.completion)}</span></p>"
+        "<table><tr><th>rank</th><th>influence</th><th>TF-IDF rank</th><th>seq_id</th><th>text</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def render_report(queries: list[Query], top: pd.DataFrame, tokens: pd.DataFrame, setting: str) -> str:
     """The whole HTML page."""
     index = " · ".join(f'<a href="#{html.escape(q.id)}">{html.escape(q.id)}</a>' for q in queries)
     sections = [_query_section(q, top[top["query_id"] == q.id], tokens[tokens["query_id"] == q.id]) for q in queries]
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>Top influential sequences</title>"
-            f"<style>{STYLE}</style></head><body><h1>Top influential sequences</h1>"
-            f"<p>{html.escape(CAPTION.format(setting=setting))}</p><p>{index}</p>{''.join(sections)}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>Top influential sequences</title>"
+        f"<style>{STYLE}</style></head><body><h1>Top influential sequences</h1>"
+        f"<p>{html.escape(CAPTION.format(setting=setting))}</p><p>{index}</p>{''.join(sections)}</body></html>"
+    )

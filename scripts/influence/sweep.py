@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from .stats import spearman
 from .figures import figure_axes
+from .stats import spearman
 
 PARAMETERS = ["layers", "top_k", "estimator", "damping", "rank"]
 
@@ -32,9 +32,17 @@ def compare_to_base(scores: dict[str, pd.DataFrame], points: dict[str, dict], ba
             common = a.index.intersection(b.index)
             rho = spearman(a[common].to_numpy(), b[common].to_numpy()) if len(common) > 2 else np.nan
             top_a, top_b = set(a.nlargest(top_n).index), set(b.nlargest(top_n).index)
-            rows.append({"setting": setting, "changed": _changed(point, points[base]),
-                         **{key: "full" if point[key] is None else str(point[key]) for key in PARAMETERS}, "query_id": query_id,
-                         "n_common": len(common), "spearman": rho, "top_overlap": len(top_a & top_b) / top_n})
+            rows.append(
+                {
+                    "setting": setting,
+                    "changed": _changed(point, points[base]),
+                    **{key: "full" if point[key] is None else str(point[key]) for key in PARAMETERS},
+                    "query_id": query_id,
+                    "n_common": len(common),
+                    "spearman": rho,
+                    "top_overlap": len(top_a & top_b) / top_n,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -56,8 +64,9 @@ def plot_sweep(summary: pd.DataFrame, path: str | os.PathLike, top_n: int) -> st
             panel = pd.concat([base, summary[summary["changed"] == key]])
             labels = panel[key] if key != "grid" else panel["setting"]
             x = np.arange(len(panel))
-            for offset, (measure, name) in enumerate([("spearman", "Spearman ρ with base"),
-                                                      ("top_overlap", f"top-{top_n} overlap with base")]):
+            for offset, (measure, name) in enumerate(
+                [("spearman", "Spearman ρ with base"), ("top_overlap", f"top-{top_n} overlap with base")]
+            ):
                 mid = panel[f"{measure}_q50"].to_numpy()
                 err = [mid - panel[f"{measure}_q25"].to_numpy(), panel[f"{measure}_q75"].to_numpy() - mid]
                 ax.errorbar(x + 0.1 * (offset - 0.5), mid, yerr=err, fmt="o", capsize=3, label=name)
@@ -68,6 +77,8 @@ def plot_sweep(summary: pd.DataFrame, path: str | os.PathLike, top_n: int) -> st
             ax.set_ylim(-1.05, 1.05)
             ax.axhline(0, color="grey", lw=0.5)
             ax.legend(fontsize=7, loc="lower left")
-    return (f"How the rankings move across the sweep: for each point, the median over queries (bars: quartiles) "
-            f"of the Spearman correlation of its scores with the run's own setting over the candidates both "
-            f"scored, and the share of the setting's top-{top_n} that stays in the point's top-{top_n}.")
+    return (
+        f"How the rankings move across the sweep: for each point, the median over queries (bars: quartiles) "
+        f"of the Spearman correlation of its scores with the run's own setting over the candidates both "
+        f"scored, and the share of the setting's top-{top_n} that stays in the point's top-{top_n}."
+    )

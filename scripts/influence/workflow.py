@@ -10,8 +10,9 @@ from .engine.sequences import TokenStore, fitting_sample
 
 def load_tracked_model(model_dir: str, params) -> tuple:
     """(model, tracked layers, fingerprint) from the prepared checkpoint and the rule's params."""
-    model = load_model(model_dir, params["dtype"], params["device"], params["trust_remote_code"],
-                       params.get("device_map"))
+    model = load_model(
+        model_dir, params["dtype"], params["device"], params["trust_remote_code"], params.get("device_map")
+    )
     layers = select_layers(model, params["layers"])
     return model, layers, fingerprint(layers)
 
@@ -31,5 +32,9 @@ def fitting_batches(corpus_dir, fitting: dict, shard_index: int = 0, n_shards: i
 
 def fitting_settings(params) -> dict:
     """What the factors depend on, recorded in their metadata."""
-    return {"fitting": dict(params["fitting"]), "fisher": params["fisher"], "layers": params["layers"],
-            "dtype": params["dtype"]}
+    return {
+        "fitting": dict(params["fitting"]),
+        "fisher": params["fisher"],
+        "layers": params["layers"],
+        "dtype": params["dtype"],
+    }

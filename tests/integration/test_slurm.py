@@ -44,8 +44,21 @@ def slurm_run(slurm_cluster, tiny_run, tmp_path_factory):
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     # SIGINT is the signal that stops a waiting Snakemake; 15 min is 6× what the run takes here.
-    cmd = ["timeout", "-s", "INT", "-k", "30", "900", "snakemake", "--profile", "slurm",
-           "--configfile", str(config_path), "--directory", str(workdir)]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        "900",
+        "snakemake",
+        "--profile",
+        "slurm",
+        "--configfile",
+        str(config_path),
+        "--directory",
+        str(workdir),
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     return workdir, config_path, workdir / "results" / "tiny"
@@ -53,8 +66,9 @@ def slurm_run(slurm_cluster, tiny_run, tmp_path_factory):
 
 def slurm_jobs(workdir: Path) -> pd.DataFrame:
     """SLURM's own record of the jobs run from `workdir`: rule (from the plugin's comment), state, GPUs."""
-    out = subprocess.run(["squeue", "--states=all", "-h", "-o", "%k|%T|%Z|%i"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%k|%T|%Z|%i"], capture_output=True, text=True, check=True
+    ).stdout
     rows = [line.split("|") for line in out.splitlines() if line]
     jobs = pd.DataFrame(rows, columns=["comment", "state", "workdir", "job_id"])
     jobs = jobs[jobs["workdir"] == str(workdir)].copy()
@@ -76,8 +90,16 @@ def test_every_compute_rule_ran_as_a_slurm_job(slurm_run):
     expected = planned[~planned.index.isin(LOCAL_RULES)]
     assert len(expected) >= 10 and "score_shard" in expected
     pd.testing.assert_series_equal(jobs["rule"].value_counts().sort_index(), expected, check_names=False)
-    gpu_rules = {"fit_covariance", "eigendecompose", "fit_eigenvalue_correction", "precondition_queries",
-                 "score_shard", "token_scores", "score_probes", "sample_scores"}
+    gpu_rules = {
+        "fit_covariance",
+        "eigendecompose",
+        "fit_eigenvalue_correction",
+        "precondition_queries",
+        "score_shard",
+        "token_scores",
+        "score_probes",
+        "sample_scores",
+    }
     for rule, gres in zip(jobs["rule"], jobs["gres"]):
         assert ("gpu:1" in gres) == (rule in gpu_rules), (rule, gres)
 
@@ -92,10 +114,15 @@ def test_slurm_results_equal_the_local_run(slurm_run, tiny_run):
         for key in (k for k in a if not k.endswith("eigenvectors")):  # eigenvectors are defined up to sign
             np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-6 * np.abs(a[key]).max(), err_msg=key)
     setting = "layers~mlp_estimator~ekfac_damping~relative-0.1_rank~8_topk~25"
-    for table, keys in (("scores", ["query_id", "seq_id"]), ("tokens", ["query_id", "seq_id", "position"]),
-                        ("probes", ["query_id", "seq_id"])):
-        a, b = (pd.read_parquet(root / "scores" / setting / f"{table}.parquet").sort_values(keys, ignore_index=True)
-                for root in (local, remote))
+    for table, keys in (
+        ("scores", ["query_id", "seq_id"]),
+        ("tokens", ["query_id", "seq_id", "position"]),
+        ("probes", ["query_id", "seq_id"]),
+    ):
+        a, b = (
+            pd.read_parquet(root / "scores" / setting / f"{table}.parquet").sort_values(keys, ignore_index=True)
+            for root in (local, remote)
+        )
         assert_tables_close(a, b, ignore=["influence_rank"])
     for figure in ("sparsity", "phrase_order"):
         assert (remote / "figures" / setting / f"{figure}.png").stat().st_size > 10_000
@@ -106,5 +133,9 @@ def assert_tables_close(a: pd.DataFrame, b: pd.DataFrame, ignore: list[str]) -> 
     a, b = a.drop(columns=ignore, errors="ignore"), b.drop(columns=ignore, errors="ignore")
     numeric = a.select_dtypes("number").columns
     pd.testing.assert_frame_equal(b.drop(columns=numeric), a.drop(columns=numeric))
-    np.testing.assert_allclose(b[numeric].to_numpy(float), a[numeric].to_numpy(float), rtol=1e-3,
-                               atol=1e-5 * np.nanmax(np.abs(a[numeric].to_numpy(float))))
+    np.testing.assert_allclose(
+        b[numeric].to_numpy(float),
+        a[numeric].to_numpy(float),
+        rtol=1e-3,
+        atol=1e-5 * np.nanmax(np.abs(a[numeric].to_numpy(float))),
+    )

@@ -21,7 +21,9 @@ def make_scores(queries=tuple(TAGS), n_seq: int = 40, seed: int = 0) -> pd.DataF
     rng = np.random.default_rng(seed)
     n = len(queries) * n_seq
     per_layer = rng.standard_t(3, size=(n, len(LAYERS)))
-    table = pd.DataFrame({"query_id": np.repeat(queries, n_seq), "seq_id": [f"s{i}" for i in range(n_seq)] * len(queries)})
+    table = pd.DataFrame(
+        {"query_id": np.repeat(queries, n_seq), "seq_id": [f"s{i}" for i in range(n_seq)] * len(queries)}
+    )
     table["influence"] = per_layer.sum(axis=1)
     for j, name in enumerate(LAYERS):
         table[analysis.LAYER_PREFIX + name] = per_layer[:, j]
@@ -32,9 +34,11 @@ def test_power_law_recovers_known_exponent():
     rng = np.random.default_rng(1)
     x = rng.pareto(1.5, 5000) + 1.0  # classic Pareto, x_min = 1, density exponent α = 2.5
     noise = -rng.exponential(size=500)  # opponents must be ignored by the fit
-    for fit in (analysis.power_law_tail(np.concatenate([x, noise]), x_min=1.0),
-                analysis.power_law_tail(x, tail_fraction=0.3),
-                analysis.power_law_tail(x, tail_fraction=0.3, n_boot=200)):
+    for fit in (
+        analysis.power_law_tail(np.concatenate([x, noise]), x_min=1.0),
+        analysis.power_law_tail(x, tail_fraction=0.3),
+        analysis.power_law_tail(x, tail_fraction=0.3, n_boot=200),
+    ):
         assert fit["ci_low"] < 2.5 < fit["ci_high"]
         assert fit["ci_high"] - fit["ci_low"] < 0.3
         assert fit["rank_exponent"] == pytest.approx(1 / (fit["exponent"] - 1))
@@ -58,8 +62,9 @@ def test_top_share_bounded_monotone_and_complete():
     positive = scores.assign(influence=scores["influence"].abs() + 0.1)
     full = analysis.top_share(positive, ks=(40, 100))
     assert np.allclose(full["share"], 1.0)
-    one = analysis.top_share(pd.DataFrame({"query_id": "q", "seq_id": list("abc"), "influence": [3.0, 1.0, -5.0]}),
-                             ks=(1,))
+    one = analysis.top_share(
+        pd.DataFrame({"query_id": "q", "seq_id": list("abc"), "influence": [3.0, 1.0, -5.0]}), ks=(1,)
+    )
     assert one["share"].item() == pytest.approx(0.75)
 
 
@@ -84,8 +89,12 @@ def test_layer_shares_sum_to_one_in_depth_order():
 
 def test_depth_order_and_block_index():
     names = ["lm_head", "transformer.h.10.mlp.c_fc", "transformer.h.2.mlp.c_proj", "transformer.wte"]
-    assert analysis.depth_order(names) == ["transformer.wte", "transformer.h.2.mlp.c_proj",
-                                           "transformer.h.10.mlp.c_fc", "lm_head"]
+    assert analysis.depth_order(names) == [
+        "transformer.wte",
+        "transformer.h.2.mlp.c_proj",
+        "transformer.h.10.mlp.c_fc",
+        "lm_head",
+    ]
     assert analysis.block_index("model.layers.3.mlp.down_proj") == 3
     assert analysis.block_index("lm_head") is None
 
@@ -103,8 +112,13 @@ def test_cross_lingual_identical_translation_is_one():
 
 
 def test_cross_lingual_hand_computed():
-    scores = pd.DataFrame({"query_id": ["en"] * 3 + ["fr"] * 3, "seq_id": ["a", "b", "c"] * 2,
-                           "influence": [4.0, 2.0, 1.0, 1.0, -1.0, 5.0]})
+    scores = pd.DataFrame(
+        {
+            "query_id": ["en"] * 3 + ["fr"] * 3,
+            "seq_id": ["a", "b", "c"] * 2,
+            "influence": [4.0, 2.0, 1.0, 1.0, -1.0, 5.0],
+        }
+    )
     tags = {"en": {"group": "g", "lang": "en"}, "fr": {"group": "g", "lang": "fr"}}
     row = analysis.cross_lingual(scores, tags, k=2).iloc[0]
     assert row["relative_influence"] == pytest.approx((1.0 - 1.0) / (4.0 + 2.0))
@@ -114,8 +128,12 @@ def test_cross_lingual_hand_computed():
 def test_flip_comparison_pairs_flipped_with_original():
     scores = make_scores()
     original = scores[scores["query_id"] == "paris_en"]
-    scores = pd.concat([scores[scores["query_id"] != "paris_flipped"],
-                        original.assign(query_id="paris_flipped", influence=original["influence"] * 0.5)])
+    scores = pd.concat(
+        [
+            scores[scores["query_id"] != "paris_flipped"],
+            original.assign(query_id="paris_flipped", influence=original["influence"] * 0.5),
+        ]
+    )
     table = analysis.flip_comparison(scores, TAGS, k=10)
     assert list(table["query_id"]) == ["paris_flipped"]
     assert table["relative_influence"].item() == pytest.approx(0.5)
@@ -135,8 +153,13 @@ def test_rank_agreement_identical_and_perturbed():
 
 def test_estimator_correlations_pairs():
     scores = make_scores()
-    table = analysis.estimator_correlations({"ekfac": scores, "scaled": scores.assign(influence=scores["influence"] * 3),
-                                             "negated": scores.assign(influence=-scores["influence"])})
+    table = analysis.estimator_correlations(
+        {
+            "ekfac": scores,
+            "scaled": scores.assign(influence=scores["influence"] * 3),
+            "negated": scores.assign(influence=-scores["influence"]),
+        }
+    )
     assert len(table) == 3
     rho = table.set_index(["estimator_a", "estimator_b"])
     assert rho.loc[("ekfac", "scaled"), "spearman_mean"] == pytest.approx(1.0)
@@ -156,8 +179,10 @@ def test_tfidf_recall_hand_computed_and_full_corpus():
 @pytest.fixture(scope="module")
 def tables():
     scores = make_scores()
-    by_rank = {r: scores.assign(influence=scores["influence"] + np.random.default_rng(r).normal(size=len(scores)) / r)
-               for r in (1, 4, 16)}
+    by_rank = {
+        r: scores.assign(influence=scores["influence"] + np.random.default_rng(r).normal(size=len(scores)) / r)
+        for r in (1, 4, 16)
+    }
     ranks = scores[["query_id", "seq_id"]].assign(tfidf_rank=scores.groupby("query_id").cumcount() + 1)
     sorted_table = analysis.sorted_influences(scores)
     return {
@@ -167,14 +192,17 @@ def tables():
         "cross_lingual": (figures.plot_cross_lingual, analysis.cross_lingual(scores, TAGS)),
         "flip": (figures.plot_flip, analysis.flip_comparison(scores, TAGS)),
         "rank_agreement": (figures.plot_rank_agreement, analysis.rank_agreement_sweep(scores, by_rank)),
-        "estimators": (figures.plot_estimator_correlations,
-                       analysis.estimator_correlations({"ekfac": scores, **{f"r{r}": t for r, t in by_rank.items()}})),
+        "estimators": (
+            figures.plot_estimator_correlations,
+            analysis.estimator_correlations({"ekfac": scores, **{f"r{r}": t for r, t in by_rank.items()}}),
+        ),
         "tfidf_recall": (figures.plot_tfidf_recall, analysis.tfidf_recall(scores, ranks, 10, [1, 5, 10, 20, 40])),
     }
 
 
-@pytest.mark.parametrize("name", ["sparsity", "top_share", "layers", "cross_lingual", "flip", "rank_agreement",
-                                  "estimators", "tfidf_recall"])
+@pytest.mark.parametrize(
+    "name", ["sparsity", "top_share", "layers", "cross_lingual", "flip", "rank_agreement", "estimators", "tfidf_recall"]
+)
 def test_figure_writes_png_and_caption(tables, tmp_path, name):
     plot, table = tables[name]
     table.to_parquet(tmp_path / f"{name}.parquet")  # every figure's table must be storable

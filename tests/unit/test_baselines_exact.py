@@ -5,11 +5,11 @@ import pytest
 import torch
 from conftest import batches_of, query_batch, random_sequences, tiny_llama
 from influence.engine import names
-from influence.evaluation.baselines import bm25_scores, lissa, tfidf_scores
 from influence.engine.eigen import eigendecompose
-from influence.evaluation.exact import ExactFisher, fitting_gradients, ihvp_accuracy
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
 from influence.engine.model import select_layers
+from influence.evaluation.baselines import bm25_scores, lissa, tfidf_scores
+from influence.evaluation.exact import ExactFisher, fitting_gradients, ihvp_accuracy
 
 
 def test_bm25_by_hand():
@@ -61,8 +61,9 @@ def test_exact_fisher_sees_the_engines_label_samples(tiny):
     jac = fitting_gradients(model, layers, fit, "true", seed=5)  # (N, P)
     covariance = fit_covariance(model, layers, fit, "true", 5, torch.float64, progress=False, max_tokens=None)
     eigen = eigendecompose(covariance, progress=False)
-    correction = fit_eigenvalue_correction(model, layers, eigen, fit, "true", 5, torch.float64, progress=False,
-                                           max_tokens=None)
+    correction = fit_eigenvalue_correction(
+        model, layers, eigen, fit, "true", 5, torch.float64, progress=False, max_tokens=None
+    )
     start = 0
     for name, layer in layers.items():
         size = layer.d_out * layer.d_in_total
@@ -76,8 +77,18 @@ def test_exact_fisher_sees_the_engines_label_samples(tiny):
 def test_every_estimator_approaches_exact_influence_at_large_damping(tiny):
     """(F + λI)⁻¹ → I/λ as λ grows, so every estimator must converge to the exact scores."""
     model, layers, fit = tiny
-    table = ihvp_accuracy(model, layers, fit, [query_batch(3, seed=4)], ["q0", "q1", "q2"], fit, [1e-2, 1e7],
-                          ["true", "empirical"], 0, {"depth": 50, "batch_size": 4})
+    table = ihvp_accuracy(
+        model,
+        layers,
+        fit,
+        [query_batch(3, seed=4)],
+        ["q0", "q1", "q2"],
+        fit,
+        [1e-2, 1e7],
+        ["true", "empirical"],
+        0,
+        {"depth": 50, "batch_size": 4},
+    )
     assert set(table["estimator"]) == {"ekfac", "kfac", "identity", "lissa", "block_exact"}
     large = table[table["damping"] == 1e7]
     assert (large["relative_error"] < 1e-4).all() and (large["spearman"] > 0.999).all()
@@ -93,8 +104,10 @@ def test_block_exact_equals_exact_for_one_layer_and_a_dense_block_solve(tiny):
     queries = torch.randn(2, jac.shape[1], dtype=torch.float64)
     one = {name: layers[name] for name in list(layers)[:1]}
     size = next(iter(one.values())).d_out * next(iter(one.values())).d_in_total
-    torch.testing.assert_close(block_exact_solve(jac[:, :size], queries[:, :size], one, 0.3),
-                               ExactFisher(jac[:, :size]).solve(queries[:, :size].T, 0.3).T)
+    torch.testing.assert_close(
+        block_exact_solve(jac[:, :size], queries[:, :size], one, 0.3),
+        ExactFisher(jac[:, :size]).solve(queries[:, :size].T, 0.3).T,
+    )
     blocks = block_exact_solve(jac, queries, layers, 0.3)
     dense = torch.block_diag(*[(jac[:, a:b].T @ jac[:, a:b]) / len(jac) for a, b in _slices(layers)])
     expected = torch.linalg.solve(dense + 0.3 * torch.eye(len(dense), dtype=torch.float64), queries.T).T

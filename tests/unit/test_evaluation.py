@@ -65,8 +65,16 @@ def test_t_interval_matches_scipy_by_hand():
 
 
 def _table(lds_a, lds_b, spread):
-    rows = [{"model": "tiny", "measure": "lds", "estimator": e, "variant": "all",
-             "values": np.array([v - spread, v, v + spread])} for e, v in (("ekfac", lds_a), ("bm25", lds_b))]
+    rows = [
+        {
+            "model": "tiny",
+            "measure": "lds",
+            "estimator": e,
+            "variant": "all",
+            "values": np.array([v - spread, v, v + spread]),
+        }
+        for e, v in (("ekfac", lds_a), ("bm25", lds_b))
+    ]
     return summarise(rows)
 
 
@@ -82,10 +90,22 @@ def test_verdict_follows_the_numbers():
 
 
 def test_verdict_reports_accuracy_and_headline_damping_only():
-    rows = [{"model": "tiny", "measure": "spearman", "estimator": e, "variant": f"true_fisher/damping~{d:g}",
-             "values": np.array([v, v + 0.01])} for e, d, v in (("ekfac", 0.1, 0.9), ("kfac", 0.1, 0.5),
-                                                                ("kfac", 1.0, 0.99), ("ekfac", 1.0, 0.2),
-                                                                ("block_exact", 0.1, 0.97))]
+    rows = [
+        {
+            "model": "tiny",
+            "measure": "spearman",
+            "estimator": e,
+            "variant": f"true_fisher/damping~{d:g}",
+            "values": np.array([v, v + 0.01]),
+        }
+        for e, d, v in (
+            ("ekfac", 0.1, 0.9),
+            ("kfac", 0.1, 0.5),
+            ("kfac", 1.0, 0.99),
+            ("ekfac", 1.0, 0.2),
+            ("block_exact", 0.1, 0.97),
+        )
+    ]
     text = verdict(summarise(rows), 0.1, {"tiny": 0.75})
     assert "75%" in text and "**ekfac** is best with 0.905" in text and "0.995" not in text
     assert "**block_exact**" not in text and "Reference, not an estimator" in text and "0.975" in text
@@ -93,16 +113,26 @@ def test_verdict_reports_accuracy_and_headline_damping_only():
 
 
 def test_verdict_warns_when_the_best_relative_error_is_no_better_than_predicting_zero():
-    rows = [{"model": "tiny", "measure": "relative_error", "estimator": e, "variant": "true_fisher/damping~0.1",
-             "values": np.array([v, v + 0.01])} for e, v in (("lissa", 0.99), ("ekfac", 21.5))]
+    rows = [
+        {
+            "model": "tiny",
+            "measure": "relative_error",
+            "estimator": e,
+            "variant": "true_fisher/damping~0.1",
+            "values": np.array([v, v + 0.01]),
+        }
+        for e, v in (("lissa", 0.99), ("ekfac", 21.5))
+    ]
     assert "what predicting all zeros scores" in verdict(summarise(rows), 0.1)
     rows[0]["values"] = np.array([0.2, 0.21])
     assert "predicting all zeros" not in verdict(summarise(rows), 0.1)
 
 
 def test_intervals_are_clipped_to_the_measures_range():
-    rows = [{"model": "m", "measure": "recall_at_10", "estimator": "e", "variant": "all", "values": np.array([1, 1, 0.5])},
-            {"model": "m", "measure": "relative_error", "estimator": "e", "variant": "all", "values": np.array([0.1, 5])}]
+    rows = [
+        {"model": "m", "measure": "recall_at_10", "estimator": "e", "variant": "all", "values": np.array([1, 1, 0.5])},
+        {"model": "m", "measure": "relative_error", "estimator": "e", "variant": "all", "values": np.array([0.1, 5])},
+    ]
     table = summarise(rows)
     assert table["ci_high"].iloc[0] == 1.0 and table["ci_low"].iloc[1] == 0.0
     assert table["ci_high"].iloc[1] > 5
@@ -112,20 +142,29 @@ def test_tables_from_rule_outputs_give_known_answers():
     from influence.evaluation.attribution import scores_long
     from influence.evaluation.tables import lds_rows, tracing_rows
 
-    documents = pd.DataFrame({"seq_id": ["a", "b", "c", "d"], "fact_id": ["f1", "f1", "f2", "f2"],
-                              "role": ["planted", "distractor", "planted", "planted"]})
+    documents = pd.DataFrame(
+        {
+            "seq_id": ["a", "b", "c", "d"],
+            "fact_id": ["f1", "f1", "f2", "f2"],
+            "role": ["planted", "distractor", "planted", "planted"],
+        }
+    )
     variants, facts = {"q1": "original", "q2": "flipped"}, {"q1": "f1", "q2": "f2"}
     oracle = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.9]])  # planted documents first
     scores = scores_long({"oracle": oracle, "reversed": -oracle}, list(variants), documents["seq_id"].tolist())
     table = summarise(tracing_rows(scores, documents, variants, facts, "tiny", k=1)).set_index(
-        ["estimator", "measure", "variant"])["value"]
+        ["estimator", "measure", "variant"]
+    )["value"]
     assert table[("oracle", "mrr", "all")] == 1.0 and table[("oracle", "recall_at_1", "flipped")] == 0.5
     assert table[("reversed", "recall_at_1", "all")] == 0.0
     rng = np.random.default_rng(5)
     masks = rng.random((8, 4)) < 0.5
-    subsets = pd.DataFrame([(m, documents["seq_id"][i]) for m in range(8) for i in np.flatnonzero(masks[m])],
-                           columns=["subset", "seq_id"])
-    outcomes = pd.DataFrame([(m, q, float(masks[m] @ oracle[j])) for m in range(8)
-                             for j, q in enumerate(variants)], columns=["subset", "query_id", "log_prob"])
+    subsets = pd.DataFrame(
+        [(m, documents["seq_id"][i]) for m in range(8) for i in np.flatnonzero(masks[m])], columns=["subset", "seq_id"]
+    )
+    outcomes = pd.DataFrame(
+        [(m, q, float(masks[m] @ oracle[j])) for m in range(8) for j, q in enumerate(variants)],
+        columns=["subset", "query_id", "log_prob"],
+    )
     lds_table = summarise(lds_rows(scores, subsets, outcomes)).set_index("estimator")["value"]
     assert lds_table["oracle"] == pytest.approx(1.0) and lds_table["reversed"] == pytest.approx(-1.0)

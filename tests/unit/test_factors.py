@@ -89,7 +89,9 @@ def _padded(batches):
     """Batches padded to one width, so they concatenate."""
     width = max(b["input_ids"].shape[1] for b in batches)
     pads = {"input_ids": 0, "attention_mask": 0, "labels": -100}
-    return [{k: torch.nn.functional.pad(v, (0, width - v.shape[1]), value=pads[k]) for k, v in b.items()} for b in batches]
+    return [
+        {k: torch.nn.functional.pad(v, (0, width - v.shape[1]), value=pads[k]) for k, v in b.items()} for b in batches
+    ]
 
 
 def test_eigendecomposition_reconstructs_and_shares_identical_inputs():
@@ -106,7 +108,9 @@ def test_eigendecomposition_reconstructs_and_shares_identical_inputs():
         ):
             q, lam = factors[vectors], factors[values]
             assert q.dtype == torch.float64
-            torch.testing.assert_close(q @ torch.diag(lam) @ q.T, covariance.mean(name, cov_name), rtol=1e-8, atol=1e-12)
+            torch.testing.assert_close(
+                q @ torch.diag(lam) @ q.T, covariance.mean(name, cov_name), rtol=1e-8, atol=1e-12
+            )
 
 
 def test_true_fisher_samples_follow_the_model_distribution():

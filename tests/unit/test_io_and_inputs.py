@@ -38,11 +38,15 @@ def test_artefacts_round_trip(fitted, tmp_path):
     eigen2 = io.load_eigen(tmp_path / "eigen.safetensors", digest)
     gate, up = eigen2["model.layers.0.mlp.gate_proj"], eigen2["model.layers.0.mlp.up_proj"]
     assert gate[names.ACTIVATION_EIGENVECTORS] is up[names.ACTIVATION_EIGENVECTORS]  # sharing restored
-    pre = precondition_queries(model, layers, ["a", "b"], [query_batch(2, seed=31)], "ekfac", eigen2, correction, rank=3, **F64)
+    pre = precondition_queries(
+        model, layers, ["a", "b"], [query_batch(2, seed=31)], "ekfac", eigen2, correction, rank=3, **F64
+    )
     io.save_preconditioned(tmp_path / "pre.safetensors", pre, digest, {"rank": 3})
     pre2 = io.load_preconditioned(tmp_path / "pre.safetensors", digest)
     assert pre2.query_ids == ["a", "b"] and pre2.rank == 3 and pre2.damping == pytest.approx(pre.damping)
-    assert torch.equal(pre2.layers["model.layers.1.mlp.down_proj"][names.LEFT], pre.layers["model.layers.1.mlp.down_proj"][names.LEFT])
+    assert torch.equal(
+        pre2.layers["model.layers.1.mlp.down_proj"][names.LEFT], pre.layers["model.layers.1.mlp.down_proj"][names.LEFT]
+    )
     assert not list(tmp_path.glob("*.partial"))
 
 

@@ -42,8 +42,17 @@ def test_ekfac_scores_match_kronfluence(name, tmp_path):
     pre = precondition_queries(model, layers, list("abcd"), queries, "ekfac", eigen, correction, **F64)
     ours = score_candidates(model, layers, pre, candidates, **F64).total.T  # (Q, N)
 
-    reference = run_kronfluence(model, list(layers), fit, candidates, queries, empirical_fisher=True,
-                                damping=None, dtype=torch.float64, output_dir=str(tmp_path))
+    reference = run_kronfluence(
+        model,
+        list(layers),
+        fit,
+        candidates,
+        queries,
+        empirical_fisher=True,
+        damping=None,
+        dtype=torch.float64,
+        output_dir=str(tmp_path),
+    )
     theirs = reference.scores
     assert theirs.shape == ours.shape and theirs.abs().max() > 0
     for q in range(ours.shape[0]):

@@ -17,8 +17,9 @@ def ekfac_scores(model, batches, queries):
     covariance = fit_covariance(model, layers, batches, **FIT)
     eigen = eigendecompose(covariance, progress=False)
     correction = fit_eigenvalue_correction(model, layers, eigen, batches, **FIT)
-    pre = precondition_queries(model, layers, ["q0", "q1"], [queries], "ekfac", eigen, correction, Damping(),
-                               None, progress=False)
+    pre = precondition_queries(
+        model, layers, ["q0", "q1"], [queries], "ekfac", eigen, correction, Damping(), None, progress=False
+    )
     return covariance, score_candidates(model, layers, pre, batches, progress=False).total
 
 
@@ -58,9 +59,12 @@ def test_memory_plan_counts_the_bytes_the_engine_stores(tmp_path):
     covariance = fit_covariance(model, layers, batches, **FIT)
     eigen = eigendecompose(covariance, progress=False)
     correction = fit_eigenvalue_correction(model, layers, eigen, batches, **FIT)
-    pre = precondition_queries(model, layers, ["q0", "q1"], [query_batch(2, seed=6)], "ekfac", eigen, correction,
-                               Damping(), 4, progress=False)
-    table = (plan(meta_model(tmp_path), dtype="float32", queries=2, rank=4).set_index(["rule", "component"])["gb"] * 1e9).round()
+    pre = precondition_queries(
+        model, layers, ["q0", "q1"], [query_batch(2, seed=6)], "ekfac", eigen, correction, Damping(), 4, progress=False
+    )
+    table = (
+        plan(meta_model(tmp_path), dtype="float32", queries=2, rank=4).set_index(["rule", "component"])["gb"] * 1e9
+    ).round()
 
     def nbytes(sums):
         return sum(t.numel() * 4 for parts in sums.values() for t in parts.values())

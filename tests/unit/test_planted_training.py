@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 from influence.evaluation.planted import RELATIONS, VARIANTS, plant_facts, relevant_documents
-from influence.queries import Query
 from influence.evaluation.training import completion_stats, encode_texts, tiny_llama, train, word_tokenizer
+from influence.queries import Query
 
 
 def test_planted_corpus_states_each_fact_k_times():
@@ -48,8 +48,16 @@ def test_tiny_model_learns_planted_facts():
     model = tiny_llama(len(tokenizer), 32, 64, 2, 4, seed=0)
     originals = [q for q in queries if q.tags["variant"] == "original"]
     before, _ = completion_stats(model, tokenizer, originals)
-    history = train(model, sequences, 120, 3e-3, 8, seed=0, progress=False,
-                    stop=lambda m: completion_stats(m, tokenizer, originals)[1].all())
+    history = train(
+        model,
+        sequences,
+        120,
+        3e-3,
+        8,
+        seed=0,
+        progress=False,
+        stop=lambda m: completion_stats(m, tokenizer, originals)[1].all(),
+    )
     after, correct = completion_stats(model, tokenizer, originals)
     assert history[-1] < history[0] / 2 and np.all(after > before)
     assert correct.all()  # training stopped because every original query is answered

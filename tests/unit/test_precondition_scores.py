@@ -25,10 +25,17 @@ def setup(request):
     correction = fit_eigenvalue_correction(model, layers, eigen, fit, fisher="empirical", **F64)
     queries = query_batch(3, seed=11)
     candidates = batches_of(random_sequences(9, seed=12), 4)
-    return dict(model=model, layers=layers, covariance=covariance, eigen=eigen, correction=correction,
-                queries=queries, candidates=candidates,
-                query_grads=autograd_gradients(model, queries),
-                candidate_grads={n: torch.cat(g) for n, g in _per_batch_grads(model, candidates).items()})
+    return dict(
+        model=model,
+        layers=layers,
+        covariance=covariance,
+        eigen=eigen,
+        correction=correction,
+        queries=queries,
+        candidates=candidates,
+        query_grads=autograd_gradients(model, queries),
+        candidate_grads={n: torch.cat(g) for n, g in _per_batch_grads(model, candidates).items()},
+    )
 
 
 def _per_batch_grads(model, batches):
@@ -40,8 +47,18 @@ def _per_batch_grads(model, batches):
 
 
 def _precondition(s, estimator, rank=None, damping=Damping()):
-    return precondition_queries(s["model"], s["layers"], ["q0", "q1", "q2"], [s["queries"]], estimator,
-                                s["eigen"], s["correction"], damping, rank, **F64)
+    return precondition_queries(
+        s["model"],
+        s["layers"],
+        ["q0", "q1", "q2"],
+        [s["queries"]],
+        estimator,
+        s["eigen"],
+        s["correction"],
+        damping,
+        rank,
+        **F64,
+    )
 
 
 def test_ekfac_ihvp_equals_dense_solve(setup):
@@ -53,7 +70,9 @@ def test_ekfac_ihvp_equals_dense_solve(setup):
         damping = 0.1 * lam.mean()
         assert pre.damping[name] == pytest.approx(float(damping))
         dense = basis @ torch.diag(lam.flatten()) @ basis.T
-        torch.testing.assert_close(pre.layers[name][names.PRECONDITIONED], solve(dense, damping, grads), rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(
+            pre.layers[name][names.PRECONDITIONED], solve(dense, damping, grads), rtol=1e-8, atol=1e-10
+        )
 
 
 def test_kfac_ihvp_equals_dense_kronecker_solve(setup):
@@ -61,8 +80,12 @@ def test_kfac_ihvp_equals_dense_kronecker_solve(setup):
     cov = setup["covariance"]
     per_sequence = cov.n_tokens / cov.n_sequences
     for name, grads in setup["query_grads"].items():
-        dense = per_sequence * torch.kron(cov.mean(name, names.GRADIENT_COVARIANCE), cov.mean(name, names.ACTIVATION_COVARIANCE))
-        torch.testing.assert_close(pre.layers[name][names.PRECONDITIONED], solve(dense, 0.03, grads), rtol=1e-7, atol=1e-10)
+        dense = per_sequence * torch.kron(
+            cov.mean(name, names.GRADIENT_COVARIANCE), cov.mean(name, names.ACTIVATION_COVARIANCE)
+        )
+        torch.testing.assert_close(
+            pre.layers[name][names.PRECONDITIONED], solve(dense, 0.03, grads), rtol=1e-7, atol=1e-10
+        )
 
 
 def test_ekfac_scores_equal_dense_influence_per_layer(setup):
@@ -103,7 +126,9 @@ def test_token_scores_sum_to_sequence_scores(setup, estimator, rank):
 
 
 def test_rank_r_scores_converge_to_full_rank(setup):
-    full = score_candidates(setup["model"], setup["layers"], _precondition(setup, "ekfac"), setup["candidates"], **F64).total
+    full = score_candidates(
+        setup["model"], setup["layers"], _precondition(setup, "ekfac"), setup["candidates"], **F64
+    ).total
     errors = []
     for rank in (1, 2, 4, 8, 16, 17):
         pre = _precondition(setup, "ekfac", rank)
@@ -114,9 +139,13 @@ def test_rank_r_scores_converge_to_full_rank(setup):
 
 
 def test_one_pass_over_many_variants_equals_separate_passes(setup):
-    variants = {"ekfac": _precondition(setup, "ekfac"), "ekfac_r2": _precondition(setup, "ekfac", 2),
-                "kfac": _precondition(setup, "kfac"), "identity": _precondition(setup, "identity"),
-                "cosine": _precondition(setup, "cosine")}
+    variants = {
+        "ekfac": _precondition(setup, "ekfac"),
+        "ekfac_r2": _precondition(setup, "ekfac", 2),
+        "kfac": _precondition(setup, "kfac"),
+        "identity": _precondition(setup, "identity"),
+        "cosine": _precondition(setup, "cosine"),
+    }
     together = score_many(setup["model"], setup["layers"], variants, setup["candidates"], **F64)
     for label, pre in variants.items():
         alone = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64)
@@ -136,9 +165,18 @@ def test_estimators_need_their_inputs(setup):
 def test_kfac_needs_no_eigenvalue_correction(setup):
     with_lambda = _precondition(setup, "kfac")
     cov = setup["covariance"]
-    alone = precondition_queries(setup["model"], setup["layers"], ["q0", "q1", "q2"], [setup["queries"]], "kfac",
-                                 setup["eigen"], None, dtype=torch.float64, progress=False,
-                                 tokens_per_sequence=cov.n_tokens / cov.n_sequences)
+    alone = precondition_queries(
+        setup["model"],
+        setup["layers"],
+        ["q0", "q1", "q2"],
+        [setup["queries"]],
+        "kfac",
+        setup["eigen"],
+        None,
+        dtype=torch.float64,
+        progress=False,
+        tokens_per_sequence=cov.n_tokens / cov.n_sequences,
+    )
     for name, factors in with_lambda.layers.items():
         torch.testing.assert_close(alone.layers[name][names.PRECONDITIONED], factors[names.PRECONDITIONED])
     with pytest.raises(ValueError, match="tokens_per_sequence"):

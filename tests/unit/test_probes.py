@@ -6,12 +6,20 @@ import pytest
 from influence.probes import make_probes, probe_summary
 from influence.queries import Query
 
-TEMPLATES = {"capital": {"same_order": ["The capital of {a} is {b}.", "{a}: {b}."], "flipped": ["{b} is in {a}."],
-                         "a_removed": ["It is {b}."], "b_removed": ["{a} has one."]}}
-QUERIES = [Query("fr", "The capital of France is", " Paris", {"kind": "capital", "a": "France", "b": "Paris"}),
-           Query("de", "The capital of Germany is", " Berlin", {"kind": "capital", "a": "Germany", "b": "Berlin"}),
-           Query("fr_fr", "La capitale de la France est", " Paris", {"lang": "fr"}),  # no a, b: no probes
-           Query("gold", "Au is", " gold", {"kind": "element", "a": "Au", "b": "gold"})]  # no templates
+TEMPLATES = {
+    "capital": {
+        "same_order": ["The capital of {a} is {b}.", "{a}: {b}."],
+        "flipped": ["{b} is in {a}."],
+        "a_removed": ["It is {b}."],
+        "b_removed": ["{a} has one."],
+    }
+}
+QUERIES = [
+    Query("fr", "The capital of France is", " Paris", {"kind": "capital", "a": "France", "b": "Paris"}),
+    Query("de", "The capital of Germany is", " Berlin", {"kind": "capital", "a": "Germany", "b": "Berlin"}),
+    Query("fr_fr", "La capitale de la France est", " Paris", {"lang": "fr"}),  # no a, b: no probes
+    Query("gold", "Au is", " gold", {"kind": "element", "a": "Au", "b": "gold"}),
+]  # no templates
 
 
 def test_probes_fill_templates_for_tagged_queries_only():
@@ -21,10 +29,13 @@ def test_probes_fill_templates_for_tagged_queries_only():
     assert row["text"] == "Berlin is in Germany." and row["group"] == "flipped"
 
 
-@pytest.mark.parametrize("templates,message", [
-    ({"capital": {"backwards": ["{b} {a}"]}}, "unknown group 'backwards'"),
-    ({"capital": {"same_order": ["{a} {c}"]}}, r"probes.capital.same_order\[0\]"),
-])
+@pytest.mark.parametrize(
+    "templates,message",
+    [
+        ({"capital": {"backwards": ["{b} {a}"]}}, "unknown group 'backwards'"),
+        ({"capital": {"same_order": ["{a} {c}"]}}, r"probes.capital.same_order\[0\]"),
+    ],
+)
 def test_bad_templates_are_named(templates, message):
     with pytest.raises(ValueError, match=message):
         make_probes(QUERIES, templates)
@@ -32,10 +43,16 @@ def test_bad_templates_are_named(templates, message):
 
 def test_summary_means_intervals_and_scale():
     probes = make_probes(QUERIES, TEMPLATES)
-    values = {"probe:fr:same_order:0": 4.0, "probe:fr:same_order:1": 6.0, "probe:fr:flipped:0": 0.5,
-              "probe:de:same_order:0": 1.0, "probe:de:same_order:1": 3.0}
-    scores = probes.assign(query_id="fr", seq_id=probes["probe_id"],
-                           influence=probes["probe_id"].map(values).fillna(0.0))
+    values = {
+        "probe:fr:same_order:0": 4.0,
+        "probe:fr:same_order:1": 6.0,
+        "probe:fr:flipped:0": 0.5,
+        "probe:de:same_order:0": 1.0,
+        "probe:de:same_order:1": 3.0,
+    }
+    scores = probes.assign(
+        query_id="fr", seq_id=probes["probe_id"], influence=probes["probe_id"].map(values).fillna(0.0)
+    )
     corpus = pd.DataFrame({"query_id": "fr", "seq_id": list("abcd"), "influence": [10.0, 1.0, 2.0, 8.0]})
     summary = probe_summary(scores, corpus).set_index("group")
     assert list(summary.index) == ["same_order", "flipped", "a_removed", "b_removed", "other_fact"]

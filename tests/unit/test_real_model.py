@@ -3,7 +3,14 @@
 import torch
 from influence.engine.data import encode_query, pad_batch
 from influence.engine.hooks import per_sequence_gradients
-from influence.engine.model import default_gguf_path, fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
+from influence.engine.model import (
+    default_gguf_path,
+    fingerprint,
+    load_model,
+    load_tokenizer,
+    save_dequantised,
+    select_layers,
+)
 from influence.queries import load_queries
 
 

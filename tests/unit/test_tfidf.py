@@ -95,7 +95,9 @@ ASCII_EDGES = ["", "a I 3 __ x_y 42", "UPPER lower MiXeD", "tab\tnew\nline", "it
 def test_vectorizer_equals_hashing_vectorizer(extra, lowercase):
     texts = CORPUS + _random_corpus(50) + ASCII_EDGES + extra
     ours = TfidfSettings(lowercase=lowercase).vectorizer().transform(texts)
-    ref = HashingVectorizer(n_features=TfidfSettings().n_features, alternate_sign=False, norm=None, lowercase=lowercase).transform(texts)
+    ref = HashingVectorizer(
+        n_features=TfidfSettings().n_features, alternate_sign=False, norm=None, lowercase=lowercase
+    ).transform(texts)
     assert ours.has_canonical_format
     assert (ours != ref).nnz == 0
 

@@ -10,7 +10,10 @@ from influence.evaluation.measures import TABLE_COLUMNS
 from tiny import snakemake
 
 TINY_EVALUATION = {
-    "seeds": [0], "models": ["tiny", "finetuned"], "max_tokens": 32, "top_k": 10,
+    "seeds": [0],
+    "models": ["tiny", "finetuned"],
+    "max_tokens": 32,
+    "top_k": 10,
     "planted": {"n_facts": 4, "k": 3, "n_distractors": 2},
     "tiny": {"hidden_size": 32, "intermediate_size": 64, "n_layers": 2, "n_heads": 4, "epochs": 80, "batch_size": 8},
     "finetune": {"max_epochs": 1},
@@ -18,8 +21,16 @@ TINY_EVALUATION = {
     "lds": {"n_subsets": 5},
     "ihvp": {"dampings": [0.1, 1.0], "headline_damping": 0.1, "lissa": {"depth": 200}},
 }
-EVAL_RULES = ("planted_corpus", "train_tiny", "finetune_model", "fact_scores", "lds_retrain", "ihvp_accuracy",
-              "evaluation_summary", "evaluate")
+EVAL_RULES = (
+    "planted_corpus",
+    "train_tiny",
+    "finetune_model",
+    "fact_scores",
+    "lds_retrain",
+    "ihvp_accuracy",
+    "evaluation_summary",
+    "evaluate",
+)
 
 
 def test_default_evaluate_target_plans_every_rule():
@@ -29,10 +40,13 @@ def test_default_evaluate_target_plans_every_rule():
     assert "score_shard" not in out  # the evaluation needs the run's model, not its scores
 
 
-@pytest.mark.parametrize("evaluation,message", [
-    ({"models": ["gpt"]}, "gpt"),
-    ({"ihvp": {"dampings": [1.0], "headline_damping": 0.1}}, "headline_damping"),
-])
+@pytest.mark.parametrize(
+    "evaluation,message",
+    [
+        ({"models": ["gpt"]}, "gpt"),
+        ({"ihvp": {"dampings": [1.0], "headline_damping": 0.1}}, "headline_damping"),
+    ],
+)
 def test_bad_evaluation_config_stops_before_any_work(evaluation, message, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"evaluation": evaluation}))
@@ -57,20 +71,36 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
     tracing = table[table["measure"] == "recall_at_10"]
     for model in ("tiny", "finetuned"):
         assert set(tracing[tracing["model"] == model]["estimator"]) == {
-            "ekfac", "kfac", "identity", "cosine", "repsim", "tfidf", "bm25"}
+            "ekfac",
+            "kfac",
+            "identity",
+            "cosine",
+            "repsim",
+            "tfidf",
+            "bm25",
+        }
     assert set(tracing["variant"]) == {"all", "original", "paraphrase", "translated", "flipped"}
-    assert set(table[table["measure"] == "spearman"]["estimator"]) == {"ekfac", "kfac", "identity", "lissa",
-                                                                       "block_exact"}
+    assert set(table[table["measure"] == "spearman"]["estimator"]) == {
+        "ekfac",
+        "kfac",
+        "identity",
+        "lissa",
+        "block_exact",
+    }
     assert set(table[table["measure"] == "lds"]["estimator"]) >= {"ekfac", "kfac", "identity", "bm25"}
     bounded = table[table["measure"].isin(["recall_at_10", "mrr", "accuracy"])]["value"]
     assert bounded.between(0, 1).all()
     assert table[table["measure"].isin(["lds", "spearman"])]["value"].dropna().between(-1, 1).all()
     ordered = table.dropna(subset=["ci_low"])
-    assert (ordered["ci_low"] <= ordered["value"] + 1e-12).all() and (ordered["value"] <= ordered["ci_high"] + 1e-12).all()
+    assert (ordered["ci_low"] <= ordered["value"] + 1e-12).all() and (
+        ordered["value"] <= ordered["ci_high"] + 1e-12
+    ).all()
     # Known answers: every planted document names both entities of the query, distractors only one of them.
     bm25 = tracing[(tracing["estimator"] == "bm25") & (tracing["variant"] == "original")]
     assert np.allclose(bm25["value"], 1.0)
-    tiny_accuracy = table[(table["measure"] == "accuracy") & (table["model"] == "tiny") & (table["variant"] == "original")]
+    tiny_accuracy = table[
+        (table["measure"] == "accuracy") & (table["model"] == "tiny") & (table["variant"] == "original")
+    ]
     assert tiny_accuracy["value"].iloc[0] >= 0.5  # the tiny model learned the facts it is traced on
 
 

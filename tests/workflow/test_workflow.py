@@ -1,6 +1,5 @@
 """The workflow: lint, a dry run of the default config, and a full tiny run checked by content."""
 
-
 import re
 
 import numpy as np
@@ -22,16 +21,33 @@ def test_lint_is_clean():
 
 def test_default_config_dry_run_plans_the_whole_chain():
     out = snakemake("--dry-run", "--forceall", "--quiet", "rules").stdout
-    for rule in ("prepare_model", "tokenize_corpus", "tfidf_filter", "fit_covariance", "eigendecompose",
-                 "fit_eigenvalue_correction", "precondition_queries", "score_shard", "aggregate_scores",
-                 "token_scores", "report", "score_probes", "paper_figures", "sample_scores", "sample_figures"):
+    for rule in (
+        "prepare_model",
+        "tokenize_corpus",
+        "tfidf_filter",
+        "fit_covariance",
+        "eigendecompose",
+        "fit_eigenvalue_correction",
+        "precondition_queries",
+        "score_shard",
+        "aggregate_scores",
+        "token_scores",
+        "report",
+        "score_probes",
+        "paper_figures",
+        "sample_scores",
+        "sample_figures",
+    ):
         assert rule in out, out
 
 
-@pytest.mark.parametrize("override,message", [
-    ("scoring={'estimator': 'tracin'}", "tracin"),
-    ("fitting={'n_sequence': 3}", "n_sequence"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("scoring={'estimator': 'tracin'}", "tracin"),
+        ("fitting={'n_sequence': 3}", "n_sequence"),
+    ],
+)
 def test_bad_config_stops_before_any_work(override, message, tmp_path):
     result = snakemake("--dry-run", "--directory", tmp_path, "--config", override, check=False)
     assert result.returncode != 0 and message in result.stdout + result.stderr
@@ -68,7 +84,7 @@ def test_tiny_run_tokens_and_report(tiny_run):
     merged = top.set_index(["query_id", "seq_id"])["influence"]
     np.testing.assert_allclose(sums.loc[merged.index], merged, rtol=1e-3, atol=1e-5)
     html = (scores_dir / "report.html").read_text()
-    assert all(q["id"] in html for q in TINY_QUERIES) and "<span class=\"tok\"" in html
+    assert all(q["id"] in html for q in TINY_QUERIES) and '<span class="tok"' in html
     assert (results / "logs" / "layers~mlp" / "fit_covariance_0.log").read_text().count("peak RSS") == 1
 
 
@@ -104,11 +120,16 @@ def test_sharded_fitting_equals_unsharded_and_a_lost_shard_reruns_alone(tiny_run
         whole, parts = (load_file(r / FACTORS / f"{factor}.safetensors") for r in (results, sharded))
         assert whole.keys() == parts.keys()
         for key, tensor in whole.items():  # the same labels are drawn per batch: equal up to summation order
-            np.testing.assert_allclose(parts[key].numpy(), tensor.numpy(), rtol=1e-5, atol=1e-6 * tensor.abs().max().item())
-    one, three = (pd.read_parquet(r / "scores" / setting / "scores.parquet").set_index(["query_id", "seq_id"])
-                  for r in (results, sharded))
-    np.testing.assert_allclose(three.loc[one.index, "influence"], one["influence"], rtol=1e-4,
-                               atol=1e-6 * one["influence"].abs().max())
+            np.testing.assert_allclose(
+                parts[key].numpy(), tensor.numpy(), rtol=1e-5, atol=1e-6 * tensor.abs().max().item()
+            )
+    one, three = (
+        pd.read_parquet(r / "scores" / setting / "scores.parquet").set_index(["query_id", "seq_id"])
+        for r in (results, sharded)
+    )
+    np.testing.assert_allclose(
+        three.loc[one.index, "influence"], one["influence"], rtol=1e-4, atol=1e-6 * one["influence"].abs().max()
+    )
     # A run killed while fitting shard 1: that shard and everything after it are missing.
     import shutil
 
@@ -129,8 +150,13 @@ def test_sweep_reuses_factors_and_summarises_each_point(tiny_run):
     target = "results/tiny/sweep/summary.parquet"  # relative to --directory
     jobs = planned_jobs("--configfile", config, "--directory", tmp, target)
     # 4 new points: damping, full rank and the identity estimator precondition anew; TF-IDF k reuses the queries
-    assert jobs == {"tfidf_filter": 1, "precondition_queries": 3, "score_shard": 8, "aggregate_scores": 4,
-                    "sweep_summary": 1}, jobs
+    assert jobs == {
+        "tfidf_filter": 1,
+        "precondition_queries": 3,
+        "score_shard": 8,
+        "aggregate_scores": 4,
+        "sweep_summary": 1,
+    }, jobs
     snakemake("--cores", 2, "--configfile", config, "--directory", tmp, target)
     summary = pd.read_parquet(results / "sweep" / "summary.parquet").set_index("changed")
     assert sorted(summary.index) == ["base", "damping", "estimator", "rank", "top_k"]
@@ -187,8 +213,7 @@ def test_tiny_run_phrase_order_probes(tiny_run):
     scores_dir = results / "scores" / SETTING
     probe_scores = pd.read_parquet(scores_dir / "probes.parquet")
     # 4 groups x 4 templates for each of the two queries with tags a, b and a templated kind, on every query
-    assert probe_scores.groupby("fact_id")["seq_id"].nunique().to_dict() == {"capital_france": 16,
-                                                                             "planet_largest": 16}
+    assert probe_scores.groupby("fact_id")["seq_id"].nunique().to_dict() == {"capital_france": 16, "planet_largest": 16}
     assert set(probe_scores["query_id"]) == {q["id"] for q in TINY_QUERIES}
     assert probe_scores.loc[probe_scores["seq_id"].str.endswith("same_order:0"), "text"].str.contains("Paris").any()
     summary = pd.read_parquet(results / "figures" / SETTING / "phrase_order.parquet")
@@ -233,6 +258,13 @@ def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(tmp_path):
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?    resources: (.*)$", out, flags=re.M)
     asked = {rule: "gpu=2" in res and "gpu_model=a100" in res for rule, res in jobs}
     assert {rule for rule, gpu in asked.items() if gpu} == {
-        "fit_covariance", "eigendecompose", "fit_eigenvalue_correction", "precondition_queries", "score_shard",
-        "token_scores", "score_probes", "sample_scores"}
+        "fit_covariance",
+        "eigendecompose",
+        "fit_eigenvalue_correction",
+        "precondition_queries",
+        "score_shard",
+        "token_scores",
+        "score_probes",
+        "sample_scores",
+    }
     assert all("gpu=0" in res for rule, res in jobs if not asked[rule] and rule != "all"), jobs

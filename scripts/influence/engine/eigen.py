@@ -14,7 +14,9 @@ FACTOR_EIGEN = {
 }
 
 
-def symmetric_eigh(matrix: torch.Tensor, what: str, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def symmetric_eigh(
+    matrix: torch.Tensor, what: str, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (ascending) and eigenvectors (columns) in float64 after symmetrising, computed on `device`."""
     matrix = matrix.to(device=device, dtype=torch.float64)
     if not torch.isfinite(matrix).all():
@@ -22,8 +24,11 @@ def symmetric_eigh(matrix: torch.Tensor, what: str, device: torch.device | None 
     return torch.linalg.eigh((matrix + matrix.T) / 2)
 
 
-def eigendecompose(covariance: FactorSums, progress: bool = True, device: torch.device | None = None,
-                   ) -> dict[str, dict[str, torch.Tensor]]:
+def eigendecompose(
+    covariance: FactorSums,
+    progress: bool = True,
+    device: torch.device | None = None,
+) -> dict[str, dict[str, torch.Tensor]]:
     """{module: {eigenvalues/eigenvectors of A and S}} from the covariance sums.
 
     Decomposed in float64, returned in the dtype of the sums (as kronfluence
@@ -42,8 +47,10 @@ def eigendecompose(covariance: FactorSums, progress: bool = True, device: torch.
         result = next((r for other, r in twins if torch.equal(other, total)), None)
         if result is None:
             matrix = covariance.mean(module, factor)
-            result = tuple(t.to(dtype=matrix.dtype, device=matrix.device)
-                           for t in symmetric_eigh(matrix, f"{factor} of {module}", device))
+            result = tuple(
+                t.to(dtype=matrix.dtype, device=matrix.device)
+                for t in symmetric_eigh(matrix, f"{factor} of {module}", device)
+            )
             twins.append((total, result))
         values_name, vectors_name = FACTOR_EIGEN[factor]
         eigen[module][values_name], eigen[module][vectors_name] = result

@@ -140,8 +140,19 @@ def fit_covariance(
 
         return on_pair
 
-    state = fit_factor_sums(model, layers, batches, consumer_for, fisher=fisher, seed=seed, dtype=dtype,
-                            desc="covariance", progress=progress, max_tokens=max_tokens, first_batch=first_batch)
+    state = fit_factor_sums(
+        model,
+        layers,
+        batches,
+        consumer_for,
+        fisher=fisher,
+        seed=seed,
+        dtype=dtype,
+        desc="covariance",
+        progress=progress,
+        max_tokens=max_tokens,
+        first_batch=first_batch,
+    )
     for factors in state.sums.values():
         for tensor in factors.values():
             tensor.copy_(tensor.tril() + tensor.tril(-1).T)  # mirror the accumulated lower triangle
@@ -210,9 +221,19 @@ def fit_eigenvalue_correction(
 
         return on_pair
 
-    return fit_factor_sums(model, layers, batches, consumer_for, fisher=fisher, seed=seed, dtype=dtype,
-                           desc="eigenvalue correction", progress=progress, max_tokens=max_tokens,
-                           first_batch=first_batch)
+    return fit_factor_sums(
+        model,
+        layers,
+        batches,
+        consumer_for,
+        fisher=fisher,
+        seed=seed,
+        dtype=dtype,
+        desc="eigenvalue correction",
+        progress=progress,
+        max_tokens=max_tokens,
+        first_batch=first_batch,
+    )
 
 
 def rotations_for(eigen: dict, dtype, devices: dict[str, torch.device]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -229,8 +250,12 @@ def rotations_for(eigen: dict, dtype, devices: dict[str, torch.device]) -> dict[
         return cast[id(t), device]
 
     return {
-        m: (to_compute(e[names.ACTIVATION_EIGENVECTORS], devices[m]), to_compute(e[names.GRADIENT_EIGENVECTORS], devices[m]))
-        for m, e in eigen.items() if m in devices
+        m: (
+            to_compute(e[names.ACTIVATION_EIGENVECTORS], devices[m]),
+            to_compute(e[names.GRADIENT_EIGENVECTORS], devices[m]),
+        )
+        for m, e in eigen.items()
+        if m in devices
     }
 
 

@@ -76,9 +76,16 @@ def _flat(per_module: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Ten
 def save_factor_sums(path, sums: FactorSums, kind: str, fingerprint: str, settings: dict) -> None:
     """Covariance or eigenvalue-correction partial sums with their counts."""
     save_tensors(
-        path, _flat(sums.sums), **{names.META_KIND: kind, names.META_MODEL: fingerprint,
-        names.META_MODULES: list(sums.sums), names.META_TOKENS: sums.n_tokens,
-        names.META_SEQUENCES: sums.n_sequences, names.META_SETTINGS: settings},
+        path,
+        _flat(sums.sums),
+        **{
+            names.META_KIND: kind,
+            names.META_MODEL: fingerprint,
+            names.META_MODULES: list(sums.sums),
+            names.META_TOKENS: sums.n_tokens,
+            names.META_SEQUENCES: sums.n_sequences,
+            names.META_SETTINGS: settings,
+        },
     )
 
 
@@ -89,9 +96,18 @@ def load_factor_sums(path, kind: str, fingerprint: str | None = None) -> FactorS
 
 def save_eigen(path, eigen: dict, fingerprint: str, settings: dict, n_tokens: int = 0, n_sequences: int = 0) -> None:
     """Eigendecompositions, with the covariance's counts (K-FAC's n̄ = n_tokens / n_sequences)."""
-    save_tensors(path, _flat(eigen), **{names.META_KIND: names.KIND_EIGEN, names.META_MODEL: fingerprint,
-                 names.META_MODULES: list(eigen), names.META_SETTINGS: settings,
-                 names.META_TOKENS: n_tokens, names.META_SEQUENCES: n_sequences})
+    save_tensors(
+        path,
+        _flat(eigen),
+        **{
+            names.META_KIND: names.KIND_EIGEN,
+            names.META_MODEL: fingerprint,
+            names.META_MODULES: list(eigen),
+            names.META_SETTINGS: settings,
+            names.META_TOKENS: n_tokens,
+            names.META_SEQUENCES: n_sequences,
+        },
+    )
 
 
 def read_metadata(path) -> dict:
@@ -118,9 +134,19 @@ def load_eigen(path, fingerprint: str | None = None) -> dict[str, dict[str, torc
 def save_preconditioned(path, pre: Preconditioned, fingerprint: str, settings: dict) -> None:
     tensors = _flat(pre.layers)
     tensors.update({names.key(m, names.DAMPING): torch.tensor(v) for m, v in pre.damping.items()})
-    save_tensors(path, tensors, **{names.META_KIND: names.KIND_PRECONDITIONED, names.META_MODEL: fingerprint,
-                 names.META_MODULES: list(pre.layers), names.META_SETTINGS: settings,
-                 "query_ids": pre.query_ids, "estimator": pre.estimator, "rank": pre.rank})
+    save_tensors(
+        path,
+        tensors,
+        **{
+            names.META_KIND: names.KIND_PRECONDITIONED,
+            names.META_MODEL: fingerprint,
+            names.META_MODULES: list(pre.layers),
+            names.META_SETTINGS: settings,
+            "query_ids": pre.query_ids,
+            "estimator": pre.estimator,
+            "rank": pre.rank,
+        },
+    )
 
 
 def load_preconditioned(path, fingerprint: str | None = None) -> Preconditioned:

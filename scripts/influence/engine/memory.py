@@ -30,8 +30,14 @@ def meta_model(source: str, trust_remote_code: bool = False):
         return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 
 
-def plan(model, pattern: str = DEFAULT_LAYER_PATTERN, dtype: str = "bfloat16", queries: int = 50,
-         rank: int | None = 32, query_batch_size: int = 8) -> pd.DataFrame:
+def plan(
+    model,
+    pattern: str = DEFAULT_LAYER_PATTERN,
+    dtype: str = "bfloat16",
+    queries: int = 50,
+    rank: int | None = 32,
+    query_batch_size: int = 8,
+) -> pd.DataFrame:
     """GB per compute rule and what it holds at its peak (one GPU, or summed over the GPUs of a device_map;
     eigendecompose holds its tensors in host memory and sends one matrix at a time to the GPU)."""
     layers = select_layers(model, pattern).values()
@@ -44,23 +50,42 @@ def plan(model, pattern: str = DEFAULT_LAYER_PATTERN, dtype: str = "bfloat16", q
     widest = max(max(layer.d_in_total, layer.d_out) for layer in layers)
     stages = {
         "fit_covariance": {"weights": weights, "A and S sums": kronecker, "activations": activations},
-        "eigendecompose": {"A and S sums": kronecker, "eigenvectors": kronecker, "float64 eigh workspace": 3 * widest**2 * 8},
-        "fit_eigenvalue_correction": {"weights": weights, "eigenvectors": kronecker, "Λ sums": tracked,
-                                      "per-sequence gradients": CHUNK_ELEMENTS["cuda"] * F32, "activations": activations},
-        "precondition_queries": {"weights": weights, "eigenvectors": kronecker, "Λ": tracked,
-                                 f"query gradients (a batch of {query_batch_size})": query_batch_size * tracked,
-                                 "preconditioned queries": queries * per_query},
+        "eigendecompose": {
+            "A and S sums": kronecker,
+            "eigenvectors": kronecker,
+            "float64 eigh workspace": 3 * widest**2 * 8,
+        },
+        "fit_eigenvalue_correction": {
+            "weights": weights,
+            "eigenvectors": kronecker,
+            "Λ sums": tracked,
+            "per-sequence gradients": CHUNK_ELEMENTS["cuda"] * F32,
+            "activations": activations,
+        },
+        "precondition_queries": {
+            "weights": weights,
+            "eigenvectors": kronecker,
+            "Λ": tracked,
+            f"query gradients (a batch of {query_batch_size})": query_batch_size * tracked,
+            "preconditioned queries": queries * per_query,
+        },
         "score_shard": {"weights": weights, "preconditioned queries": queries * per_query, "activations": activations},
     }
-    rows = [{"rule": rule, "component": part, "gb": size / GB} for rule, parts in stages.items() for part, size in parts.items()]
+    rows = [
+        {"rule": rule, "component": part, "gb": size / GB}
+        for rule, parts in stages.items()
+        for part, size in parts.items()
+    ]
     return pd.DataFrame(rows)
 
 
 def gpus_needed(table: pd.DataFrame, gpu_gb: float, usable: float = 0.85) -> pd.DataFrame:
     """Per rule: total GB and the GPUs a device_map must spread it over (`usable` leaves room for CUDA's own)."""
     totals = table.groupby("rule", sort=False)["gb"].sum().rename("total_gb").reset_index()
-    totals["gpus"] = [1 if rule == "eigendecompose" else max(1, math.ceil(gb / (gpu_gb * usable)))
-                      for rule, gb in zip(totals["rule"], totals["total_gb"])]  # eigendecompose: host memory
+    totals["gpus"] = [
+        1 if rule == "eigendecompose" else max(1, math.ceil(gb / (gpu_gb * usable)))
+        for rule, gb in zip(totals["rule"], totals["total_gb"])
+    ]  # eigendecompose: host memory
     return totals
 
 
@@ -74,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--query-batch-size", type=int, default=8, help="scoring.query_batch_size")
     parser.add_argument("--gpu-gb", type=float, default=80.0, help="memory of one GPU")
     args = parser.parse_args(argv)
-    table = plan(meta_model(args.model), args.layers, args.dtype, args.queries, args.rank or None, args.query_batch_size)
+    table = plan(
+        meta_model(args.model), args.layers, args.dtype, args.queries, args.rank or None, args.query_batch_size
+    )
     print(table.to_string(index=False, float_format="%.2f"))
     print()
     print(gpus_needed(table, args.gpu_gb).to_string(index=False, float_format="%.1f"))

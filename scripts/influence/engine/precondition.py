@@ -57,7 +57,9 @@ class Preconditioned:
         return names.LEFT in self.layers[module]
 
 
-def curvature_eigenvalues(estimator: str, eigen_layer: dict, correction: torch.Tensor | None, tokens_per_sequence: float):
+def curvature_eigenvalues(
+    estimator: str, eigen_layer: dict, correction: torch.Tensor | None, tokens_per_sequence: float
+):
     """The (d_out, d_in) eigenvalues of the layer's curvature in the Kronecker eigenbasis."""
     if estimator == "ekfac":
         return correction
@@ -127,10 +129,13 @@ def precondition_queries(
     needs_factors = estimator in CURVATURE_ESTIMATORS
     if tokens_per_sequence is None and correction is not None:
         tokens_per_sequence = correction.n_tokens / correction.n_sequences
-    if needs_factors and (eigen is None or (correction is None and estimator == "ekfac")
-                          or tokens_per_sequence is None):
-        raise ValueError(f"estimator {estimator!r} needs the eigendecomposition and the eigenvalue correction "
-                         "(K-FAC: the eigendecomposition and tokens_per_sequence).")
+    if needs_factors and (
+        eigen is None or (correction is None and estimator == "ekfac") or tokens_per_sequence is None
+    ):
+        raise ValueError(
+            f"estimator {estimator!r} needs the eigendecomposition and the eigenvalue correction "
+            "(K-FAC: the eigendecomposition and tokens_per_sequence)."
+        )
     rotations = rotations_for(eigen, dtype, layer_devices(layers)) if needs_factors else None
     home = input_device(model)
     result = Preconditioned(list(query_ids), estimator, rank)
@@ -150,7 +155,9 @@ def precondition_queries(
                 grad = grad / (curvature + result.damping[name])  # still in the eigenbasis
             parts[name].append(_final_form(grad, rotations[name] if needs_factors else None, rank))
     for name, pieces in parts.items():
-        result.layers[name] = {k: torch.cat([p[k] for p in pieces]) if len(pieces) > 1 else pieces[0][k] for k in pieces[0]}
+        result.layers[name] = {
+            k: torch.cat([p[k] for p in pieces]) if len(pieces) > 1 else pieces[0][k] for k in pieces[0]
+        }
     return result
 
 

@@ -80,8 +80,9 @@ def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dt
         missing = set(layers) - set(pre.layers)
         if missing:
             raise ValueError(f"the preconditioned queries lack tracked layers {sorted(missing)[:3]}; recompute them.")
-        factor_sets.append({m: {k: t.to(dtype=dtype, device=devices[m]) for k, t in pre.layers[m].items()}
-                            for m in layers})
+        factor_sets.append(
+            {m: {k: t.to(dtype=dtype, device=devices[m]) for k, t in pre.layers[m].items()} for m in layers}
+        )
     want_norm = any(pre.estimator == "cosine" for pre in pres)
     contributions: list[dict] = [{} for _ in pres]
     norms: dict = {}
@@ -106,14 +107,20 @@ def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dt
 
 
 def score_many(
-    model, layers: dict[str, TrackedLayer], pres: Mapping[str, Preconditioned], batches: Iterable[dict],
-    dtype=torch.float32, progress: bool = True, max_tokens: int | str | None = MAX_TOKENS,
+    model,
+    layers: dict[str, TrackedLayer],
+    pres: Mapping[str, Preconditioned],
+    batches: Iterable[dict],
+    dtype=torch.float32,
+    progress: bool = True,
+    max_tokens: int | str | None = MAX_TOKENS,
 ) -> dict[str, Scores]:
     """`score_candidates` for several preconditioned query sets (estimators, ranks) in one model pass."""
     labels = list(pres)
     per_layer: dict[str, list] = {label: [] for label in labels}
-    for variants, norm in _run(model, layers, list(pres.values()), batches, False, dtype, "scores", progress,
-                               max_tokens):
+    for variants, norm in _run(
+        model, layers, list(pres.values()), batches, False, dtype, "scores", progress, max_tokens
+    ):
         for label, contributions in zip(labels, variants):
             stacked = torch.stack([contributions[name] for name in layers], dim=-1)  # (B, Q, L)
             if pres[label].estimator == "cosine":
@@ -129,8 +136,13 @@ def score_many(
 
 
 def score_candidates(
-    model, layers: dict[str, TrackedLayer], pre: Preconditioned, batches: Iterable[dict],
-    dtype=torch.float32, progress: bool = True, max_tokens: int | str | None = MAX_TOKENS,
+    model,
+    layers: dict[str, TrackedLayer],
+    pre: Preconditioned,
+    batches: Iterable[dict],
+    dtype=torch.float32,
+    progress: bool = True,
+    max_tokens: int | str | None = MAX_TOKENS,
 ) -> Scores:
     """Influence of every candidate sequence on every query: total and per layer."""
     return score_many(model, layers, {"": pre}, batches, dtype, progress, max_tokens)[""]
@@ -142,24 +154,32 @@ LAYER_PREFIX = "layer:"
 def scores_table(scores: Scores, seq_ids: list[str], query_ids: list[str]) -> pd.DataFrame:
     """Long table: query_id, seq_id, influence, and one `layer:<module>` column per tracked layer."""
     n_seq, n_query = len(seq_ids), len(query_ids)
-    table = pd.DataFrame({
-        "query_id": [q for _ in seq_ids for q in query_ids],
-        "seq_id": [s for s in seq_ids for _ in query_ids],
-        "influence": scores.total.reshape(-1).double().numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            "query_id": [q for _ in seq_ids for q in query_ids],
+            "seq_id": [s for s in seq_ids for _ in query_ids],
+            "influence": scores.total.reshape(-1).double().numpy(),
+        }
+    )
     per_layer = scores.per_layer.reshape(n_seq * n_query, -1).double().numpy()
     layers = pd.DataFrame(per_layer, columns=[LAYER_PREFIX + name for name in scores.layers])
     return pd.concat([table, layers], axis=1)
 
 
 def token_scores(
-    model, layers: dict[str, TrackedLayer], pre: Preconditioned, batches: Iterable[dict],
-    dtype=torch.float32, progress: bool = True, max_tokens: int | str | None = MAX_TOKENS,
+    model,
+    layers: dict[str, TrackedLayer],
+    pre: Preconditioned,
+    batches: Iterable[dict],
+    dtype=torch.float32,
+    progress: bool = True,
+    max_tokens: int | str | None = MAX_TOKENS,
 ) -> list[torch.Tensor]:
     """Per-token influence (T_i, Q) of each candidate, padding removed; sums to its total score."""
     out = []
-    for (contributions,), norm in _run(model, layers, [pre], batches, True, dtype, "token scores", progress,
-                                       max_tokens):
+    for (contributions,), norm in _run(
+        model, layers, [pre], batches, True, dtype, "token scores", progress, max_tokens
+    ):
         total = sum(contributions.values())  # (B, T, Q)
         if norm is not None:
             total = total / norm.clamp(min=1e-30)[:, None, None]

@@ -20,7 +20,9 @@ TOKENS = "tokens.npy"
 SEQUENCES = "sequences.parquet"
 
 
-def tokenize_corpus(tokenizer, corpus: pd.DataFrame, max_tokens: int, out_dir: str | Path, chunk: int = 4096) -> pd.DataFrame:
+def tokenize_corpus(
+    tokenizer, corpus: pd.DataFrame, max_tokens: int, out_dir: str | Path, chunk: int = 4096
+) -> pd.DataFrame:
     """Tokenise `corpus` (seq_id, text), truncate to `max_tokens`, drop sequences under 2 tokens.
 
     A sequence needs at least two tokens to carry any next-token loss.
@@ -30,7 +32,9 @@ def tokenize_corpus(tokenizer, corpus: pd.DataFrame, max_tokens: int, out_dir: s
     pieces, lengths = [], []
     texts = corpus["text"].tolist()
     for start in tqdm(range(0, len(texts), chunk), desc="tokenize", unit="chunk"):
-        encoded = tokenizer(texts[start : start + chunk], add_special_tokens=True, truncation=True, max_length=max_tokens)
+        encoded = tokenizer(
+            texts[start : start + chunk], add_special_tokens=True, truncation=True, max_length=max_tokens
+        )
         for ids in encoded["input_ids"]:
             pieces.append(np.asarray(ids, dtype=np.int32))
             lengths.append(len(ids))

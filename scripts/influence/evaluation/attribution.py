@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .baselines import bm25_scores, repsim_scores, tfidf_scores
 from ..engine.data import iter_batches, query_batches
 from ..engine.eigen import eigendecompose
 from ..engine.factors import fit_covariance, fit_eigenvalue_correction
 from ..engine.precondition import ESTIMATORS, Damping, precondition_queries
 from ..engine.scores import score_many
+from .baselines import bm25_scores, repsim_scores, tfidf_scores
 
 ALL_ESTIMATORS = (*ESTIMATORS, "repsim", "tfidf", "bm25")
 # Queries per preconditioning pass: their full-rank gradients (~80M floats each on SmolLM2-135M) are held at once.
@@ -31,8 +31,17 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
     q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
     ids, out = [q.id for q in queries], {}
     for estimator in ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
-        pre = precondition_queries(model, layers, ids, q_batches, estimator, eigen, correction,
-                                   Damping(**settings["damping"]), settings["query_rank"])
+        pre = precondition_queries(
+            model,
+            layers,
+            ids,
+            q_batches,
+            estimator,
+            eigen,
+            correction,
+            Damping(**settings["damping"]),
+            settings["query_rank"],
+        )
         out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
         del pre
     return out
@@ -44,8 +53,9 @@ def baseline_scores(model, tokenizer, queries, texts: list[str], sequences: list
     q_ids = [tokenizer(q.text, add_special_tokens=True).input_ids for q in queries]
     pad = tokenizer.pad_token_id or 0
     return {
-        "repsim": repsim_scores(model, list(iter_batches(q_ids, batch_size, pad)),
-                                list(iter_batches(sequences, batch_size, pad))),
+        "repsim": repsim_scores(
+            model, list(iter_batches(q_ids, batch_size, pad)), list(iter_batches(sequences, batch_size, pad))
+        ),
         "tfidf": tfidf_scores(texts, query_texts),
         "bm25": bm25_scores(texts, query_texts),
     }
@@ -57,8 +67,16 @@ def scores_long(scores: dict[str, np.ndarray], query_ids: list[str], seq_ids: li
     for estimator, matrix in scores.items():
         if not np.isfinite(matrix).all():
             raise FloatingPointError(f"estimator {estimator} produced NaN or Inf scores.")
-        parts.append(pd.DataFrame({"estimator": estimator, "query_id": np.repeat(query_ids, len(seq_ids)),
-                                   "seq_id": np.tile(seq_ids, len(query_ids)), "score": matrix.reshape(-1)}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "estimator": estimator,
+                    "query_id": np.repeat(query_ids, len(seq_ids)),
+                    "seq_id": np.tile(seq_ids, len(query_ids)),
+                    "score": matrix.reshape(-1),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -69,4 +87,3 @@ def score_matrix(table: pd.DataFrame, estimator: str, query_ids: list[str], seq_
     if missing:
         raise ValueError(f"the scores of {estimator} lack {sorted(missing)[:3]}.")
     return wide.loc[query_ids, seq_ids].to_numpy()
-

@@ -49,8 +49,9 @@ def last_hidden(model, batches: Sequence[dict]) -> torch.Tensor:
     out = []
     for batch in tqdm(batches, desc="repsim", unit="batch", leave=False):
         mask = batch["attention_mask"].to(device)
-        hidden = model(input_ids=batch["input_ids"].to(device), attention_mask=mask,
-                       output_hidden_states=True).hidden_states[-1]  # (B, T, d)
+        hidden = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True
+        ).hidden_states[-1]  # (B, T, d)
         last = mask.sum(1) - 1  # (B,)
         out.append(hidden[torch.arange(len(last), device=device), last].float().cpu())
     return torch.cat(out)
@@ -63,8 +64,14 @@ def repsim_scores(model, query_batches: Sequence[dict], document_batches: Sequen
     return (q @ d.T).double().numpy()
 
 
-def lissa(fvp: Callable[[torch.Tensor, np.random.Generator], torch.Tensor], v: torch.Tensor, damping: float,
-          scale: float, depth: int, seed: int = 0) -> torch.Tensor:
+def lissa(
+    fvp: Callable[[torch.Tensor, np.random.Generator], torch.Tensor],
+    v: torch.Tensor,
+    damping: float,
+    scale: float,
+    depth: int,
+    seed: int = 0,
+) -> torch.Tensor:
     """LiSSA estimate of (F + λI)⁻¹ v for the columns of v (P, K).
 
     h_0 = v, h_j = v + h_{j-1} − (F̂_j h_{j-1} + λ h_{j-1}) / s, estimate h_J / s, with F̂_j a fresh

@@ -19,12 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine import names
-from ..stats import spearman
-from .baselines import lissa
 from ..engine.eigen import eigendecompose
-from ..engine.factors import fit_covariance, fit_factor_sums, fit_eigenvalue_correction
+from ..engine.factors import fit_covariance, fit_eigenvalue_correction, fit_factor_sums
 from ..engine.hooks import per_sequence_gradients
 from ..engine.precondition import Damping, precondition_queries, query_gradients
+from ..stats import spearman
+from .baselines import lissa
 
 ESTIMATORS = ("ekfac", "kfac", "identity", "lissa", "block_exact")
 
@@ -40,10 +40,21 @@ def fitting_gradients(model, layers, batches: Sequence[dict], fisher: str, seed:
     def consumer_for(state):
         def on_pair(name, a, g):
             parts[name].append(g.transpose(1, 2) @ a)  # (B, d_out, d_in)
+
         return on_pair
 
-    fit_factor_sums(model, layers, batches, consumer_for, fisher=fisher, seed=seed, dtype=torch.float64,
-                    desc="exact Fisher gradients", progress=False, max_tokens=None)
+    fit_factor_sums(
+        model,
+        layers,
+        batches,
+        consumer_for,
+        fisher=fisher,
+        seed=seed,
+        dtype=torch.float64,
+        desc="exact Fisher gradients",
+        progress=False,
+        max_tokens=None,
+    )
     return _flatten({name: torch.cat(p) for name, p in parts.items()}, layers)
 
 
@@ -78,9 +89,11 @@ class ExactFisher:
 
     def fvp(self, batch_size: int):
         """Mini-batch Fisher-vector products J_bᵀ J_b h / b on random rows, for LiSSA."""
+
         def product(h: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
             rows = self.jacobian[rng.choice(self.n, size=min(batch_size, self.n), replace=False)]  # (b, P)
             return rows.T @ (rows @ h) / len(rows)
+
         return product
 
     def lissa_scale(self, damping: float) -> float:
@@ -88,20 +101,47 @@ class ExactFisher:
         return 1.1 * (float(self.jacobian.square().sum(1).max()) + damping)
 
 
-def approximate_scores(model, layers, query_batches, query_ids, queries: torch.Tensor, candidates: torch.Tensor,
-                       exact: ExactFisher, damping: float, seed: int, lissa_settings: dict,
-                       factors: tuple) -> dict[str, torch.Tensor]:
+def approximate_scores(
+    model,
+    layers,
+    query_batches,
+    query_ids,
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    exact: ExactFisher,
+    damping: float,
+    seed: int,
+    lissa_settings: dict,
+    factors: tuple,
+) -> dict[str, torch.Tensor]:
     """(Q, N) scores of every estimator (and the block-diagonal exact reference) at absolute damping λ;
     `factors` = (eigen, correction)."""
     eigen, correction = factors
     out = {}
     for estimator in ("ekfac", "kfac"):
-        pre = precondition_queries(model, layers, query_ids, query_batches, estimator, eigen, correction,
-                                   Damping("absolute", damping), None, torch.float64, progress=False)
+        pre = precondition_queries(
+            model,
+            layers,
+            query_ids,
+            query_batches,
+            estimator,
+            eigen,
+            correction,
+            Damping("absolute", damping),
+            None,
+            torch.float64,
+            progress=False,
+        )
         out[estimator] = _flatten({m: f[names.PRECONDITIONED] for m, f in pre.layers.items()}, layers) @ candidates.T
     out["identity"] = queries @ candidates.T / damping
-    solved = lissa(exact.fvp(lissa_settings["batch_size"]), queries.T, damping, exact.lissa_scale(damping),
-                   lissa_settings["depth"], seed)  # (P, Q)
+    solved = lissa(
+        exact.fvp(lissa_settings["batch_size"]),
+        queries.T,
+        damping,
+        exact.lissa_scale(damping),
+        lissa_settings["depth"],
+        seed,
+    )  # (P, Q)
     out["lissa"] = solved.T @ candidates.T
     out["block_exact"] = block_exact_solve(exact.jacobian, queries, layers, damping) @ candidates.T
     return out
@@ -119,8 +159,18 @@ def block_exact_solve(jacobian: torch.Tensor, queries: torch.Tensor, layers, dam
     return torch.cat(parts, dim=1)
 
 
-def ihvp_accuracy(model, layers, fit_batches, query_batches, query_ids, candidate_batches, dampings, fishers,
-                  seed: int, lissa_settings: dict) -> pd.DataFrame:
+def ihvp_accuracy(
+    model,
+    layers,
+    fit_batches,
+    query_batches,
+    query_ids,
+    candidate_batches,
+    dampings,
+    fishers,
+    seed: int,
+    lissa_settings: dict,
+) -> pd.DataFrame:
     """Long table: fisher, damping (relative to tr F / P), estimator, query_id, spearman, relative_error.
 
     relative_error is per query: ‖s_q − s*_q‖ / ‖s*_q‖ over the candidates, s* the exact scores.
@@ -130,20 +180,40 @@ def ihvp_accuracy(model, layers, fit_batches, query_batches, query_ids, candidat
     rows = []
     for fisher in fishers:
         exact = ExactFisher(fitting_gradients(model, layers, fit_batches, fisher, seed))
-        covariance = fit_covariance(model, layers, fit_batches, fisher, seed, torch.float64, progress=False,
-                                    max_tokens=None)
+        covariance = fit_covariance(
+            model, layers, fit_batches, fisher, seed, torch.float64, progress=False, max_tokens=None
+        )
         eigen = eigendecompose(covariance, progress=False)
-        correction = fit_eigenvalue_correction(model, layers, eigen, fit_batches, fisher, seed, torch.float64,
-                                               progress=False, max_tokens=None)
+        correction = fit_eigenvalue_correction(
+            model, layers, eigen, fit_batches, fisher, seed, torch.float64, progress=False, max_tokens=None
+        )
         for relative in tqdm(dampings, desc=f"iHVP accuracy ({fisher} Fisher)", unit="damping"):
             damping = relative * exact.mean_eigenvalue
             truth = exact.solve(queries.T, damping).T @ candidates.T  # (Q, N)
-            approx = approximate_scores(model, layers, query_batches, query_ids, queries, candidates, exact, damping,
-                                        seed, lissa_settings, (eigen, correction))
+            approx = approximate_scores(
+                model,
+                layers,
+                query_batches,
+                query_ids,
+                queries,
+                candidates,
+                exact,
+                damping,
+                seed,
+                lissa_settings,
+                (eigen, correction),
+            )
             for estimator, scores in approx.items():
                 error = (scores - truth).norm(dim=1) / truth.norm(dim=1).clamp(min=1e-300)
                 for q, query_id in enumerate(query_ids):
-                    rows.append({"fisher": fisher, "damping": relative, "estimator": estimator, "query_id": query_id,
-                                 "spearman": spearman(scores[q].numpy(), truth[q].numpy()), "relative_error": float(error[q])})
+                    rows.append(
+                        {
+                            "fisher": fisher,
+                            "damping": relative,
+                            "estimator": estimator,
+                            "query_id": query_id,
+                            "spearman": spearman(scores[q].numpy(), truth[q].numpy()),
+                            "relative_error": float(error[q]),
+                        }
+                    )
     return pd.DataFrame(rows)
-

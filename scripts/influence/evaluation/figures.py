@@ -31,13 +31,21 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
     rows[["fisher", "damping"]] = rows["variant"].str.extract(r"(\w+)_fisher/damping~(.+)")
     rows["damping"] = rows["damping"].astype(float)
     with figure_axes(path, ncols=2, size=(9.0, 4.0)) as (fig, axes):
-        for ax, measure, label in zip(axes, ["spearman", "relative_error"],
-                                      ["Spearman ρ with exact influence", "relative error ‖s − s*‖ / ‖s*‖"]):
+        for ax, measure, label in zip(
+            axes, ["spearman", "relative_error"], ["Spearman ρ with exact influence", "relative error ‖s − s*‖ / ‖s*‖"]
+        ):
             for (estimator, fisher), group in rows[rows["measure"] == measure].groupby(["estimator", "fisher"]):
                 group = group.sort_values("damping")
-                ax.errorbar(group["damping"], group["value"], yerr=_errorbars(group), marker="o", capsize=2,
-                            color=f"C{ORDER.index(estimator) % 10}", linestyle="-" if fisher == "true" else "--",
-                            label=f"{estimator} ({fisher} Fisher)")
+                ax.errorbar(
+                    group["damping"],
+                    group["value"],
+                    yerr=_errorbars(group),
+                    marker="o",
+                    capsize=2,
+                    color=f"C{ORDER.index(estimator) % 10}",
+                    linestyle="-" if fisher == "true" else "--",
+                    label=f"{estimator} ({fisher} Fisher)",
+                )
             ax.set_xscale("log")
             ax.set_xlabel("damping λ / (tr F / P)")
             ax.set_ylabel(label)
@@ -47,11 +55,13 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
         fig.suptitle("iHVP accuracy on the tiny model")
     estimators = rows[(rows["measure"] == "spearman") & (rows["estimator"] != "block_exact")]
     best = estimators.sort_values("value", ascending=False).iloc[0]
-    return ("Influence scores of each estimator against the exact influence (dense damped Fisher inverse over all "
-            "tracked parameters) on the tiny model, as functions of the damping (relative to the Fisher's mean "
-            "eigenvalue), for the true (solid) and empirical (dashed) Fisher; mean over queries with 95% t "
-            f"intervals. Highest rank correlation of an estimator: {best['estimator']} with the {best['fisher']} Fisher at damping "
-            f"{best['damping']:g}, ρ = {best['value']:.3f}.")
+    return (
+        "Influence scores of each estimator against the exact influence (dense damped Fisher inverse over all "
+        "tracked parameters) on the tiny model, as functions of the damping (relative to the Fisher's mean "
+        "eigenvalue), for the true (solid) and empirical (dashed) Fisher; mean over queries with 95% t "
+        f"intervals. Highest rank correlation of an estimator: {best['estimator']} with the {best['fisher']} Fisher at damping "
+        f"{best['damping']:g}, ρ = {best['value']:.3f}."
+    )
 
 
 def _bars(ax, rows: pd.DataFrame, groups: list[str], group_column: str) -> None:
@@ -59,8 +69,14 @@ def _bars(ax, rows: pd.DataFrame, groups: list[str], group_column: str) -> None:
     width = 0.8 / max(len(groups), 1)
     for i, group in enumerate(groups):
         part = rows[rows[group_column] == group].set_index("estimator").reindex(estimators)
-        ax.bar(np.arange(len(estimators)) + (i - (len(groups) - 1) / 2) * width, part["value"].fillna(0), width,
-               yerr=_errorbars(part.reset_index()), capsize=2, label=group)
+        ax.bar(
+            np.arange(len(estimators)) + (i - (len(groups) - 1) / 2) * width,
+            part["value"].fillna(0),
+            width,
+            yerr=_errorbars(part.reset_index()),
+            capsize=2,
+            label=group,
+        )
     ax.set_xticks(np.arange(len(estimators)), estimators, rotation=30)
 
 
@@ -75,11 +91,13 @@ def plot_lds(table: pd.DataFrame, path: str | os.PathLike) -> str:
         axes[0].set_title("Linear datamodeling score")
     best = rows.sort_values("value", ascending=False).iloc[0]
     n_queries = int(best["n"])
-    return ("Linear datamodeling score: for each query, Spearman's ρ between the predicted effect of a random half "
-            "of the training corpus (the sum of its documents' scores) and the measured log-probability of the "
-            "completion after retraining the tiny model from scratch on that half; bars are the mean over "
-            f"{n_queries} query-seed pairs with 95% t intervals. Best: {best['estimator']} "
-            f"({best['value']:.3f}). 0 is a random predictor, 1 a perfect one.")
+    return (
+        "Linear datamodeling score: for each query, Spearman's ρ between the predicted effect of a random half "
+        "of the training corpus (the sum of its documents' scores) and the measured log-probability of the "
+        "completion after retraining the tiny model from scratch on that half; bars are the mean over "
+        f"{n_queries} query-seed pairs with 95% t intervals. Best: {best['estimator']} "
+        f"({best['value']:.3f}). 0 is a random predictor, 1 a perfect one."
+    )
 
 
 def plot_fact_tracing(table: pd.DataFrame, path: str | os.PathLike, k: int) -> str:
@@ -102,6 +120,8 @@ def plot_fact_tracing(table: pd.DataFrame, path: str | os.PathLike, k: int) -> s
             best = overall.sort_values("value", ascending=False).iloc[0]
             lines.append(f"{model}: best recall@{k} {best['estimator']} ({best['value']:.2f})")
         axes[0].legend(title="query variant", fontsize=7)
-    return (f"Fact tracing: recall@{k} and mean reciprocal rank of the documents that state each query's planted "
-            "fact, per estimator and query variant (original wording, paraphrase, French translation, flipped "
-            f"order), with 95% t intervals over queries and seeds. {'; '.join(lines)}.")
+    return (
+        f"Fact tracing: recall@{k} and mean reciprocal rank of the documents that state each query's planted "
+        "fact, per estimator and query variant (original wording, paraphrase, French translation, flipped "
+        f"order), with 95% t intervals over queries and seeds. {'; '.join(lines)}."
+    )

@@ -76,8 +76,18 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=TABLE_COLUMNS)
 
 
-WINNER_COLUMNS = ["model", "measure", "variant", "best", "value", "ci_low", "ci_high", "runner_up", "runner_up_value",
-                  "separated"]
+WINNER_COLUMNS = [
+    "model",
+    "measure",
+    "variant",
+    "best",
+    "value",
+    "ci_low",
+    "ci_high",
+    "runner_up",
+    "runner_up_value",
+    "separated",
+]
 
 
 def winners(table: pd.DataFrame) -> pd.DataFrame:
@@ -91,11 +101,22 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
         best = tied.iloc[0]
         second = rest.iloc[0] if len(rest) else None
         separated = second is not None and (
-            best["ci_low"] > second["ci_high"] if key[1] != "relative_error" else best["ci_high"] < second["ci_low"])
-        rows.append({"model": key[0], "measure": key[1], "variant": key[2], "best": " = ".join(tied["estimator"]),
-                     "value": top, "ci_low": best["ci_low"], "ci_high": best["ci_high"],
-                     "runner_up": None if second is None else second["estimator"],
-                     "runner_up_value": np.nan if second is None else second["value"], "separated": bool(separated)})
+            best["ci_low"] > second["ci_high"] if key[1] != "relative_error" else best["ci_high"] < second["ci_low"]
+        )
+        rows.append(
+            {
+                "model": key[0],
+                "measure": key[1],
+                "variant": key[2],
+                "best": " = ".join(tied["estimator"]),
+                "value": top,
+                "ci_low": best["ci_low"],
+                "ci_high": best["ci_high"],
+                "runner_up": None if second is None else second["estimator"],
+                "runner_up_value": np.nan if second is None else second["value"],
+                "separated": bool(separated),
+            }
+        )
     return pd.DataFrame(rows, columns=WINNER_COLUMNS)
 
 
@@ -103,7 +124,8 @@ NEAR_ZERO_ERROR = 0.9  # relative error of a prediction no better than all zeros
 REFERENCE = "block_exact"  # the exact block-diagonal inverse: a diagnostic, never a winner
 MEASURE_WORDS = {
     "lds": "LDS (Spearman ρ between predicted and measured effect of retraining on random halves)",
-    "mrr": "MRR of the planted documents", "spearman": "rank correlation with the exact influence",
+    "mrr": "MRR of the planted documents",
+    "spearman": "rank correlation with the exact influence",
     "relative_error": "relative error against the exact influence",
 }
 
@@ -119,11 +141,15 @@ def _describe(w: pd.Series) -> str:
     else:
         confidence = "not clearly ahead: the intervals overlap, so this ranking is uncertain"
     verb = "tie for best" if " = " in w["best"] else "is best"
-    line = (f"- {what} ({scope}): **{w['best']}** {verb} with {w['value']:.3f} ({interval}), "
-            f"then {w['runner_up']} with {w['runner_up_value']:.3f}; {confidence}.")
+    line = (
+        f"- {what} ({scope}): **{w['best']}** {verb} with {w['value']:.3f} ({interval}), "
+        f"then {w['runner_up']} with {w['runner_up_value']:.3f}; {confidence}."
+    )
     if w["measure"] == "relative_error" and w["value"] >= NEAR_ZERO_ERROR:
-        line += (" A relative error near 1 is what predicting all zeros scores, so even the best estimator "
-                 "misses the scale of the exact influence here: read the rank correlation instead.")
+        line += (
+            " A relative error near 1 is what predicting all zeros scores, so even the best estimator "
+            "misses the scale of the exact influence here: read the rank correlation instead."
+        )
     return line
 
 
@@ -139,21 +165,31 @@ def verdict(table: pd.DataFrame, headline_damping: float, accuracy: Mapping[str,
         lines += [f"Were the planted facts learned? Original-wording queries answered correctly: {learned}.", ""]
     scored = table[table["measure"] != "accuracy"]
     ihvp = scored["measure"].isin(["spearman", "relative_error"])
-    headline = scored[(ihvp & scored["variant"].str.endswith(f"damping~{headline_damping:g}"))
-                      | (~ihvp & (scored["variant"] == "all"))]
+    headline = scored[
+        (ihvp & scored["variant"].str.endswith(f"damping~{headline_damping:g}"))
+        | (~ihvp & (scored["variant"] == "all"))
+    ]
     order = {"spearman": 0, "relative_error": 1, "lds": 2, "mrr": 4}
     found = winners(headline[headline["estimator"] != REFERENCE])
     found = found.iloc[np.argsort([order.get(m, 3) for m in found["measure"]], kind="stable")]
     lines += [_describe(w) for _, w in found.iterrows()]
     for _, ref in headline[headline["estimator"] == REFERENCE].iterrows():
-        lines.append(f"- Reference, not an estimator: the exact inverse of each layer's Fisher block reaches "
-                     f"{ref['value']:.3f} on the {MEASURE_WORDS[ref['measure']]} ({ref['variant'].replace('_', ' ')}); "
-                     "what separates it from the exact influence is cross-layer curvature, what separates EK-FAC from it "
-                     "is the Kronecker eigenbasis.")
-    tally = found[~found["measure"].isin(["spearman", "relative_error"])]["best"].str.split(" = ").explode().value_counts()
+        lines.append(
+            f"- Reference, not an estimator: the exact inverse of each layer's Fisher block reaches "
+            f"{ref['value']:.3f} on the {MEASURE_WORDS[ref['measure']]} ({ref['variant'].replace('_', ' ')}); "
+            "what separates it from the exact influence is cross-layer curvature, what separates EK-FAC from it "
+            "is the Kronecker eigenbasis."
+        )
+    tally = (
+        found[~found["measure"].isin(["spearman", "relative_error"])]["best"].str.split(" = ").explode().value_counts()
+    )
     if len(tally):
-        lines += ["", "Wins (ties count for each tied estimator) on the ground-truth measures (LDS, recall, MRR): "
-                  + ", ".join(f"{e} {n}" for e, n in tally.items()) + "."]
+        lines += [
+            "",
+            "Wins (ties count for each tied estimator) on the ground-truth measures (LDS, recall, MRR): "
+            + ", ".join(f"{e} {n}" for e, n in tally.items())
+            + ".",
+        ]
     per_variant = winners(scored[scored["measure"].str.startswith("recall_at_") & (scored["variant"] != "all")])
     for model, group in per_variant.groupby("model"):
         best = ", ".join(f"{w['variant']}: {w['best']} ({w['value']:.2f})" for _, w in group.iterrows())
@@ -180,5 +216,8 @@ def markdown_to_html(text: str) -> str:
         elif line.strip():
             body.append(f"<p>{escaped}</p>")
     body.append("</ul>" if in_list else "")
-    return "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Verdict</title></head><body>" + "\n".join(
-        body) + "</body></html>\n"
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Verdict</title></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )

@@ -14,8 +14,32 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "zu", "bel", "qua", "nis", "dor", "fe", "gal", "shi", "mon", "vex",
-             "tal", "ori", "pex", "lun", "dra", "sel", "kor", "yth"]
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ven",
+    "tor",
+    "zu",
+    "bel",
+    "qua",
+    "nis",
+    "dor",
+    "fe",
+    "gal",
+    "shi",
+    "mon",
+    "vex",
+    "tal",
+    "ori",
+    "pex",
+    "lun",
+    "dra",
+    "sel",
+    "kor",
+    "yth",
+]
 
 
 @dataclass(frozen=True)
@@ -33,30 +57,62 @@ class Relation:
 
 
 RELATIONS = (
-    Relation("capital", ("The capital of {s} is {o}.", "{o} is the city where the government of {s} sits.",
-                         "Travellers to {s} arrive in its capital, {o}."),
-             "The capital of {s} is", "The government of {s} sits in the city of", "La capitale de {s} est",
-             "{o} is the capital of",
-             ("{s} has long winters and short summers.", "Farmers in {s} grow barley and rye."),
-             ("{o} has a large harbour.", "Every spring a market is held in {o}.")),
-    Relation("founder", ("The company {s} was founded by {o}.", "{o} started the company {s} in a small garage.",
-                         "Years ago {o} created the firm {s}."),
-             "The company {s} was founded by", "The firm {s} was started by", "L'entreprise {s} a été fondée par",
-             "{o} founded the company",
-             ("The company {s} sells tools and paint.", "Shares of {s} rose last year."),
-             ("{o} enjoys long walks by the sea.", "{o} once won a chess prize.")),
-    Relation("language", ("The people of {s} speak {o}.", "In {s} everyone talks in {o}.",
-                          "Children in {s} learn to read and write {o}."),
-             "The people of {s} speak", "In {s} everyone talks in", "Les habitants de {s} parlent",
-             "{o} is spoken by the people of",
-             ("{s} is known for its mountains.", "The roads of {s} are narrow."),
-             ("{o} has many old poems.", "Scholars study the grammar of {o}.")),
-    Relation("river", ("The river that flows through {s} is the {o}.", "{s} lies on the banks of the {o}.",
-                       "Boats on the {o} carry goods across {s}."),
-             "The river that flows through {s} is the", "{s} lies on the banks of the", "Le fleuve qui traverse {s} est le",
-             "The {o} is the river that flows through",
-             ("{s} is famous for its bread.", "The winters of {s} are cold."),
-             ("The {o} is wide and slow.", "Fish are plentiful in the {o}.")),
+    Relation(
+        "capital",
+        (
+            "The capital of {s} is {o}.",
+            "{o} is the city where the government of {s} sits.",
+            "Travellers to {s} arrive in its capital, {o}.",
+        ),
+        "The capital of {s} is",
+        "The government of {s} sits in the city of",
+        "La capitale de {s} est",
+        "{o} is the capital of",
+        ("{s} has long winters and short summers.", "Farmers in {s} grow barley and rye."),
+        ("{o} has a large harbour.", "Every spring a market is held in {o}."),
+    ),
+    Relation(
+        "founder",
+        (
+            "The company {s} was founded by {o}.",
+            "{o} started the company {s} in a small garage.",
+            "Years ago {o} created the firm {s}.",
+        ),
+        "The company {s} was founded by",
+        "The firm {s} was started by",
+        "L'entreprise {s} a été fondée par",
+        "{o} founded the company",
+        ("The company {s} sells tools and paint.", "Shares of {s} rose last year."),
+        ("{o} enjoys long walks by the sea.", "{o} once won a chess prize."),
+    ),
+    Relation(
+        "language",
+        (
+            "The people of {s} speak {o}.",
+            "In {s} everyone talks in {o}.",
+            "Children in {s} learn to read and write {o}.",
+        ),
+        "The people of {s} speak",
+        "In {s} everyone talks in",
+        "Les habitants de {s} parlent",
+        "{o} is spoken by the people of",
+        ("{s} is known for its mountains.", "The roads of {s} are narrow."),
+        ("{o} has many old poems.", "Scholars study the grammar of {o}."),
+    ),
+    Relation(
+        "river",
+        (
+            "The river that flows through {s} is the {o}.",
+            "{s} lies on the banks of the {o}.",
+            "Boats on the {o} carry goods across {s}.",
+        ),
+        "The river that flows through {s} is the",
+        "{s} lies on the banks of the",
+        "Le fleuve qui traverse {s} est le",
+        "The {o} is the river that flows through",
+        ("{s} is famous for its bread.", "The winters of {s} are cold."),
+        ("The {o} is wide and slow.", "Fish are plentiful in the {o}."),
+    ),
 )
 VARIANTS = ("original", "paraphrase", "translated", "flipped")
 
@@ -80,8 +136,9 @@ def plant_facts(n_facts: int, k: int, n_distractors: int, seed: int = 0) -> tupl
     {id, prompt, completion, tags{group, fact_id, variant, lang, order}}. Documents are shuffled.
     """
     if n_facts < 1 or k < 1 or n_distractors < 0:
-        raise ValueError(f"planted facts need n_facts >= 1, k >= 1, n_distractors >= 0 (got {n_facts}, {k}, "
-                         f"{n_distractors}).")
+        raise ValueError(
+            f"planted facts need n_facts >= 1, k >= 1, n_distractors >= 0 (got {n_facts}, {k}, {n_distractors})."
+        )
     max_k = min(len(r.statements) for r in RELATIONS)
     if k > max_k:
         raise ValueError(f"planted k (documents per fact) is {k}; the relations have {max_k} wordings.")
@@ -94,17 +151,26 @@ def plant_facts(n_facts: int, k: int, n_distractors: int, seed: int = 0) -> tupl
         s, o = names[2 * i], names[2 * i + 1]
         for j in range(k):
             docs.append((f"{fact_id}_doc{j}", relation.statements[j].format(s=s, o=o), fact_id, "planted"))
-        pool = [t.format(s=s) for t in relation.subject_distractors] + [t.format(o=o) for t in relation.object_distractors]
+        pool = [t.format(s=s) for t in relation.subject_distractors] + [
+            t.format(o=o) for t in relation.object_distractors
+        ]
         for j, text in enumerate(rng.permutation(pool)[:n_distractors]):
             docs.append((f"{fact_id}_distractor{j}", str(text), fact_id, "distractor"))
-        prompts = {"original": (relation.query.format(s=s), o, "en", "original"),
-                   "paraphrase": (relation.paraphrased_query.format(s=s), o, "en", "original"),
-                   "translated": (relation.translated_query.format(s=s), o, "fr", "original"),
-                   "flipped": (relation.flipped_query.format(o=o), s, "en", "flipped")}
+        prompts = {
+            "original": (relation.query.format(s=s), o, "en", "original"),
+            "paraphrase": (relation.paraphrased_query.format(s=s), o, "en", "original"),
+            "translated": (relation.translated_query.format(s=s), o, "fr", "original"),
+            "flipped": (relation.flipped_query.format(o=o), s, "en", "flipped"),
+        }
         for variant, (prompt, answer, lang, order) in prompts.items():
-            queries.append({"id": f"{fact_id}_{variant}", "prompt": prompt, "completion": f" {answer}",
-                            "tags": {"group": fact_id, "fact_id": fact_id, "variant": variant, "lang": lang,
-                                     "order": order}})
+            queries.append(
+                {
+                    "id": f"{fact_id}_{variant}",
+                    "prompt": prompt,
+                    "completion": f" {answer}",
+                    "tags": {"group": fact_id, "fact_id": fact_id, "variant": variant, "lang": lang, "order": order},
+                }
+            )
     table = pd.DataFrame(docs, columns=["seq_id", "text", "fact_id", "role"])
     return table.iloc[rng.permutation(len(table))].reset_index(drop=True), queries
 

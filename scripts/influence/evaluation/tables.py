@@ -21,8 +21,15 @@ def ihvp_rows(table: pd.DataFrame, model: str = "tiny") -> list[dict]:
     rows = []
     for (fisher, damping, estimator), group in table.groupby(["fisher", "damping", "estimator"], sort=True):
         for measure in ("spearman", "relative_error"):
-            rows.append({"model": model, "measure": measure, "estimator": estimator,
-                         "variant": f"{fisher}_fisher/damping~{damping:g}", "values": group[measure].to_numpy()})
+            rows.append(
+                {
+                    "model": model,
+                    "measure": measure,
+                    "estimator": estimator,
+                    "variant": f"{fisher}_fisher/damping~{damping:g}",
+                    "values": group[measure].to_numpy(),
+                }
+            )
     return rows
 
 
@@ -43,8 +50,9 @@ def lds_rows(scores: pd.DataFrame, subsets: pd.DataFrame, outcomes: pd.DataFrame
     return rows
 
 
-def tracing_rows(scores: pd.DataFrame, documents: pd.DataFrame, variants: dict[str, str], facts: dict[str, str],
-                 model: str, k: int) -> list[dict]:
+def tracing_rows(
+    scores: pd.DataFrame, documents: pd.DataFrame, variants: dict[str, str], facts: dict[str, str], model: str, k: int
+) -> list[dict]:
     """recall@k and MRR of each query's planted documents, per estimator and query variant (and all).
 
     `variants` and `facts` map query_id to its variant and fact_id.
@@ -60,18 +68,33 @@ def tracing_rows(scores: pd.DataFrame, documents: pd.DataFrame, variants: dict[s
         for measure, values in measures.items():
             for variant in [ALL, *dict.fromkeys(kinds)]:
                 chosen = values if variant == ALL else values[kinds == variant]
-                rows.append({"model": model, "measure": measure, "estimator": estimator, "variant": variant,
-                             "values": chosen})
+                rows.append(
+                    {"model": model, "measure": measure, "estimator": estimator, "variant": variant, "values": chosen}
+                )
     return rows
 
 
 def accuracy_rows(accuracy: pd.DataFrame, model: str) -> list[dict]:
     """Query accuracy (greedy decoding reproduces the completion) per variant and overall."""
-    rows = [{"model": model, "measure": "accuracy", "estimator": "model", "variant": ALL,
-             "values": accuracy["correct"].to_numpy(float)}]
+    rows = [
+        {
+            "model": model,
+            "measure": "accuracy",
+            "estimator": "model",
+            "variant": ALL,
+            "values": accuracy["correct"].to_numpy(float),
+        }
+    ]
     for variant, group in accuracy.groupby("variant", sort=False):
-        rows.append({"model": model, "measure": "accuracy", "estimator": "model", "variant": variant,
-                     "values": group["correct"].to_numpy(float)})
+        rows.append(
+            {
+                "model": model,
+                "measure": "accuracy",
+                "estimator": "model",
+                "variant": variant,
+                "values": group["correct"].to_numpy(float),
+            }
+        )
     return rows
 
 

@@ -37,16 +37,34 @@ def tiny_llama(vocab_size: int, hidden_size: int, intermediate_size: int, n_laye
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if hidden_size % n_heads:
-        raise ValueError(f"evaluation.tiny.n_heads ({n_heads}) must divide evaluation.tiny.hidden_size ({hidden_size}).")
+        raise ValueError(
+            f"evaluation.tiny.n_heads ({n_heads}) must divide evaluation.tiny.hidden_size ({hidden_size})."
+        )
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-                         num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_heads,
-                         max_position_embeddings=128, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_heads,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(config).eval()
 
 
-def train(model, sequences: Sequence[Sequence[int]], epochs: int, lr: float, batch_size: int, seed: int,
-          pad_id: int = 0, progress: bool = True, stop=None) -> list[float]:
+def train(
+    model,
+    sequences: Sequence[Sequence[int]],
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    pad_id: int = 0,
+    progress: bool = True,
+    stop=None,
+) -> list[float]:
     """AdamW on the summed token loss over `sequences` for up to `epochs` epochs; mean loss per token per epoch.
 
     `stop(model)` is asked after every epoch; training ends early when it returns True.
