@@ -22,6 +22,7 @@ KIND_EIGEN = "eigen"
 KIND_CORRECTION = EIGENVALUE_CORRECTION
 KIND_PRECONDITIONED = "preconditioned"
 KIND_IDF = "tfidf_idf"
+KIND_INDEX = "gradient_index"  # projected candidate gradients (engine/index.py)
 
 # Factor inputs of the rules that precondition (the `input:` keys estimators.Estimator.factors names).
 EIGEN_INPUT = "eigen"
