@@ -56,12 +56,21 @@ def sweep_points() -> list[dict]:
     return list({setting_names(p)["scores"]: p for p in points}.values())  # drop duplicates, keep order
 
 
+def index_name() -> str:
+    """The gradient index's directory: every setting that changes the projected vectors (rules/index.smk)."""
+    i = config["index"]
+    return f"k~{i['k'] or 'full'}_dim~{i['dim'] or 'none'}_{i['kind']}_seed~{i['seed']}_{i['dtype']}_n~{i['max_sequences'] or 'all'}"
+
+
 def setting_names(point: dict) -> dict:
     """Directory names (key~value) of a point's artefacts; each holds only the parameters that change it."""
     damping = f"damping~{config['scoring']['damping']['mode']}-{point['damping']}"
     layers = f"layers~{point['layers']}"
     queries = f"{layers}_estimator~{point['estimator']}_{damping}_rank~{point['rank'] or 'full'}"
-    return {"queries": queries, "scores": f"{queries}_topk~{point['top_k']}", "sample": f"{layers}_{damping}"}
+    candidates = f"topk~{point['top_k']}"
+    if config["scoring"]["candidates"] == "index":  # the index's top-n, rescored exactly
+        candidates = f"index~{index_name()}_top~{config['index']['top_n']}"
+    return {"queries": queries, "scores": f"{queries}_{candidates}", "sample": f"{layers}_{damping}"}
 
 
 POINTS = sweep_points()
@@ -103,7 +112,10 @@ def factors_dir(wildcards) -> str:
 
 
 def candidates_path(wildcards) -> str:
-    return f"{RUN}/tfidf/top_k~{PARAMS_OF[wildcards.setting]['top_k']}/candidates.parquet"
+    point = PARAMS_OF[wildcards.setting]
+    if config["scoring"]["candidates"] == "index":
+        return f"{RUN}/index/{index_name()}/{setting_names(point)['queries']}/candidates.parquet"
+    return f"{RUN}/tfidf/top_k~{point['top_k']}/candidates.parquet"
 
 
 def preconditioned_path(wildcards) -> str:
@@ -239,3 +251,37 @@ def eval_outputs(pattern, models=False):
     if models:
         return expand(f"{EVAL_SEED}/{{model}}/{pattern}", seed=EVAL_SEEDS, model=EVAL_MODELS)
     return expand(f"{EVAL_SEED}/{pattern}", seed=EVAL_SEEDS)
+
+
+# The compressed gradient index (rules/index.smk): shards per layer set, then one directory per query setting.
+INDEX_ROOT = f"{RUN}/index/{index_name()}"
+INDEX_SHARDS = list(range(config["index"]["n_shards"]))
+INDEX_QUERY = f"{INDEX_ROOT}/{{setting}}"  # setting: a query setting (layers, estimator, damping, rank)
+INDEX_FIGURES = ["index_tfidf_recall"]
+ACCURACY_FIGURES = ["projection_accuracy"]
+
+
+def index_projection() -> dict:
+    return {key: config["index"][key] for key in ("k", "dim", "seed", "kind")}
+
+
+def index_shards(wildcards) -> list[str]:
+    """Every shard of the index over the query setting's layer set."""
+    layers = PARAMS_OF[wildcards.setting]["layers"]
+    return expand(f"{INDEX_ROOT}/layers~{layers}/shard_{{shard}}.safetensors", shard=INDEX_SHARDS)
+
+
+def index_query_outputs() -> dict:
+    """The full score matrix only when index.score_matrix asks for it."""
+    return {"scores": f"{INDEX_QUERY}/scores.parquet"} if config["index"]["score_matrix"] else {}
+
+
+def index_targets() -> dict:
+    """The run's own query setting against the index, its TF-IDF comparison and the projection accuracy."""
+    point = POINTS[0]
+    names_of = setting_names(point)
+    return {
+        "top": f"{INDEX_ROOT}/{names_of['queries']}/top.parquet",
+        "figures": f"{INDEX_ROOT}/{names_of['queries']}/index_tfidf_recall.png",
+        "accuracy": f"{INDEX_ROOT}/{names_of['sample']}/projection_accuracy.png",
+    }

@@ -7,6 +7,8 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "aggregate_scores", **smk.params) as (log, stats):
     scores = pd.concat([pd.read_parquet(path) for path in smk.input.shards], ignore_index=True)
     tfidf = pd.read_parquet(smk.input.candidates)
+    if "tfidf_rank" not in tfidf.columns:  # candidates from the gradient index: its columns, no TF-IDF ranks
+        tfidf = tfidf.assign(tfidf_score=float("nan"), tfidf_rank=float("nan"))
     scores = scores.merge(tfidf, on=["query_id", "seq_id"], how="left")
     # The union is scored against every query: a candidate another query's filter kept has no rank here.
     scores["in_tfidf_top_k"] = scores["tfidf_rank"].notna()
