@@ -3,6 +3,7 @@ new queries reuse the index."""
 
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -51,22 +52,28 @@ def test_index_candidates_are_rescored_exactly(index_run):
 
 def test_lost_index_shard_rebuilds_alone_and_new_queries_reuse_the_index(index_run):
     tmp, config, results = index_run
-    target = f"results/tiny/scores/{INDEX_SETTING}/top.parquet"
-    shard = results / "index" / INDEX / "layers~mlp" / "shard_1.safetensors"
-    kept = shard.read_bytes()
-    stat = shard.stat()
-    shard.unlink()  # a build job killed before it wrote its shard
+    target = f"results/tiny/index/{INDEX}/{QUERIES}/top.parquet"
+    # A run killed while building shard 1: that shard and everything after it are missing.
+    lost = [results / "index" / INDEX / "layers~mlp" / "shard_1.safetensors"]
+    lost += [results / "index" / INDEX / QUERIES / f"{name}.parquet" for name in ("top", "candidates", "search")]
+    backup = tmp / "lost"
+    backup.mkdir(exist_ok=True)
+    for i, path in enumerate(lost):
+        os.replace(path, backup / str(i))  # keeps the mtime, so putting it back restores the run
     try:
         jobs = planned_jobs("--configfile", config, "--directory", tmp, target)
-        assert jobs.get("build_index") == 1, jobs
+        assert jobs.get("build_index") == 1 and jobs.get("query_index") == 1, jobs
         assert not {"fit_covariance", "precondition_queries", "tokenize_corpus"} & set(jobs), jobs
     finally:
-        shard.write_bytes(kept)
-        os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        for i, path in enumerate(lost):
+            os.replace(backup / str(i), path)
     extra = {"id": "tallest_mountain", "prompt": "The tallest mountain is", "completion": " Everest", "tags": {}}
     queries = tmp / "queries_more.yaml"
     queries.write_text(yaml.safe_dump([*TINY_QUERIES, extra]))
-    jobs = planned_jobs("--configfile", config, "--directory", tmp, "--config", f"queries={queries}", target)
+    more = tmp / "config_more_queries.yaml"
+    more.write_text(yaml.safe_dump({"queries": str(queries)}))
+    scores = f"results/tiny/scores/{INDEX_SETTING}/top.parquet"
+    jobs = planned_jobs("--configfile", config, more, "--directory", tmp, scores)
     assert jobs.get("precondition_queries") == 1 and jobs.get("query_index") == 1, jobs
     assert not {"build_index", "fit_covariance", "tokenize_corpus"} & set(jobs), jobs
 
@@ -74,12 +81,15 @@ def test_lost_index_shard_rebuilds_alone_and_new_queries_reuse_the_index(index_r
 def test_changed_corpus_rebuilds_the_index(index_run):
     tmp, config, results = index_run
     tokens = results / "corpus" / "tokens.npy"
-    stat = tokens.stat()
-    os.utime(tokens, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as if tokenize_corpus had rerun
+    kept, stat = tokens.read_bytes(), tokens.stat()
+    changed = np.load(tokens)
+    changed[0] += 1  # as if tokenize_corpus had rerun on an edited corpus
+    np.save(tokens, changed)
     try:
         jobs = planned_jobs(
             "--configfile", config, "--directory", tmp, f"results/tiny/index/{INDEX}/{QUERIES}/top.parquet"
         )
     finally:
+        tokens.write_bytes(kept)
         os.utime(tokens, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert jobs.get("build_index") == 2 and jobs.get("query_index") == 1, jobs

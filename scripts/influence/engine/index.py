@@ -28,7 +28,7 @@ from .hooks import LayerCapture
 from .io import load_tensors, read_metadata, save_tensors
 from .model import TrackedLayer, input_device, layer_devices
 from .projection import ProjectionSpec, Projector
-from .scores import _gram_norm2
+from .scores import gram_norm2
 from .sequences import SEQUENCES, TOKENS
 
 VECTORS, NORMS = "vectors", "norms"
@@ -59,7 +59,7 @@ def project_corpus(
 
     def on_pair(name, a, g):
         blocks[name] = projector.candidates(name, a, g).to(home)  # (B, k_out·k_in)
-        norms[name] = _gram_norm2(a, g).to(home)  # (B,)
+        norms[name] = gram_norm2(a, g).to(home)  # (B,)
 
     with LayerCapture(model, layers, on_pair, dtype) as capture:
         for batch in tqdm(batches, desc="index", disable=not progress, unit="batch"):
