@@ -22,7 +22,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,6 +32,7 @@ from sklearn.utils import murmurhash3_32
 from tqdm import tqdm
 
 from .engine import names
+from .engine.io import atomic_path
 
 # sklearn's default: runs of >= 2 Unicode word characters (letters, digits, "_");
 # punctuation splits tokens and single characters ("a", "I", "3") are dropped.
@@ -152,11 +152,8 @@ class IdfModel:
             names.META_SEQUENCES: str(self.n_docs),
             names.META_SETTINGS: json.dumps(asdict(self.settings), sort_keys=True),
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")  # rename so readers never see half a file
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> IdfModel:

@@ -97,3 +97,14 @@ def test_unsupported_layers_and_empty_completions_are_named():
     assert encode_query(Tokenizer(), "q", "ab", "c") == ([97, 98, 99], [-100, -100, 99])
     with pytest.raises(ValueError, match="query 'capital-fr'.*empty"):
         encode_query(Tokenizer(), "capital-fr", "The capital of France is", "")
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    target = tmp_path / "sub" / "artefact.bin"
+    with io.atomic_path(target) as tmp:
+        tmp.write_bytes(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"first" and not list(target.parent.glob("*.partial"))

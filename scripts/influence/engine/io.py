@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -20,16 +22,30 @@ from .factors import FactorSums
 from .precondition import Preconditioned
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], **metadata) -> None:
-    """Write tensors with JSON metadata; a crash mid-write never leaves a half file at `path`."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a sibling `<name>.partial` to write; it replaces `path` in one rename only if the block succeeds.
+
+    The one way every artefact is written: a killed or failing job never leaves a half file at `path`
+    (a leftover `.partial` is ignored by git and overwritten by the next attempt).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], **metadata) -> None:
+    """Write tensors with JSON metadata, atomically."""
     # safetensors refuses tensors that share memory (e.g. gate/up eigenvectors): store copies.
     unique: dict[int, torch.Tensor] = {}
     tensors = {k: _own(t, unique) for k, t in tensors.items()}
-    save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
 def _own(tensor: torch.Tensor, unique: dict) -> torch.Tensor:
