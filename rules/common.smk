@@ -18,6 +18,7 @@ validate(config, "schemas/config.schema.yaml")  # fills every default, stops on 
 # the workflow itself reads a few constants from it.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from influence.corpus import WORDNET_ROOT
+from influence.engine import estimators, names
 
 RUN = f"results/{config['run']}"
 LOGS = f"{RUN}/logs"
@@ -114,12 +115,12 @@ def damping_of(wildcards) -> dict:
     return {"mode": config["scoring"]["damping"]["mode"], "value": PARAMS_OF[wildcards.setting]["damping"]}
 
 
+FACTOR_FILES = {names.EIGEN_INPUT: "eigen.safetensors", names.CORRECTION_INPUT: "lambda.safetensors"}
+
+
 def factor_files(wildcards, estimator: str) -> dict:
-    """EK-FAC needs the eigenbasis and Λ, K-FAC the eigenbasis only, identity and cosine nothing."""
-    inputs = {"eigen": f"{factors_dir(wildcards)}/eigen.safetensors"} if estimator in ("ekfac", "kfac") else {}
-    if estimator == "ekfac":
-        inputs["correction"] = f"{factors_dir(wildcards)}/lambda.safetensors"
-    return inputs
+    """The factor files an estimator's registry row asks for (EK-FAC: eigenbasis and Λ; identity: none)."""
+    return {key: f"{factors_dir(wildcards)}/{FACTOR_FILES[key]}" for key in estimators.factor_inputs(estimator)}
 
 
 def sample_factor_inputs(wildcards) -> dict:

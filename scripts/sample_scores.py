@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from influence.engine import io, names
+from influence.engine import io
 from influence.engine.data import query_batches
 from influence.engine.model import load_tokenizer
 from influence.engine.precondition import Damping, precondition_queries
@@ -36,8 +36,7 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     queries = english_originals_first(load_queries(smk.input.queries), settings["n_queries"])
     batches = query_batches(load_tokenizer(smk.input.model), queries)
-    eigen = io.load_eigen(smk.input.eigen, digest)
-    correction = io.load_factor_sums(smk.input.correction, names.EIGENVALUE_CORRECTION, digest)
+    curvature = io.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
     store = TokenStore(Path(smk.input.sequences).parent)
     sample = fitting_sample(store.table.index.tolist(), settings["sample_size"], settings["seed"])
     order, candidates = ordered_batches(store, sample, smk.params.batch_size)
@@ -48,11 +47,10 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
             layers,
             [q.id for q in queries],
             batches,
-            estimator,
-            eigen,
-            correction,
-            Damping(**smk.params.damping),
-            rank,
+            estimator=estimator,
+            damping=Damping(**smk.params.damping),
+            rank=rank,
+            **curvature,
         )
 
     tables = []

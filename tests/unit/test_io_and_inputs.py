@@ -39,7 +39,15 @@ def test_artefacts_round_trip(fitted, tmp_path):
     gate, up = eigen2["model.layers.0.mlp.gate_proj"], eigen2["model.layers.0.mlp.up_proj"]
     assert gate[names.ACTIVATION_EIGENVECTORS] is up[names.ACTIVATION_EIGENVECTORS]  # sharing restored
     pre = precondition_queries(
-        model, layers, ["a", "b"], [query_batch(2, seed=31)], "ekfac", eigen2, correction, rank=3, **F64
+        model,
+        layers,
+        ["a", "b"],
+        [query_batch(2, seed=31)],
+        estimator="ekfac",
+        eigen=eigen2,
+        correction=correction,
+        rank=3,
+        **F64,
     )
     io.save_preconditioned(tmp_path / "pre.safetensors", pre, digest, {"rank": 3})
     pre2 = io.load_preconditioned(tmp_path / "pre.safetensors", digest)

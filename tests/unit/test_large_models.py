@@ -18,7 +18,16 @@ def ekfac_scores(model, batches, queries):
     eigen = eigendecompose(covariance, progress=False)
     correction = fit_eigenvalue_correction(model, layers, eigen, batches, **FIT)
     pre = precondition_queries(
-        model, layers, ["q0", "q1"], [queries], "ekfac", eigen, correction, Damping(), None, progress=False
+        model,
+        layers,
+        ["q0", "q1"],
+        [queries],
+        estimator="ekfac",
+        eigen=eigen,
+        correction=correction,
+        damping=Damping(),
+        rank=None,
+        progress=False,
     )
     return covariance, score_candidates(model, layers, pre, batches, progress=False).total
 
@@ -60,7 +69,16 @@ def test_memory_plan_counts_the_bytes_the_engine_stores(tmp_path):
     eigen = eigendecompose(covariance, progress=False)
     correction = fit_eigenvalue_correction(model, layers, eigen, batches, **FIT)
     pre = precondition_queries(
-        model, layers, ["q0", "q1"], [query_batch(2, seed=6)], "ekfac", eigen, correction, Damping(), 4, progress=False
+        model,
+        layers,
+        ["q0", "q1"],
+        [query_batch(2, seed=6)],
+        estimator="ekfac",
+        eigen=eigen,
+        correction=correction,
+        damping=Damping(),
+        rank=4,
+        progress=False,
     )
     table = (
         plan(meta_model(tmp_path), dtype="float32", queries=2, rank=4).set_index(["rule", "component"])["gb"] * 1e9

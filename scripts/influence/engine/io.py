@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -145,6 +145,24 @@ def load_eigen(path, fingerprint: str | None = None) -> dict[str, dict[str, torc
             else:
                 factors[name] = twin
     return eigen
+
+
+def load_curvature(inputs: Mapping[str, str], fingerprint: str | None = None) -> dict:
+    """The factors a preconditioning rule's inputs name, as `precondition_queries` keywords.
+
+    `inputs` maps names.EIGEN_INPUT / names.CORRECTION_INPUT to files (what the estimator's registry row
+    asks for; either may be absent). Returns {eigen, correction, tokens_per_sequence}, None where absent;
+    tokens_per_sequence (K-FAC's n̄) comes from the eigendecomposition's counts.
+    """
+    eigen = load_eigen(inputs[names.EIGEN_INPUT], fingerprint) if names.EIGEN_INPUT in inputs else None
+    correction = None
+    if names.CORRECTION_INPUT in inputs:
+        correction = load_factor_sums(inputs[names.CORRECTION_INPUT], names.KIND_CORRECTION, fingerprint)
+    per_sequence = None
+    if eigen is not None:
+        counts = read_metadata(inputs[names.EIGEN_INPUT])
+        per_sequence = counts.get(names.META_TOKENS, 0) / max(counts.get(names.META_SEQUENCES, 0), 1) or None
+    return {"eigen": eigen, "correction": correction, "tokens_per_sequence": per_sequence}
 
 
 def save_preconditioned(path, pre: Preconditioned, fingerprint: str, settings: dict) -> None:
