@@ -3,7 +3,6 @@ and the sample's TF-IDF ranks; the data of the TF-IDF recall, query batching and
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from influence.engine import io
 from influence.engine.data import query_batches
@@ -13,23 +12,11 @@ from influence.engine.scores import score_many, scores_table
 from influence.engine.sequences import TokenStore, fitting_sample, ordered_batches
 from influence.queries import english_originals_first, load_queries
 from influence.runlog import describe_model, rule_log
-from influence.tfidf import IdfModel, tfidf_matrix
+from influence.tfidf import IdfModel, sample_tfidf_ranks
 from influence.workflow import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 settings = smk.params.analysis
-
-
-def tfidf_ranks(idf, texts: dict[str, str], order: list[str], store: TokenStore) -> pd.DataFrame:
-    """Each query's TF-IDF rank (1 = most similar) of every sampled sequence, under the run's IDF."""
-    docs = tfidf_matrix(store.table.loc[order, "text"].tolist(), idf)
-    similarity = (tfidf_matrix(list(texts.values()), idf) @ docs.T).toarray()  # (Q, N)
-    rows = []
-    for query_id, sims in zip(texts, similarity):
-        ranks = np.empty(len(order), dtype=np.int64)
-        ranks[np.lexsort((np.arange(len(order)), -sims))] = np.arange(1, len(order) + 1)  # ties: sample order
-        rows.append(pd.DataFrame({"query_id": query_id, "seq_id": order, "tfidf": sims, "tfidf_rank": ranks}))
-    return pd.concat(rows, ignore_index=True)
 
 
 with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
@@ -63,7 +50,7 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
             tables.append(table.assign(estimator=name, query_rank=rank))
         del variants
     pd.concat(tables, ignore_index=True).to_parquet(smk.output.scores, index=False)
-    tfidf_ranks(IdfModel.load(smk.input.idf), {q.id: q.text for q in queries}, order, store).to_parquet(
-        smk.output.tfidf, index=False
-    )
+    texts = {q.id: q.text for q in queries}
+    ranks = sample_tfidf_ranks(IdfModel.load(smk.input.idf), texts, order, store.table.loc[order, "text"].tolist())
+    ranks.to_parquet(smk.output.tfidf, index=False)
     stats.update(describe_model(model, layers), queries=len(queries), sample=len(order), variants=len(tables))

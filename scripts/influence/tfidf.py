@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from .engine import names
 from .engine.io import atomic_path
+from .stats import ranked
 
 # sklearn's default: runs of >= 2 Unicode word characters (letters, digits, "_");
 # punctuation splits tokens and single characters ("a", "I", "3") are dropped.
@@ -369,3 +370,22 @@ def candidate_union(df: pd.DataFrame) -> list[str]:
     if "seq_id" not in df.columns:
         raise ValueError(f"candidate table has no 'seq_id' column (columns: {list(df.columns)})")
     return sorted(set(df["seq_id"].astype(str)))
+
+
+def sample_tfidf_ranks(
+    idf: IdfModel, texts: Mapping[str, str], seq_ids: list[str], documents: list[str]
+) -> pd.DataFrame:
+    """Each query's TF-IDF similarity and rank of every document of a sample (the sample analyses' ranks).
+
+    Columns query_id, seq_id, tfidf, tfidf_rank (1 = most similar; ties by seq_id, the rule of stats.ranked).
+    """
+    docs = tfidf_matrix(documents, idf)
+    similarity = (tfidf_matrix(list(texts.values()), idf) @ docs.T).toarray()  # (Q, N)
+    table = pd.DataFrame(
+        {
+            "query_id": np.repeat(list(texts), len(seq_ids)),
+            "seq_id": np.tile(np.asarray(seq_ids, dtype=object), len(texts)),
+            "tfidf": similarity.reshape(-1),
+        }
+    )
+    return ranked(table, "tfidf").rename(columns={"rank": "tfidf_rank"})

@@ -148,9 +148,6 @@ def score_candidates(
     return score_many(model, layers, {"": pre}, batches, dtype, progress, max_tokens)[""]
 
 
-LAYER_PREFIX = "layer:"
-
-
 def scores_table(scores: Scores, seq_ids: list[str], query_ids: list[str]) -> pd.DataFrame:
     """Long table: query_id, seq_id, influence, and one `layer:<module>` column per tracked layer."""
     n_seq, n_query = len(seq_ids), len(query_ids)
@@ -162,7 +159,7 @@ def scores_table(scores: Scores, seq_ids: list[str], query_ids: list[str]) -> pd
         }
     )
     per_layer = scores.per_layer.reshape(n_seq * n_query, -1).double().numpy()
-    layers = pd.DataFrame(per_layer, columns=[LAYER_PREFIX + name for name in scores.layers])
+    layers = pd.DataFrame(per_layer, columns=[names.LAYER_PREFIX + name for name in scores.layers])
     return pd.concat([table, layers], axis=1)
 
 
