@@ -15,9 +15,7 @@ rule report:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=10,
+        **LIGHT_JOB,
     params:
         setting=setting_label,
     script:

@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .figures import figure_axes
+from .settings import PARAMETERS
 from .stats import spearman, top_k
-
-PARAMETERS = ["layers", "top_k", "estimator", "damping", "rank"]
 
 
 def _changed(point: dict, base: dict) -> str:

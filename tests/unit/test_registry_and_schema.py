@@ -46,3 +46,10 @@ def test_unknown_or_evaluation_only_estimators_are_refused_by_the_engine():
     for name in ("tracin", "bm25"):
         with pytest.raises(ValueError, match="estimator must be one of"):
             precondition_queries(None, {}, ["q"], [], estimator=name)
+
+
+def test_schema_default_layers_are_the_engine_default():
+    from influence.engine.defaults import DEFAULT_LAYER_PATTERN
+
+    schema = yaml.safe_load((ROOT / "rules/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["model"]["properties"]["layers"]["default"] == DEFAULT_LAYER_PATTERN
