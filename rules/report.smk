@@ -7,7 +7,7 @@ rule report:
     output:
         html=report(
             f"{SCORES}/report.html",
-            caption="../scripts/influence/resources/report_caption.rst",
+            caption="captions/report.rst",
             category="Top influential sequences",
         ),
     log:
