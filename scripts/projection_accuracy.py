@@ -30,11 +30,9 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
         layers,
         [q.id for q in queries],
         query_batches(load_tokenizer(smk.input.model), queries),
-        "ekfac",
-        io.load_eigen(smk.input.eigen, digest),
-        io.load_factor_sums(smk.input.correction, names.EIGENVALUE_CORRECTION, digest),
-        Damping(**smk.params.damping),
-        None,
+        estimator="ekfac",
+        damping=Damping(**smk.params.damping),
+        **io.load_curvature({k: smk.input[k] for k in (names.EIGEN_INPUT, names.CORRECTION_INPUT)}, digest),
     )
     exact = pd.read_parquet(smk.input.exact)
     exact = exact[(exact["estimator"] == "ekfac") & (exact["query_rank"] == 0)][["query_id", "seq_id", "influence"]]

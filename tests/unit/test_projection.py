@@ -32,7 +32,16 @@ def setup(request):
     def precondition(rank):
         queries = [query_batch(3, seed=22)]
         return precondition_queries(
-            model, layers, ["a", "b", "c"], queries, "ekfac", eigen, correction, Damping(), rank, **F64
+            model,
+            layers,
+            ["a", "b", "c"],
+            queries,
+            estimator="ekfac",
+            eigen=eigen,
+            correction=correction,
+            damping=Damping(),
+            rank=rank,
+            **F64,
         )
 
     return dict(
