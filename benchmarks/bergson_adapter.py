@@ -107,9 +107,38 @@ def label_sampler(fisher: str, generator: torch.Generator | None) -> Callable:
     return forward_backward
 
 
+def run_collector(model, index_cfg, collector, data, groups: list[list[int]], forward_backward: Callable):
+    """One pass of bergson's CollectorComputer over `data` in our batches, with `forward_backward`."""
+    from bergson.collector.collector import CollectorComputer
+
+    computer = CollectorComputer(model=model, data=data, collector=collector, batches=groups, cfg=index_cfg)
+    computer.forward_backward = forward_backward
+    computer.run_with_collector_hooks(desc="bergson")
+    return collector
+
+
+def query_gradients(model, index_cfg, targets: set[str], query_batches: list[Batch]) -> dict[str, torch.Tensor]:
+    """bergson's per-query gradients of the summed completion loss: {bergson name: (Q, out·(in+1))}."""
+    from bergson.collector.collector import fwd_bwd_factory
+    from bergson.collector.in_memory_collector import InMemoryCollector
+    from bergson.gradients import GradientProcessor
+
+    query, groups = to_dataset(query_batches)
+    collector = InMemoryCollector(
+        model=model.base_model,
+        target_modules=targets,
+        attention_cfgs={},
+        processor=GradientProcessor(include_bias=True),
+        data=query,
+        cfg=index_cfg,
+    )
+    run_collector(model, index_cfg, collector, query, groups, fwd_bwd_factory(index_cfg))
+    return {n: collector.gradients[n].float() for n in targets}
+
+
 @dataclass
 class BergsonResult:
-    scores: torch.Tensor  # (n_queries, n_candidates) float64, our sign convention
+    scores: torch.Tensor | None  # (n_queries, n_candidates) float64, our sign convention; None if score=False
     phase_seconds: dict[str, float]
     phase_peak_rss_mb: dict[str, float]
     damping: dict[str, float]  # our module name -> 0.1·mean(Λ)
@@ -129,6 +158,7 @@ def run_bergson(
     generator: torch.Generator | None = None,
     native_sampler: bool = False,
     hessian_dtype: str = "fp32",
+    score: bool = True,
 ) -> BergsonResult:
     """EK-FAC scores from bergson for queries x candidates, timing covariance, eigendecomposition,
     eigenvalue correction and scoring (query gradients + preconditioning + candidate sweep).
@@ -136,9 +166,8 @@ def run_bergson(
     fisher="empirical" uses bergson's own loss (``use_dataset_labels=True``); fisher="true" uses our
     label sampler unless `native_sampler` (then bergson's ``torch.multinomial`` over the softmax).
     """
-    from bergson.collector.collector import CollectorComputer, fwd_bwd_factory, fwd_bwd_hessian_factory
+    from bergson.collector.collector import fwd_bwd_factory, fwd_bwd_hessian_factory
     from bergson.collector.gradient_collectors import GradientCollector
-    from bergson.collector.in_memory_collector import InMemoryCollector
     from bergson.config.config import HessianConfig, IndexConfig, InversionConfig
     from bergson.gradients import GradientProcessor
     from bergson.hessians.eigenvectors import LambdaCollector, eigendecompose_owned, save_uncorrected_eigenvalues
@@ -168,10 +197,8 @@ def run_bergson(
         forward_backward = label_sampler(fisher, generator)
 
     def collect(collector, data, groups, fwd_bwd=None):
-        computer = CollectorComputer(model=model, data=data, collector=collector, batches=groups, cfg=index_cfg)
-        computer.forward_backward = fwd_bwd or forward_backward  # gradients: bergson's own summed CE
-        computer.run_with_collector_hooks(desc="bergson")
-        return collector
+        # gradients (fwd_bwd given): bergson's own summed CE over the labelled positions
+        return run_collector(model, index_cfg, collector, data, groups, fwd_bwd or forward_backward)
 
     common = dict(
         model=model.base_model, target_modules=targets, attention_cfgs={}, path=str(index_cfg.partial_run_path)
@@ -240,23 +267,11 @@ def run_bergson(
 
     def scores():
         # As score_dataset: query gradients, preconditioned once, then one sweep over the candidates.
-        queries = collect(
-            InMemoryCollector(
-                model=model.base_model,
-                target_modules=targets,
-                attention_cfgs={},
-                processor=processor,
-                data=query,
-                cfg=index_cfg,
-            ),
-            query,
-            query_groups,
-            fwd_bwd_factory(index_cfg),
-        )
+        grads = query_gradients(model, index_cfg, targets, query_batches)
         pre = FactoredPreconditioner.from_path(
             index_cfg.partial_run_path, inversion_cfg=InversionConfig(), ev_correction=True
         )
-        query_grads = pre.apply({n: queries.gradients[n].float() for n in targets})
+        query_grads = pre.apply(grads)
         writer = InMemorySequenceScoreWriter(len(cand), len(query))
         scorer = Scorer(query_grads, sorted(targets), writer, torch.device("cpu"), torch.float32)
         collect(
@@ -275,7 +290,13 @@ def run_bergson(
         )
         return writer.scores.T.double(), pre
 
-    phase("scores_full", scores)
+    if not score:  # factors only (ASTRA): the damping is read from the saved Λ
+        pre = FactoredPreconditioner.from_path(
+            index_cfg.partial_run_path, inversion_cfg=InversionConfig(), ev_correction=True
+        )
+        out["scores_full"] = None, pre
+    else:
+        phase("scores_full", scores)
     score_matrix, pre = out["scores_full"]
     damping = {ours: float(0.1 * pre.lambdas[theirs].double().mean()) for ours, theirs in names.items()}
     return BergsonResult(score_matrix, seconds, peaks, damping, str(index_cfg.partial_run_path), names)
