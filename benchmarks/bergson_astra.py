@@ -200,6 +200,17 @@ def run_ours(model, module_names, document_batches, query_batches, *, steps: int
     return dict(factors_s=factors, refine_s=refine, per_query_s=refine / len(ids), preconditioned=pre)
 
 
+def solution_cosines(theirs: dict[str, torch.Tensor], ours) -> list[float]:
+    """Cosine between bergson's and our refined (F + λI)⁻¹ g_q per query, over all tracked modules. The two use
+    different curvature samples (their exact Gauss-Newton on the documents, our sampled-label Fisher), so they
+    agree only approximately; a cosine near 1 says both solve the same system."""
+    from influence.engine.names import PRECONDITIONED
+
+    a = torch.cat([theirs[n].flatten(1).double() for n in theirs], dim=1)
+    b = torch.cat([ours.layers[n][PRECONDITIONED].flatten(1).double() for n in theirs], dim=1)
+    return torch.nn.functional.cosine_similarity(a, b, dim=1).tolist()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
@@ -228,6 +239,10 @@ def main() -> None:
             f"{theirs['per_query_s'] / ours['per_query_s']:.1f}x"
         )
         timings["ours"] = {k: v for k, v in ours.items() if k != "preconditioned"}
+        cosines = solution_cosines(theirs["solutions"], ours["preconditioned"])
+        print("cosine of the refined solutions (bergson: exact Gauss-Newton; ours: F with sampled labels), per query:")
+        print("  " + ", ".join(f"{c:.3f}" for c in cosines))
+        timings["solution_cosines"] = cosines
     if args.out:
         Path(args.out).write_text(json.dumps(timings, indent=1))
 

@@ -265,13 +265,13 @@ def report(name: str, base: dict, engines: dict[str, dict]) -> None:
     print("| phase | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
 
-    def cell(value, fmt):
-        return "—" if value is None else format(value, fmt)
+    def cell(value, fmt, unit=""):
+        return "—" if value is None else format(value, fmt) + unit
 
     for phase in PHASES:
         secs = {e: r["seconds"].get(phase) for e, r in engines.items()}
         row = [cell(secs[e], ".1f") for e in engines]
-        row += [cell(secs[e] / secs["ours"] if secs[e] else None, ".2f") + "×" for e in peers]
+        row += [cell(secs[e] / secs["ours"] if secs[e] else None, ".2f", "×") for e in peers]
         row += [cell(secs[e] / one if secs[e] else None, ".2f") for e in engines]
         row += [cell(r["peaks"].get(phase), ".0f") for r in engines.values()]
         print(f"| {phase} | " + " | ".join(row) + " |")
@@ -282,9 +282,9 @@ def report(name: str, base: dict, engines: dict[str, dict]) -> None:
             for e, r in engines.items()
         }
         row = [cell(totals[e], ".1f") for e in engines]
-        row += [cell(totals[e] / totals["ours"] if totals[e] else None, ".2f") + "×" for e in peers]
-        row += [cell(totals[e] / ideal if totals[e] else None, ".2f") + " of ideal" for e in engines]
-        row += [f"{max(r['peaks'][p] for p in phases if p in r['peaks']):.0f}" for r in engines.values()]
+        row += [cell(totals[e] / totals["ours"] if totals[e] else None, ".2f", "×") for e in peers]
+        row += [cell(totals[e] / ideal if totals[e] else None, ".2f", " of ideal") for e in engines]
+        row += [cell(max(r["peaks"][p] for p in phases) if totals[e] else None, ".0f") for e, r in engines.items()]
         print(f"| **{label}** | " + " | ".join(row) + " |")
     print(
         f"\nideal = 2 × fitting + 1 × candidates passes for the pipeline, + 2 × candidates for all six; "
@@ -311,7 +311,7 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=["W1", "W2"])
     parser.add_argument("--role", choices=ROLES)
     parser.add_argument("--engines", nargs="+", default=ROLES[1:], choices=ROLES[1:])
-    parser.add_argument("--out")
+    parser.add_argument("--out", help="child: where to write its JSON; parent: also save every raw result here")
     args = parser.parse_args()
     if args.role:  # a child: one engine on one workload
         runner = {"baseline": run_baseline, "ours": run_ours, "kronfluence": run_kronfluence, "bergson": run_bergson}[
@@ -320,11 +320,15 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(runner(args.workloads[0])))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, batch {BATCH}")
+    raw = {}
     for name in args.workloads:
         base = in_subprocess("baseline", name)
         engines = {"ours": in_subprocess("ours", name)}
         engines.update({e: in_subprocess(e, name) for e in args.engines if e != "ours"})
         report(name, base, engines)
+        raw[name] = dict(baseline=base, **engines)
+        if args.out:
+            Path(args.out).write_text(json.dumps(raw))
 
 
 if __name__ == "__main__":
