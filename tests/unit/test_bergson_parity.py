@@ -43,7 +43,9 @@ def ekfac_scores(model, layers, fit, candidates, queries):
     covariance = fit_covariance(model, layers, fit, fisher="empirical", **F64)
     eigen = eigendecompose(covariance, progress=False)
     correction = fit_eigenvalue_correction(model, layers, eigen, fit, fisher="empirical", **F64)
-    pre = precondition_queries(model, layers, list("abcd"), queries, "ekfac", eigen, correction, **F64)
+    pre = precondition_queries(
+        model, layers, list("abcd"), queries, estimator="ekfac", eigen=eigen, correction=correction, **F64
+    )
     return score_candidates(model, layers, pre, candidates, **F64).total.T, pre.damping  # (Q, N)
 
 
