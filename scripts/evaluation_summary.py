@@ -43,10 +43,10 @@ with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
             "fact_tracing": [f"recall_at_{k}", "mrr"],
         }[name]
         table[table["measure"].isin(measures)].to_parquet(Path(out.table).with_name(f"{name}.parquet"), index=False)
-    Path(out.captions).write_text(json.dumps(captions, indent=2))
+    Path(out.captions).write_text(json.dumps(captions, indent=2), encoding="utf-8")
     accuracy = table[(table["measure"] == "accuracy") & (table["variant"] == "original")]
     text = verdict(table, smk.params.headline_damping, dict(zip(accuracy["model"], accuracy["value"])))
     text += "\n## Figures\n\n" + "\n\n".join(captions.values()) + "\n"
-    Path(out.verdict).write_text(text)
-    Path(out.verdict_html).write_text(markdown_to_html(text))
+    Path(out.verdict).write_text(text, encoding="utf-8")
+    Path(out.verdict_html).write_text(markdown_to_html(text), encoding="utf-8")
     stats.update(rows=len(table), seeds=len(seeds), models=models)

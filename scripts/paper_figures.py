@@ -42,5 +42,5 @@ with rule_log(smk.log[0], "paper_figures", **smk.params) as (log, stats):
         table.to_parquet(Path(smk.output.sparsity).with_name(f"{name}.parquet"), index=False)
     fits.to_parquet(smk.output.fits, index=False)
     analysis.max_influence_table(scores, n_tokens, completion_tokens).to_parquet(smk.output.max_influence, index=False)
-    Path(smk.output.captions).write_text(json.dumps(captions, indent=2))
+    Path(smk.output.captions).write_text(json.dumps(captions, indent=2), encoding="utf-8")
     stats.update(queries=len(tags), rows={name: len(t) for name, t in tables.items()})

@@ -9,6 +9,6 @@ with rule_log(smk.log[0], "planted_corpus", seed=smk.wildcards.seed, **smk.param
     p = smk.params.planted
     documents, queries = plant_facts(p["n_facts"], p["k"], p["n_distractors"], int(smk.wildcards.seed))
     documents.to_parquet(smk.output.documents, index=False)
-    with open(smk.output.queries, "w") as handle:
+    with open(smk.output.queries, "w", encoding="utf-8") as handle:
         yaml.safe_dump(queries, handle, allow_unicode=True, sort_keys=False)
     stats.update(documents=len(documents), queries=len(queries))

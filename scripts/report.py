@@ -11,6 +11,6 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "report", **smk.params) as (log, stats):
     queries = load_queries(smk.input.queries)
     page = render_report(queries, pd.read_parquet(smk.input.top), pd.read_parquet(smk.input.tokens), smk.params.setting)
-    Path(smk.output.html).write_text(page)
+    Path(smk.output.html).write_text(page, encoding="utf-8")
     log.info("report written to %s", Path(smk.output.html).resolve())
     stats.update(queries=len(queries), bytes=len(page))

@@ -42,5 +42,5 @@ with rule_log(smk.log[0], "sample_figures", **smk.params) as (log, stats):
     }
     for name, table in tables.items():
         table.to_parquet(Path(smk.output.captions).with_name(f"{name}.parquet"), index=False)
-    Path(smk.output.captions).write_text(json.dumps(captions, indent=2))
+    Path(smk.output.captions).write_text(json.dumps(captions, indent=2), encoding="utf-8")
     stats.update(sample=n_sample, queries=full["query_id"].nunique(), estimators=list(by_estimator))

@@ -18,5 +18,5 @@ with rule_log(smk.log[0], "sweep_summary", points=len(smk.params.settings), top_
     summary = summarise(table)
     table.to_parquet(smk.output.table, index=False)
     summary.to_parquet(smk.output.summary, index=False)
-    Path(smk.output.caption).write_text(plot_sweep(summary, smk.output.figure, smk.params.top_n))
+    Path(smk.output.caption).write_text(plot_sweep(summary, smk.output.figure, smk.params.top_n), encoding="utf-8")
     stats.update(rows=len(table))

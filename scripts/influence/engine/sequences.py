@@ -21,11 +21,12 @@ SEQUENCES = "sequences.parquet"
 
 
 def tokenize_corpus(
-    tokenizer, corpus: pd.DataFrame, max_tokens: int, out_dir: str | Path, chunk: int = 4096
+    tokenizer, corpus: pd.DataFrame, max_tokens: int, out_dir: str | Path, chunk: int = 4096, source: str = "corpus"
 ) -> pd.DataFrame:
     """Tokenise `corpus` (seq_id, text), truncate to `max_tokens`, drop sequences under 2 tokens.
 
-    A sequence needs at least two tokens to carry any next-token loss.
+    A sequence needs at least two tokens to carry any next-token loss. Raises ValueError naming
+    `source` when no document is long enough (nothing could be fitted or scored).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -41,6 +42,11 @@ def tokenize_corpus(
     table = corpus[["seq_id", "text"]].copy()
     table["n_tokens"] = np.asarray(lengths, dtype=np.int64)
     keep = table["n_tokens"].to_numpy() >= 2
+    if not keep.any():
+        raise ValueError(
+            f"{source}: all {len(table)} documents are too short (under 2 tokens after tokenising, "
+            "so they carry no next-token loss); the corpus needs at least one longer document."
+        )
     pieces = [p for p, k in zip(pieces, keep) if k]
     table = table[keep].reset_index(drop=True)
     table["offset"] = np.concatenate([[0], np.cumsum(table["n_tokens"].to_numpy())[:-1]]).astype(np.int64)
