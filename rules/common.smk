@@ -189,6 +189,17 @@ def model_source():
     return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+def source_files(source: str) -> dict:
+    """Size and modification time (ns) of each file of the model source (a directory's top-level files).
+
+    Snakemake sees only a directory's own time stamp, which does not change when a weight file is
+    overwritten in place; as a param of prepare_model this reruns it (and everything after it) then.
+    """
+    path = Path(source)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
 def corpus_source():
     path = config["corpus"]["path"]
     if path is not None:
