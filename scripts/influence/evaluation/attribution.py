@@ -12,12 +12,12 @@ import pandas as pd
 
 from ..engine.data import iter_batches, query_batches
 from ..engine.eigen import eigendecompose
+from ..engine.estimators import SCORING_ESTIMATORS
 from ..engine.factors import fit_covariance, fit_eigenvalue_correction
-from ..engine.precondition import ESTIMATORS, Damping, precondition_queries
+from ..engine.precondition import Damping, precondition_queries
 from ..engine.scores import score_many
 from .baselines import bm25_scores, repsim_scores, tfidf_scores
 
-ALL_ESTIMATORS = (*ESTIMATORS, "repsim", "tfidf", "bm25")
 # Queries per preconditioning pass: their full-rank gradients (~80M floats each on SmolLM2-135M) are held at once.
 QUERY_BATCH = 2
 
@@ -30,17 +30,17 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
     correction = fit_eigenvalue_correction(model, layers, eigen, batches, "true", settings["seed"] + 1)
     q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
     ids, out = [q.id for q in queries], {}
-    for estimator in ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
+    for estimator in SCORING_ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
         pre = precondition_queries(
             model,
             layers,
             ids,
             q_batches,
-            estimator,
-            eigen,
-            correction,
-            Damping(**settings["damping"]),
-            settings["query_rank"],
+            estimator=estimator,
+            eigen=eigen,
+            correction=correction,
+            damping=Damping(**settings["damping"]),
+            rank=settings["query_rank"],
         )
         out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
         del pre
