@@ -80,7 +80,9 @@ def test_scores_do_not_depend_on_batching_order_or_padding(fitted, estimator):
     ids = ["q0", "q1", "q2"]
 
     def pre(batches):
-        return precondition_queries(model, layers, ids, batches, estimator, eigen, correction, **F32)
+        return precondition_queries(
+            model, layers, ids, batches, estimator=estimator, eigen=eigen, correction=correction, **F32
+        )
 
     # queries preconditioned together, one at a time, and with extra padding give the same scores
     variants = {
@@ -114,9 +116,9 @@ def test_micro_batching_does_not_change_scores(fitted):
         layers,
         ["q0"],
         [_queries(random_sequences(1, seed=23, low=6, high=10))],
-        "ekfac",
-        eigen,
-        correction,
+        estimator="ekfac",
+        eigen=eigen,
+        correction=correction,
         **F32,
     )
     batch = [padded(random_sequences(N, seed=24))]

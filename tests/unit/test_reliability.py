@@ -117,4 +117,111 @@ def test_nan_in_a_factor_at_low_query_rank_names_the_layer(fitted):
     layer = "model.layers.1.mlp.gate_proj"
     broken.sums[layer][names.EIGENVALUE_CORRECTION][0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=f"layer {layer}"):
-        precondition_queries(model, layers, ["a", "b"], [query_batch(2, seed=1)], "ekfac", eigen, broken, rank=1, **F64)
+        precondition_queries(
+            model,
+            layers,
+            ["a", "b"],
+            [query_batch(2, seed=1)],
+            estimator="ekfac",
+            eigen=eigen,
+            correction=broken,
+            rank=1,
+            **F64,
+        )
+
+
+def _overwrite_middle(path, n: int = 64) -> None:
+    """The issue's probe: 64 bytes in the middle of the file replaced, same size (as a disk error would)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + n] = bytes((b + 97) % 256 for b in data[middle : middle + n])
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_factor_file_is_refused_naming_it(fitted, tmp_path):
+    from influence.engine import io
+    from influence.engine.model import fingerprint
+
+    _, layers, _, eigen, correction = fitted
+    digest = fingerprint(layers)
+    path = tmp_path / "lambda.safetensors"
+    io.save_factor_sums(path, correction, names.KIND_CORRECTION, digest, {})
+    io.load_factor_sums(path, names.KIND_CORRECTION, digest)  # sound before
+    size = path.stat().st_size
+    _overwrite_middle(path)
+    assert path.stat().st_size == size
+    with pytest.raises(
+        ValueError, match=rf"{path} is damaged: its data do not match the checksum.*Delete it and rerun"
+    ):
+        io.load_factor_sums(path, names.KIND_CORRECTION, digest)
+
+
+@pytest.mark.parametrize(
+    "kind,factor,value,message",
+    [
+        (names.KIND_CORRECTION, names.EIGENVALUE_CORRECTION, 3.3e31, "beyond any plausible"),
+        (names.KIND_CORRECTION, names.EIGENVALUE_CORRECTION, -1.0, "negative eigenvalue"),
+        (names.KIND_CORRECTION, names.EIGENVALUE_CORRECTION, float("nan"), "NaN or Inf"),
+        (names.KIND_EIGEN, names.GRADIENT_EIGENVALUES, -5.0, "negative eigenvalue"),
+        (names.KIND_COVARIANCE, names.ACTIVATION_COVARIANCE, 1e35, "beyond any plausible"),
+    ],
+)
+def test_impossible_factor_values_are_refused_naming_file_and_layer(fitted, tmp_path, kind, factor, value, message):
+    """A file with a right checksum but impossible numbers (written by a broken computation)."""
+    from influence.engine import io
+    from influence.engine.model import fingerprint
+
+    _, layers, covariance, eigen, correction = fitted
+    layer = "model.layers.1.mlp.down_proj"
+    path = tmp_path / f"{kind}.safetensors"
+    if kind == names.KIND_EIGEN:
+        broken = {m: {k: t.clone() for k, t in fs.items()} for m, fs in eigen.items()}
+        broken[layer][factor][-1] = value
+        io.save_eigen(path, broken, fingerprint(layers), {})
+        load = lambda: io.load_eigen(path)  # noqa: E731
+    else:
+        sums = covariance if kind == names.KIND_COVARIANCE else correction
+        broken = FactorSums({m: {k: t.clone() for k, t in fs.items()} for m, fs in sums.sums.items()}, 10, 10)
+        broken.sums[layer][factor].view(-1)[0] = value
+        io.save_factor_sums(path, broken, kind, fingerprint(layers), {})
+        load = lambda: io.load_factor_sums(path, kind)  # noqa: E731
+    with pytest.raises(ValueError, match=rf"{path} is damaged: {factor} of layer {layer} .*{message}"):
+        load()
+
+
+def test_tables_carry_a_checksum_verified_on_load(tmp_path):
+    from influence.engine import io
+
+    frame = pd.DataFrame(
+        {
+            "query_id": ["q1", "q2"] * 500,
+            "seq_id": [f"doc {i} ✓" for i in range(1000)],
+            "influence": torch.randn(1000, dtype=torch.float64).numpy(),
+            "tfidf_score": [None, 0.5] * 500,
+            "in_top_k": [True, False] * 500,
+        }
+    )
+    path = tmp_path / "scores.parquet"
+    io.write_table(frame, path, note="kept")
+    loaded, metadata = io.read_table_with_metadata(path)
+    pd.testing.assert_frame_equal(loaded, frame)
+    assert metadata == {"note": "kept"}
+    empty = frame.iloc[:0]
+    io.write_table(empty, tmp_path / "empty.parquet")
+    assert list(io.read_table(tmp_path / "empty.parquet").columns) == list(frame.columns)
+    _overwrite_middle(path)
+    with pytest.raises(ValueError, match=rf"{path} is damaged.*Delete it and rerun"):
+        io.read_table(path)
+
+
+def test_damaged_token_file_is_refused(tmp_path):
+    from influence.engine.sequences import TokenStore
+
+    corpus = pd.DataFrame(
+        {"seq_id": [str(i) for i in range(50)], "text": [f"document number {i}" * 5 for i in range(50)]}
+    )
+    tokenize_corpus(CharTokenizer(), corpus, 64, tmp_path, source="corpus.jsonl")
+    assert len(TokenStore(tmp_path).ids("3")) == 64
+    _overwrite_middle(tmp_path / "tokens.npy")
+    with pytest.raises(ValueError, match="tokens.npy is damaged"):
+        TokenStore(tmp_path)
