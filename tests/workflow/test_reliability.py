@@ -102,3 +102,27 @@ def test_weights_changed_in_place_rerun_prepare_model(tiny_run, tmp_path):
     weights.write_bytes(bytes(data))
     assert (tmp_path / "model").stat().st_mtime_ns == mtime
     assert planned_jobs(*args) == {"prepare_model": 1}
+
+
+def test_damaged_factor_file_stops_the_run_naming_it(tiny_run):
+    """The issue's probe: 64 bytes in the middle of lambda.safetensors overwritten, same size."""
+    import os
+
+    tmp, _, results = tiny_run
+    path = results / "factors" / "layers~mlp" / "lambda.safetensors"
+    original, stat = path.read_bytes(), path.stat()
+    damaged = bytearray(original)
+    middle = len(damaged) // 2
+    damaged[middle : middle + 64] = bytes((b + 97) % 256 for b in damaged[middle : middle + 64])
+    config = tiny_config(tmp, name="damaged", damping={"mode": "relative", "value": 0.7})  # a new setting reads Λ
+    target = "results/tiny/queries/layers~mlp_estimator~ekfac_damping~relative-0.7_rank~8/preconditioned.safetensors"
+    try:
+        path.write_bytes(bytes(damaged))
+        assert path.stat().st_size == stat.st_size
+        out = _failing("--cores", 1, "--configfile", config, "--directory", tmp, target)
+    finally:  # the session's tiny run stays as it was, time stamp included
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    log = results / "logs" / "layers~mlp_estimator~ekfac_damping~relative-0.7_rank~8" / "precondition_queries.log"
+    text = log.read_text(encoding="utf-8") if log.exists() else out
+    assert f"{path.relative_to(tmp)} is damaged" in text + out and "Delete it and rerun" in text + out, out[-3000:]

@@ -15,6 +15,7 @@ eigenvalues of the covariances and of Λ non-negative and below `PLAUSIBLE_MAX`.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -72,9 +73,10 @@ def digest_frame(frame: pd.DataFrame) -> str:
     for position, column in enumerate(frame.columns):
         values = frame[column]
         try:
-            hashed = pd.util.hash_pandas_object(values, index=False).to_numpy()
+            # categorize=False: factorising first is 5x slower on unique strings (seq_ids)
+            hashed = pd.util.hash_pandas_object(values, index=False, categorize=False).to_numpy()
         except TypeError:  # unhashable cells (lists, dicts): hash their text
-            hashed = pd.util.hash_pandas_object(values.astype(str), index=False).to_numpy()
+            hashed = pd.util.hash_pandas_object(values.astype(str), index=False, categorize=False).to_numpy()
         arrays.append((f"{position:06d}|{column}|{values.dtype}", hashed))
     return digest_arrays(arrays)
 
@@ -91,16 +93,21 @@ def verify(path, recorded: str | None, actual: str) -> None:
 def check_values(path, kind: str, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
     """Finite values everywhere; for factor files, eigenvalues ≥ 0 (within rounding) and ≤ PLAUSIBLE_MAX."""
     for key, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        # min and max propagate NaN and show ±Inf: one pass, ~20x faster than isfinite().all()
+        if tensor.is_floating_point() and tensor.numel() and not all(map(math.isfinite, _extremes(tensor))):
             module, factor = key.rsplit(".", 1)
             raise damaged(path, f"{factor} of layer {module} has NaN or Inf values")
     if kind == names.KIND_EIGEN:
-        spectra = {k: t for k, t in tensors.items() if k.endswith(("_eigenvalues",))}
-        _check_spectra(path, spectra, 1)
+        _check_spectra(path, {k: t for k, t in tensors.items() if k.endswith("_eigenvalues")}, 1)
     elif kind == names.KIND_COVARIANCE:  # diagonals of Σ a aᵀ bound the eigenvalues from below and above
         _check_spectra(path, {k: torch.diagonal(t) for k, t in tensors.items()}, metadata.get(names.META_TOKENS, 0))
     elif kind == names.KIND_CORRECTION:
         _check_spectra(path, tensors, metadata.get(names.META_SEQUENCES, 0))
+
+
+def _extremes(tensor: torch.Tensor) -> tuple[float, float]:
+    low, high = torch.aminmax(tensor.detach())
+    return float(low), float(high)
 
 
 def _check_spectra(path, values: dict[str, torch.Tensor], count: int) -> None:
@@ -108,12 +115,11 @@ def _check_spectra(path, values: dict[str, torch.Tensor], count: int) -> None:
     for key, tensor in values.items():
         if tensor.numel() == 0:
             continue
-        mean = tensor.double() / max(count, 1)
-        largest, smallest = float(mean.max()), float(mean.min())
+        low, high = (v / max(count, 1) for v in _extremes(tensor))
         module, factor = key.rsplit(".", 1)
-        if largest > PLAUSIBLE_MAX:
+        if high > PLAUSIBLE_MAX:
             raise damaged(
-                path, f"{factor} of layer {module} reaches {largest:.3g}, beyond any plausible {PLAUSIBLE_MAX:g}"
+                path, f"{factor} of layer {module} reaches {high:.3g}, beyond any plausible {PLAUSIBLE_MAX:g}"
             )
-        if smallest < -NEGATIVE_TOLERANCE * max(abs(largest), 1e-30):
-            raise damaged(path, f"{factor} of layer {module} has a negative eigenvalue {smallest:.3g}")
+        if low < -NEGATIVE_TOLERANCE * max(abs(high), 1e-30):
+            raise damaged(path, f"{factor} of layer {module} has a negative eigenvalue {low:.3g}")
