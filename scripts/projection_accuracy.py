@@ -34,7 +34,7 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
         damping=Damping(**smk.params.damping),
         **io.load_curvature({k: smk.input[k] for k in (names.EIGEN_INPUT, names.CORRECTION_INPUT)}, digest),
     )
-    exact = pd.read_parquet(smk.input.exact)
+    exact = io.read_table(smk.input.exact)
     exact = exact[(exact["estimator"] == "ekfac") & (exact["query_rank"] == 0)][["query_id", "seq_id", "influence"]]
     projected = {}
     for k in smk.params.ks:
@@ -49,7 +49,7 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
             }
         )
     table = projection_accuracy(exact, projected)
-    table.to_parquet(smk.output.tables[0], index=False)
+    io.write_table(table, smk.output.tables[0])
     caption = index_figures.plot_projection_accuracy(table, smk.output.projection_accuracy, len(order))
     log.info("caption: %s", caption)
     stats.update(describe_model(model, layers), queries=len(queries), sample=len(order), ks=list(smk.params.ks))

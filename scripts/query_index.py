@@ -26,7 +26,7 @@ with rule_log(smk.log[0], "query_index", **smk.params) as (log, stats):
         smk.params.score_matrix,
     )
     for name, table in tables.items():
-        table.to_parquet(smk.output[name], index=False)
+        io.write_table(table, smk.output[name])
     stats.update(
         queries=len(pre.query_ids),
         estimator=pre.estimator,

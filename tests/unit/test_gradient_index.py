@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 import torch
 from conftest import random_sequences, tiny_llama
+from influence.engine import integrity
 from influence.engine.index import corpus_digest, load_index, recall_at_n, save_shard, search
+from influence.engine.io import write_table
 from influence.engine.model import fingerprint, select_layers
 from influence.engine.projection import ProjectionSpec
 from influence.engine.sequences import SEQUENCES, TOKENS, TokenStore
@@ -20,15 +22,17 @@ def corpus(tmp_path_factory):
     directory = tmp_path_factory.mktemp("corpus")
     sequences = random_sequences(11, seed=30)
     lengths = [len(s) for s in sequences]
-    np.save(directory / TOKENS, np.concatenate(sequences).astype(np.int32))
-    pd.DataFrame(
+    tokens = np.concatenate(sequences).astype(np.int32)
+    np.save(directory / TOKENS, tokens)
+    table = pd.DataFrame(
         {
             "seq_id": [f"s{i}" for i in range(11)],
             "text": "",
             "n_tokens": lengths,
             "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]),
         }
-    ).to_parquet(directory / SEQUENCES)
+    )
+    write_table(table, directory / SEQUENCES, tokens_checksum=integrity.digest_arrays([(TOKENS, tokens)]))
     return directory
 
 
