@@ -19,6 +19,7 @@ include: "rules/analysis.smk"
 include: "rules/sweep.smk"
 include: "rules/evaluate.smk"
 include: "rules/evaluate_measures.smk"
+include: "rules/evaluate_retrain.smk"
 
 
 # Light rules (HTML and figures from small tables) run where Snakemake runs, not as cluster jobs.

@@ -5,9 +5,13 @@ from influence.evaluation.planted import plant_facts
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with rule_log(smk.log[0], "planted_corpus", seed=smk.wildcards.seed, **smk.params) as (log, stats):
+with rule_log(
+    smk.log[0], "planted_corpus", seed=smk.wildcards.seed, difficulty=smk.wildcards.difficulty, **smk.params
+) as (log, stats):
     p = smk.params.planted
-    documents, queries = plant_facts(p["n_facts"], p["k"], p["n_distractors"], int(smk.wildcards.seed))
+    documents, queries = plant_facts(
+        p["n_facts"], p["k"], p["n_distractors"], int(smk.wildcards.seed), smk.wildcards.difficulty
+    )
     documents.to_parquet(smk.output.documents, index=False)
     with open(smk.output.queries, "w") as handle:
         yaml.safe_dump(queries, handle, allow_unicode=True, sort_keys=False)
