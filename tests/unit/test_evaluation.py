@@ -212,3 +212,33 @@ def test_seeds_pool_as_documented():
     table = summarise([pooled])
     assert table["interval"].iloc[0] == "bootstrap over facts" and table["n"].iloc[0] == 4
     assert table["value"].iloc[0] == pytest.approx(0.5)
+
+
+def test_verdict_per_difficulty_with_disagreements_and_gradient_against_lexical():
+    def rows(difficulty, measure, values):
+        return [
+            {
+                "difficulty": difficulty,
+                "model": "tiny",
+                "measure": measure,
+                "estimator": e,
+                "variant": "all",
+                "values": np.array([v - 0.01, v, v + 0.01]),
+            }
+            for e, v in values.items()
+        ]
+
+    table = summarise(
+        rows("easy", "recall_at_3", {"ekfac": 0.5, "bm25": 1.0})
+        + rows("easy", "qld", {"ekfac": 0.4, "bm25": 0.3, "random": 0.9})  # random is a control, never a winner
+        + rows("hard", "recall_at_3", {"ekfac": 0.6, "bm25": 0.55})
+        + rows("hard", "qld", {"ekfac": 0.5, "bm25": 0.1})
+    )
+    text = verdict(table, 0.1)
+    easy, hard = text.split("## Difficulty: hard")
+    assert "## Difficulty: easy" in easy
+    assert "**bm25** is best with 1.000" in easy and "**ekfac** is best with 0.400" in easy
+    assert "The measures disagree on the tiny model" in easy and "**random**" not in text
+    assert "ekfac 0.500 vs bm25 1.000 (behind, intervals separated)" in easy
+    assert "The measures agree on the tiny model" in hard
+    assert "ekfac 0.500 vs bm25 0.100 (ahead, intervals separated)" in hard

@@ -147,7 +147,7 @@ MEASURE_WORDS = {
 }
 
 
-def _describe(w: pd.Series) -> str:
+def describe(w: pd.Series) -> str:
     what = MEASURE_WORDS.get(w["measure"], w["measure"].replace("recall_at_", "recall@") + " of the planted documents")
     scope = f"{w['difficulty']}, {w['model']} model" + (
         "" if w["variant"] == "all" else f", {w['variant'].replace('_', ' ')}"

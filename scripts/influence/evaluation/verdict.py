@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine.estimators import ESTIMATORS
-from .measures import LEXICAL, MEASURE_WORDS, REFERENCE, _describe, winners
+from .measures import LEXICAL, MEASURE_WORDS, REFERENCE, describe, winners
 
 GROUND_TRUTH = ("lds", "qld", "mrr")  # with recall_at_<k>: the measures the tally and disagreements use
 ORDER = {"spearman": 0, "relative_error": 1, "lds": 2, "qld": 3, "mrr": 5}
@@ -66,7 +66,7 @@ def verdict(table: pd.DataFrame, headline_damping: float) -> str:
         candidates = part[~part["estimator"].isin([REFERENCE, "random"])]
         found = winners(candidates)
         found = found.iloc[np.argsort([ORDER.get(m, 4) for m in found["measure"]], kind="stable")]
-        lines += [_describe(w) for _, w in found.iterrows()]
+        lines += [describe(w) for _, w in found.iterrows()]
         for _, ref in part[part["estimator"] == REFERENCE].iterrows():
             lines.append(
                 f"- Reference, not an estimator: the exact inverse of each layer's Fisher block reaches "
@@ -86,7 +86,8 @@ def verdict(table: pd.DataFrame, headline_damping: float) -> str:
         for model, group in ground.groupby("model", sort=True):
             bests = {m: b for m, b in zip(group["measure"], group["best"])}
             named = ", ".join(f"{m.replace('recall_at_', 'recall@')}: {b}" for m, b in bests.items())
-            if len(set(bests.values())) > 1:
+            common = set.intersection(*(set(b.split(" = ")) for b in bests.values())) if bests else set()
+            if not common:
                 lines.append(f"The measures disagree on the {model} model ({named}).")
             elif bests:
                 lines.append(f"The measures agree on the {model} model ({named}).")
