@@ -43,9 +43,7 @@ rule ihvp_accuracy:
         ENV
     threads: THREADS
     resources:
-        gpu=0,
-        mem_mb=4000,
-        runtime=CPU_JOB["runtime"],
+        **CPU_JOB,
     params:
         **model_params(),
         ihvp=ihvp_settings(),
@@ -77,9 +75,7 @@ rule evaluation_summary:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=4000,
-        runtime=20,
+        **LIGHT_JOB,
     params:
         cells=eval_cells(),
         model_cells=eval_cells(models=True),

@@ -20,9 +20,7 @@ rule lds_retrain:
         ENV
     threads: 1
     resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=CPU_JOB["runtime"],
+        **CPU_JOB,
     params:
         tiny=EVAL_SETTINGS["tiny"],
         lds=EVAL_SETTINGS["lds"],
@@ -51,9 +49,7 @@ rule qld_retrain:
         ENV
     threads: 1
     resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=CPU_JOB["runtime"],
+        **CPU_JOB,
     params:
         tiny=EVAL_SETTINGS["tiny"],
         qld=qld_settings(),

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .engine.model import fingerprint, load_model, select_layers
-from .engine.sequences import TokenStore, fitting_sample
+from .engine.sequences import TokenStore, fitting_sample, shard_bounds
 
 
 def load_tracked_model(model_dir: str, params) -> tuple:
@@ -26,8 +24,8 @@ def fitting_batches(corpus_dir, fitting: dict, shard_index: int = 0, n_shards: i
     store = TokenStore(corpus_dir)
     sample = fitting_sample(store.table["seq_id"].tolist(), fitting["n_sequences"], fitting["seed"])
     batches = [batch for _, batch in store.batches(sample, fitting["batch_size"])]
-    bounds = np.linspace(0, len(batches), n_shards + 1).round().astype(int)
-    return int(bounds[shard_index]), batches[bounds[shard_index] : bounds[shard_index + 1]]
+    start, stop = shard_bounds(len(batches), shard_index, n_shards)
+    return start, batches[start:stop]
 
 
 def fitting_settings(params) -> dict:

@@ -39,11 +39,11 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
             layers,
             ids,
             q_batches,
-            estimator,
-            eigen,
-            correction,
-            Damping(**settings["damping"]),
-            settings["query_rank"],
+            estimator=estimator,
+            eigen=eigen,
+            correction=correction,
+            damping=Damping(**settings["damping"]),
+            rank=settings["query_rank"],
         )
         out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
         del pre

@@ -62,8 +62,8 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
                     ax.set_yscale("log")
         axes[0].legend(fontsize=7)
         fig.suptitle("iHVP accuracy on the tiny model")
-    estimators = rows[(rows["measure"] == "spearman") & (rows["estimator"] != "block_exact")]
-    best = estimators.sort_values("value", ascending=False).iloc[0]
+    ranked = rows[(rows["measure"] == "spearman") & (rows["estimator"] != "block_exact")]
+    best = ranked.sort_values("value", ascending=False).iloc[0]
     return (
         "Influence scores of each estimator against the exact influence (dense damped Fisher inverse over all "
         "tracked parameters) on the tiny model, as functions of the damping (relative to the Fisher's mean "
@@ -75,19 +75,19 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
 
 
 def _bars(ax, rows: pd.DataFrame, groups: list[str], group_column: str) -> None:
-    estimators = _sorted(rows["estimator"].unique())
+    shown = _sorted(rows["estimator"].unique())
     width = 0.8 / max(len(groups), 1)
     for i, group in enumerate(groups):
-        part = rows[rows[group_column] == group].set_index("estimator").reindex(estimators)
+        part = rows[rows[group_column] == group].set_index("estimator").reindex(shown)
         ax.bar(
-            np.arange(len(estimators)) + (i - (len(groups) - 1) / 2) * width,
+            np.arange(len(shown)) + (i - (len(groups) - 1) / 2) * width,
             part["value"].fillna(0),
             width,
             yerr=_errorbars(part.reset_index()),
             capsize=2,
             label=group,
         )
-    ax.set_xticks(np.arange(len(estimators)), estimators, rotation=30)
+    ax.set_xticks(np.arange(len(shown)), shown, rotation=30)
 
 
 def plot_lds(table: pd.DataFrame, path: str | os.PathLike) -> str:
