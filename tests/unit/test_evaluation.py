@@ -242,3 +242,13 @@ def test_verdict_per_difficulty_with_disagreements_and_gradient_against_lexical(
     assert "ekfac 0.500 vs bm25 1.000 (behind, intervals separated)" in easy
     assert "The measures agree on the tiny model" in hard
     assert "ekfac 0.500 vs bm25 0.100 (ahead, intervals separated)" in hard
+
+
+def test_vectorised_mean_spearman_equals_the_lds_mean():
+    from influence.evaluation.tables import mean_spearman
+
+    rng = np.random.default_rng(4)
+    masks = (rng.random((12, 30)) < 0.5).astype(float)
+    scores, actual = rng.normal(size=(5, 30)), rng.normal(size=(12, 5))
+    actual[:, 2] = 1.0  # a constant query is left out, as lds() gives it NaN
+    assert mean_spearman(masks @ scores.T, actual) == pytest.approx(np.nanmean(lds(scores, masks, actual)))

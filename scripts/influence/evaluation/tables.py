@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from ..stats import bootstrap
 from .attribution import score_matrix
 from .measures import lds, mrr, recall_at_k
 
 ALL = "all"
+
+
+def mean_spearman(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Mean over columns (queries) of Spearman's ρ between predicted and actual (M, Q), columns where either
+    side is constant left out: `measures.lds` vectorised for the bootstrap over subsets."""
+    a, b = rankdata(predicted, axis=0), rankdata(actual, axis=0)  # (M, Q) average ranks
+    a, b = a - a.mean(0), b - b.mean(0)
+    norm = np.sqrt((a**2).sum(0) * (b**2).sum(0))  # (Q,)
+    valid = norm > 0
+    return float(((a * b).sum(0)[valid] / norm[valid]).mean()) if valid.any() else float("nan")
 
 
 def clusters_of(query_ids, facts: dict[str, str], seed: int) -> np.ndarray:
@@ -59,16 +70,15 @@ def lds_rows(
     for subset, seq_id in subsets[["subset", "seq_id"]].itertuples(index=False):
         masks[subset, position[seq_id]] = 1.0
     actual = outcomes.pivot(index="subset", columns="query_id", values="log_prob").loc[range(n_subsets), query_ids]
-    rows = []
+    rows, measured = [], actual.to_numpy()
     for estimator in scores["estimator"].drop_duplicates():
         matrix = score_matrix(scores, estimator, query_ids, seq_ids)
         values = lds(matrix, masks, actual.to_numpy())
         row = {"model": model, "measure": "lds", "estimator": estimator, "variant": ALL, "values": values}
         if facts is not None:
             row["clusters"] = clusters_of(query_ids, facts, seed)
-        low, high = bootstrap(
-            lambda i, m=matrix: np.nanmean(lds(m, masks[i], actual.to_numpy()[i])), n_subsets, seed=seed
-        )
+        predicted, measured = masks @ matrix.T, actual.to_numpy()  # (M, Q) each
+        low, high = bootstrap(lambda i, p=predicted: mean_spearman(p[i], measured[i]), n_subsets, seed=seed)
         rows.append(row)
         rows.append({**row, "variant": f"seed~{seed}", "ci": (low, high), "clusters": None})
     return rows
