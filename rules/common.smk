@@ -10,7 +10,28 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-validate(config, "schemas/config.schema.yaml")  # fills every default, stops on unknown keys
+def config_problem(error) -> str:
+    """One line for a schema violation: the key, what is wrong, and for an unknown key the allowed ones."""
+    key = ".".join(map(str, error.absolute_path)) or "config"
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        where = f"in {key}" if error.absolute_path else "at the top level"
+        return f"unknown config key {', '.join(map(repr, unknown))} {where}; allowed keys: {', '.join(allowed)}."
+    described = error.schema.get("description")
+    return f"config key {key}: {error.message}" + (f" ({described})" if described else "") + "."
+
+
+try:
+    validate(config, "schemas/config.schema.yaml")  # fills every default, stops on unknown keys
+except Exception as error:  # noqa: BLE001 (snakemake.utils raises its own WorkflowError class)
+    # Snakemake's message dumps the whole schema (~1,400 lines); name the key in one line instead.
+    problem = error.__context__ if hasattr(error.__context__, "validator") else None
+    if problem is None:
+        raise
+    raise WorkflowError(config_problem(problem)) from None
+if not Path("results", config["run"]).resolve().is_relative_to(Path("results").resolve()):
+    raise WorkflowError(f"run {config['run']!r} must be a single folder name: every output goes under results/<run>/.")
 
 # Rule scripts find the library next to them (Snakemake puts a script's folder on sys.path);
 # the workflow itself reads a few constants from it.
@@ -30,6 +51,13 @@ SHIPPED_QUERIES = str(Path(workflow.basedir) / "scripts/influence/resources/quer
 if config["model"]["layers_name"] in config["sweep"]["layers"]:
     raise WorkflowError(f"sweep.layers repeats model.layers_name {config['model']['layers_name']!r}; rename one.")
 LAYER_SETS = {config["model"]["layers_name"]: config["model"]["layers"], **config["sweep"]["layers"]}
+for _key, _pattern in [("model.layers", config["model"]["layers"])] + [
+    (f"sweep.layers.{name}", regex) for name, regex in config["sweep"]["layers"].items()
+]:
+    try:  # a bad regex stops here, naming its key, not deep inside a job as a raw re.error
+        re.compile(_pattern)
+    except re.error as error:
+        raise WorkflowError(f"{_key} {_pattern!r} is not a valid regular expression: {error}.")
 
 
 def setting_names(point: dict) -> dict:
@@ -102,6 +130,17 @@ def sample_factor_inputs(wildcards) -> dict:
 QUERIES = f"{RUN}/queries/{{setting}}"
 SCORES = f"{RUN}/scores/{{setting}}"
 SHARDS = list(range(config["scoring"]["n_shards"]))
+if config["fitting"]["n_sequences"] is not None:
+    # More shards than batches would leave shards without a batch: cap them (the factors are the same).
+    _batches = -(-config["fitting"]["n_sequences"] // config["fitting"]["batch_size"])
+    if config["fitting"]["n_shards"] > _batches:
+        print(
+            f"fitting.n_shards {config['fitting']['n_shards']} exceeds the {_batches} batch(es) of "
+            f"fitting.n_sequences {config['fitting']['n_sequences']} / fitting.batch_size "
+            f"{config['fitting']['batch_size']}: fitting in {_batches} shard(s).",
+            file=sys.stderr,
+        )
+        config["fitting"]["n_shards"] = _batches
 FIT_SHARDS = list(range(config["fitting"]["n_shards"]))
 FISHER = "true" if config["fitting"]["fisher"] is True else "empirical"
 
@@ -120,6 +159,17 @@ def model_source():
         return str(default_gguf_path())
     except FileNotFoundError as error:
         raise WorkflowError(f"the default model: {error}") from None
+
+
+def source_files(source: str) -> dict:
+    """Size and modification time (ns) of each file of the model source (a directory's top-level files).
+
+    Snakemake sees only a directory's own time stamp, which does not change when a weight file is
+    overwritten in place; as a param of prepare_model this reruns it (and everything after it) then.
+    """
+    path = Path(source)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
 
 
 def corpus_source():

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-import pandas as pd
+from influence.engine import io
 from influence.evaluation import figures as eval_figures
 from influence.evaluation.measures import summarise
 from influence.evaluation.tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, qld_rows, tracing_rows
@@ -23,24 +23,24 @@ with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
     k, inputs = smk.params.top_k, smk.input
     rows = []
     for i, (difficulty, seed) in enumerate(smk.params.cells):
-        documents = pd.read_parquet(inputs.documents[i])
+        documents = io.read_table(inputs.documents[i])
         queries = load_queries(inputs.queries[i])
         variants = {q.id: q.tags["variant"] for q in queries}
         facts = {q.id: q.tags["fact_id"] for q in queries}
-        cell = ihvp_rows(pd.read_parquet(inputs.ihvp[i]), facts, seed)
-        cell += qld_rows(pd.read_parquet(inputs.qld[i]), seed)
+        cell = ihvp_rows(io.read_table(inputs.ihvp[i]), facts, seed)
+        cell += qld_rows(io.read_table(inputs.qld[i]), seed)
         for j, (d, s, model) in enumerate(smk.params.model_cells):
             if (d, s) != (difficulty, seed):
                 continue
-            scores = pd.read_parquet(inputs.scores[j])
+            scores = io.read_table(inputs.scores[j])
             cell += tracing_rows(scores, documents, variants, facts, model, k, seed)
-            cell += accuracy_rows(pd.read_parquet(inputs.accuracy[j]), model, facts, seed)
+            cell += accuracy_rows(io.read_table(inputs.accuracy[j]), model, facts, seed)
             if model == "tiny":
-                subsets, outcomes = pd.read_parquet(inputs.lds_subsets[i]), pd.read_parquet(inputs.lds_outcomes[i])
+                subsets, outcomes = io.read_table(inputs.lds_subsets[i]), io.read_table(inputs.lds_outcomes[i])
                 cell += lds_rows(scores, subsets, outcomes, facts, seed)
         rows += pool_seeds(cell, difficulty)
     table = summarise(pool_seeds(rows))
-    table.to_parquet(smk.output.table, index=False)
+    io.write_table(table, smk.output.table)
     out = smk.output
     captions = {
         "ihvp_accuracy": eval_figures.plot_ihvp(table, out.ihvp_accuracy),
@@ -49,8 +49,8 @@ with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
         "qld": eval_figures.plot_qld(table, out.qld),
     }
     for name, chosen in FIGURE_MEASURES.items():
-        table[table["measure"].map(lambda m, c=chosen: c(m, k))].to_parquet(
-            Path(out.table).with_name(f"{name}.parquet"), index=False
+        io.write_table(
+            table[table["measure"].map(lambda m, c=chosen: c(m, k))], Path(out.table).with_name(f"{name}.parquet")
         )
     Path(out.captions).write_text(json.dumps(captions, indent=2))
     text = verdict(table, smk.params.headline_damping)

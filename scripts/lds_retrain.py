@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import torch
+from influence.engine import io
 from influence.engine.model import load_tokenizer
 from influence.evaluation.retrain import cached_retrains
 from influence.evaluation.training import encode_texts, retrain_tiny
@@ -14,7 +15,7 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, **smk.params) as (log, stats):
     t, lds, seed = smk.params.tiny, smk.params.lds, int(smk.wildcards.seed)
     tokenizer = load_tokenizer(smk.input.model)
-    documents = pd.read_parquet(smk.input.documents)
+    documents = io.read_table(smk.input.documents)
     queries = load_queries(smk.input.queries)
     sequences = encode_texts(tokenizer, documents["text"].tolist(), smk.params.max_tokens)
     rng = np.random.default_rng([seed, 1])
@@ -30,14 +31,11 @@ with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, **smk.params) 
         seed,
     )
     seq_ids = documents["seq_id"].to_numpy()
-    pd.concat(
-        [pd.DataFrame({"subset": i, "seq_id": seq_ids[keep]}) for i, keep in enumerate(keeps)], ignore_index=True
-    ).to_parquet(smk.output.subsets, index=False)
-    pd.concat(
-        [
-            pd.DataFrame({"subset": i, "query_id": [q.id for q in queries], "log_prob": values})
-            for i, values in enumerate(outcomes)
-        ],
-        ignore_index=True,
-    ).to_parquet(smk.output.outcomes, index=False)
+    subsets = [pd.DataFrame({"subset": i, "seq_id": seq_ids[keep]}) for i, keep in enumerate(keeps)]
+    io.write_table(pd.concat(subsets, ignore_index=True), smk.output.subsets)
+    measured = [
+        pd.DataFrame({"subset": i, "query_id": [q.id for q in queries], "log_prob": values})
+        for i, values in enumerate(outcomes)
+    ]
+    io.write_table(pd.concat(measured, ignore_index=True), smk.output.outcomes)
     stats.update(subsets=len(keeps), sequences_per_subset=n_keep, queries=len(queries))

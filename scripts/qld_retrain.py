@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import torch
+from influence.engine import io
 from influence.engine.model import load_tokenizer
 from influence.evaluation.attribution import score_matrix
 from influence.evaluation.qld import RANDOM, plan_retrains, qld_values, random_sets, top_k_sets
@@ -16,9 +17,9 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "qld_retrain", seed=smk.wildcards.seed, **smk.params) as (log, stats):
     t, settings, seed = smk.params.tiny, smk.params.qld, int(smk.wildcards.seed)
     tokenizer = load_tokenizer(smk.input.model)
-    documents = pd.read_parquet(smk.input.documents)
+    documents = io.read_table(smk.input.documents)
     queries = [q for q in load_queries(smk.input.queries) if q.tags["variant"] in settings["variants"]]
-    scores = pd.read_parquet(smk.input.scores)
+    scores = io.read_table(smk.input.scores)
     sequences = encode_texts(tokenizer, documents["text"].tolist(), smk.params.max_tokens)
     seq_ids, query_ids = documents["seq_id"].tolist(), [q.id for q in queries]
     k = settings["k"] if settings["fraction"] is None else max(1, round(settings["fraction"] * len(seq_ids)))
@@ -45,10 +46,10 @@ with rule_log(smk.log[0], "qld_retrain", seed=smk.wildcards.seed, **smk.params) 
         for method, control, q in r.members
     ]
     table = pd.DataFrame(rows, columns=["retrain", "method", "control", "query_id", "loss", "n_removed", "n_queries"])
-    table.to_parquet(smk.output.outcomes, index=False)
-    full = pd.read_parquet(smk.input.accuracy).set_index("query_id")["log_prob"]
+    io.write_table(table, smk.output.outcomes)
+    full = io.read_table(smk.input.accuracy).set_index("query_id")["log_prob"]
     values = qld_values(table, {q: -float(full[q]) for q in query_ids})
-    values.assign(fact_id=values["query_id"].map({q.id: q.tags["fact_id"] for q in queries}), k=k).to_parquet(
-        smk.output.qld, index=False
+    io.write_table(
+        values.assign(fact_id=values["query_id"].map({q.id: q.tags["fact_id"] for q in queries}), k=k), smk.output.qld
     )
     stats.update(retrains=len(plan), k=k, queries=len(queries), methods=sorted(scores["estimator"].unique()))

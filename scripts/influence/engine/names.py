@@ -37,6 +37,7 @@ META_MODULES = "modules"
 META_TOKENS = "n_tokens"
 META_SEQUENCES = "n_sequences"
 META_SETTINGS = "settings"
+META_CHECKSUM = "checksum"  # "sha256:<hex>" of the data (engine/integrity.py); parquet: in the schema metadata
 
 
 def key(module: str, factor: str) -> str:

@@ -158,7 +158,8 @@ def scores_table(scores: Scores, seq_ids: list[str], query_ids: list[str]) -> pd
             "influence": scores.total.reshape(-1).double().numpy(),
         }
     )
-    per_layer = scores.per_layer.reshape(n_seq * n_query, -1).double().numpy()
+    # explicit layer count: an empty shard has (0, Q, L) scores, and reshape(0, -1) is ambiguous
+    per_layer = scores.per_layer.reshape(n_seq * n_query, len(scores.layers)).double().numpy()
     layers = pd.DataFrame(per_layer, columns=[names.LAYER_PREFIX + name for name in scores.layers])
     return pd.concat([table, layers], axis=1)
 

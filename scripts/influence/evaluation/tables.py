@@ -78,7 +78,7 @@ def lds_rows(
         if facts is not None:
             row["clusters"] = clusters_of(query_ids, facts, seed)
         predicted, measured = masks @ matrix.T, actual.to_numpy()  # (M, Q) each
-        low, high = bootstrap(lambda i, p=predicted: mean_spearman(p[i], measured[i]), n_subsets, seed=seed)
+        low, high = bootstrap(lambda i, p=predicted, a=measured: mean_spearman(p[i], a[i]), n_subsets, seed=seed)
         rows.append(row)
         rows.append({**row, "variant": f"seed~{seed}", "ci": (low, high), "clusters": None})
     return rows
