@@ -28,6 +28,7 @@ include: "rules/analysis.smk"
 include: "rules/sweep.smk"
 include: "rules/evaluate.smk"
 include: "rules/evaluate_measures.smk"
+include: "rules/evaluate_retrain.smk"
 include: "rules/index.smk"
 
 

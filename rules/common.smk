@@ -243,18 +243,20 @@ def sweep_outputs() -> dict:
     return {"summary": f"{RUN}/sweep/summary.parquet", "figure": f"{RUN}/sweep/sweep.png"}
 
 
-# The ground-truth evaluation (rules/evaluate.smk): per-seed outputs under evaluation/seed~<s>/.
+# The ground-truth evaluation (rules/evaluate.smk): outputs per difficulty and seed under
+# evaluation/difficulty~<d>/seed~<s>/.
 EVAL = f"{RUN}/evaluation"
-EVAL_SEED = f"{EVAL}/seed~{{seed}}"
+EVAL_SEED = f"{EVAL}/difficulty~{{difficulty}}/seed~{{seed}}"
 EVAL_SETTINGS = config["evaluation"]
 EVAL_SEEDS = EVAL_SETTINGS["seeds"]
 EVAL_MODELS = EVAL_SETTINGS["models"]
-EVAL_FIGURES = ["ihvp_accuracy", "lds", "fact_tracing"]
+EVAL_DIFFICULTIES = EVAL_SETTINGS["planted"]["difficulty"]
+EVAL_FIGURES = ["ihvp_accuracy", "lds", "fact_tracing", "qld"]
 
 
 def eval_model_dir(wildcards):
     """The tiny model is trained from scratch; `finetuned` is the run's model fine-tuned on the planted corpus."""
-    return f"{EVAL}/seed~{wildcards.seed}/{wildcards.model}/model"
+    return f"{EVAL}/difficulty~{wildcards.difficulty}/seed~{wildcards.seed}/{wildcards.model}/model"
 
 
 def ihvp_settings():
@@ -269,11 +271,61 @@ def ihvp_settings():
     return settings
 
 
+def eval_planted_k() -> int:
+    """Planted documents per fact: the default QLD k and recall@k."""
+    return EVAL_SETTINGS["planted"]["k"]
+
+
+def eval_top_k() -> int:
+    """k of recall@k: evaluation.top_k, or the planted documents per fact when null."""
+    return EVAL_SETTINGS["top_k"] or eval_planted_k()
+
+
+def qld_settings() -> dict:
+    """QLD settings with k filled in (default: planted documents per fact), checked against the corpus size."""
+    settings = dict(EVAL_SETTINGS["qld"])
+    planted = EVAL_SETTINGS["planted"]
+    smallest = planted["n_facts"] * (planted["k"] + min(planted["n_distractors"], 4))  # the easy corpus
+    settings["k"] = settings["k"] or eval_planted_k()
+    if settings["k"] >= smallest:
+        raise WorkflowError(
+            f"evaluation.qld.k is {settings['k']}, but the planted corpus can have as few as {smallest} documents; "
+            "removing them all leaves nothing to train on."
+        )
+    return settings
+
+
+def finetuned_seeds() -> list:
+    """Seeds the fine-tuned model runs on (evaluation.finetune.seeds, default every seed)."""
+    chosen = EVAL_SETTINGS["finetune"]["seeds"]
+    if chosen is None:
+        return EVAL_SEEDS
+    unknown = sorted(set(chosen) - set(EVAL_SEEDS))
+    if unknown:
+        raise WorkflowError(f"evaluation.finetune.seeds {unknown} are not in evaluation.seeds {EVAL_SEEDS}.")
+    return chosen
+
+
 def eval_outputs(pattern, models=False):
-    """Every seed's (and model's) copy of a per-seed output."""
+    """Every difficulty's and seed's (and model's) copy of a per-seed output."""
     if models:
-        return expand(f"{EVAL_SEED}/{{model}}/{pattern}", seed=EVAL_SEEDS, model=EVAL_MODELS)
-    return expand(f"{EVAL_SEED}/{pattern}", seed=EVAL_SEEDS)
+        return [
+            f"{EVAL}/difficulty~{d}/seed~{s}/{m}/{pattern}"
+            for d in EVAL_DIFFICULTIES
+            for s in EVAL_SEEDS
+            for m in EVAL_MODELS
+            if m != "finetuned" or s in finetuned_seeds()
+        ]
+    return [f"{EVAL}/difficulty~{d}/seed~{s}/{pattern}" for d in EVAL_DIFFICULTIES for s in EVAL_SEEDS]
+
+
+def eval_cells(models=False):
+    """[difficulty, seed(, model)] of each file `eval_outputs` lists, in the same order."""
+    cells = []
+    for path in eval_outputs("x", models):
+        parts = [part.split("~")[-1] for part in Path(path).parts[-4 if models else -3 : -1]]
+        cells.append([parts[0], int(parts[1]), *parts[2:]])
+    return cells
 
 
 # The compressed gradient index (rules/index.smk): shards per layer set, then one directory per query setting.

@@ -1,14 +1,15 @@
 # Ground-truth evaluation (target `evaluate`): iHVP accuracy against the exact influence, the linear
-# datamodeling score and planted-fact tracing, each per seed, summarised in one table and a verdict.
+# datamodeling score, QLD and planted-fact tracing, each per difficulty and seed, summarised in one table and a verdict.
 
 
 wildcard_constraints:
     seed=r"\d+",
     model="tiny|finetuned",
+    difficulty="easy|hard",
 
 
 rule planted_corpus:
-    """Documents stating facts about invented entities (k per fact, paraphrased), distractors, and the queries."""
+    """Documents stating facts about invented entities (k per fact), distractors of the difficulty, and the queries."""
     output:
         documents=f"{EVAL_SEED}/planted/documents.parquet",
         queries=f"{EVAL_SEED}/planted/queries.yaml",
@@ -37,7 +38,7 @@ rule train_tiny:
         f"{EVAL_SEED}/benchmarks/train_tiny.tsv"
     conda:
         ENV
-    threads: THREADS
+    threads: 1
     resources:
         **CPU_JOB,
     params:

@@ -1,4 +1,4 @@
-# The evaluation's measures: scores for fact tracing, LDS retrains, iHVP accuracy, and the summary.
+# The evaluation's measures: scores for fact tracing, iHVP accuracy, and the summary (retrains: evaluate_retrain.smk).
 
 
 rule fact_scores:
@@ -25,32 +25,6 @@ rule fact_scores:
         max_tokens=EVAL_SETTINGS["max_tokens"],
     script:
         "../scripts/fact_scores.py"
-
-
-rule lds_retrain:
-    """The tiny model retrained from scratch on random halves of the corpus; each query's log-probability."""
-    input:
-        model=f"{EVAL_SEED}/tiny/model",
-        documents=rules.planted_corpus.output.documents,
-        queries=rules.planted_corpus.output.queries,
-    output:
-        subsets=f"{EVAL_SEED}/tiny/lds_subsets.parquet",
-        outcomes=f"{EVAL_SEED}/tiny/lds_outcomes.parquet",
-    log:
-        f"{EVAL_SEED}/logs/lds_retrain.log",
-    benchmark:
-        f"{EVAL_SEED}/benchmarks/lds_retrain.tsv"
-    conda:
-        ENV
-    threads: THREADS
-    resources:
-        **CPU_JOB,
-    params:
-        tiny=EVAL_SETTINGS["tiny"],
-        lds=EVAL_SETTINGS["lds"],
-        max_tokens=EVAL_SETTINGS["max_tokens"],
-    script:
-        "../scripts/lds_retrain.py"
 
 
 rule ihvp_accuracy:
@@ -80,13 +54,14 @@ rule ihvp_accuracy:
 
 
 rule evaluation_summary:
-    """One table (model × measure × estimator × query variant, with intervals), figures and the verdict."""
+    """One table (difficulty × model × measure × estimator × query variant, with intervals), figures and the verdict."""
     input:
         documents=eval_outputs("planted/documents.parquet"),
         queries=eval_outputs("planted/queries.yaml"),
         ihvp=eval_outputs("tiny/ihvp.parquet"),
         lds_subsets=eval_outputs("tiny/lds_subsets.parquet"),
         lds_outcomes=eval_outputs("tiny/lds_outcomes.parquet"),
+        qld=eval_outputs("tiny/qld.parquet"),
         scores=eval_outputs("scores.parquet", models=True),
         accuracy=eval_outputs("accuracy.parquet", models=True),
     output:
@@ -102,9 +77,9 @@ rule evaluation_summary:
     resources:
         **LIGHT_JOB,
     params:
-        seeds=EVAL_SEEDS,
-        models=EVAL_MODELS,
-        top_k=EVAL_SETTINGS["top_k"],
+        cells=eval_cells(),
+        model_cells=eval_cells(models=True),
+        top_k=eval_top_k(),
         headline_damping=EVAL_SETTINGS["ihvp"]["headline_damping"],
     script:
         "../scripts/evaluation_summary.py"

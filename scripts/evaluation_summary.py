@@ -5,29 +5,40 @@ from pathlib import Path
 
 from influence.engine import io
 from influence.evaluation import figures as eval_figures
-from influence.evaluation.measures import markdown_to_html, summarise, verdict
-from influence.evaluation.tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, tracing_rows
+from influence.evaluation.measures import summarise
+from influence.evaluation.tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, qld_rows, tracing_rows
+from influence.evaluation.verdict import markdown_to_html, verdict
 from influence.queries import load_queries
 from influence.runlog import rule_log
 
+FIGURE_MEASURES = {
+    "ihvp_accuracy": lambda m, k: m in ("spearman", "relative_error"),
+    "lds": lambda m, k: m == "lds",
+    "fact_tracing": lambda m, k: m in (f"recall_at_{k}", "mrr"),
+    "qld": lambda m, k: m.startswith("qld"),
+}
+
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
-    seeds, models, k = smk.params.seeds, smk.params.models, smk.params.top_k
+    k, inputs = smk.params.top_k, smk.input
     rows = []
-    for i in range(len(seeds)):
-        documents = io.read_table(smk.input.documents[i])
-        queries = load_queries(smk.input.queries[i])
+    for i, (difficulty, seed) in enumerate(smk.params.cells):
+        documents = io.read_table(inputs.documents[i])
+        queries = load_queries(inputs.queries[i])
         variants = {q.id: q.tags["variant"] for q in queries}
         facts = {q.id: q.tags["fact_id"] for q in queries}
-        rows += ihvp_rows(io.read_table(smk.input.ihvp[i]))
-        for j, model in enumerate(models):
-            scores = io.read_table(smk.input.scores[i * len(models) + j])
-            rows += tracing_rows(scores, documents, variants, facts, model, k)
-            rows += accuracy_rows(io.read_table(smk.input.accuracy[i * len(models) + j]), model)
+        cell = ihvp_rows(io.read_table(inputs.ihvp[i]), facts, seed)
+        cell += qld_rows(io.read_table(inputs.qld[i]), seed)
+        for j, (d, s, model) in enumerate(smk.params.model_cells):
+            if (d, s) != (difficulty, seed):
+                continue
+            scores = io.read_table(inputs.scores[j])
+            cell += tracing_rows(scores, documents, variants, facts, model, k, seed)
+            cell += accuracy_rows(io.read_table(inputs.accuracy[j]), model, facts, seed)
             if model == "tiny":
-                rows += lds_rows(
-                    scores, io.read_table(smk.input.lds_subsets[i]), io.read_table(smk.input.lds_outcomes[i])
-                )
+                subsets, outcomes = io.read_table(inputs.lds_subsets[i]), io.read_table(inputs.lds_outcomes[i])
+                cell += lds_rows(scores, subsets, outcomes, facts, seed)
+        rows += pool_seeds(cell, difficulty)
     table = summarise(pool_seeds(rows))
     io.write_table(table, smk.output.table)
     out = smk.output
@@ -35,18 +46,15 @@ with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
         "ihvp_accuracy": eval_figures.plot_ihvp(table, out.ihvp_accuracy),
         "lds": eval_figures.plot_lds(table, out.lds),
         "fact_tracing": eval_figures.plot_fact_tracing(table, out.fact_tracing, k),
+        "qld": eval_figures.plot_qld(table, out.qld),
     }
-    for name in captions:
-        measures = {
-            "ihvp_accuracy": ["spearman", "relative_error"],
-            "lds": ["lds"],
-            "fact_tracing": [f"recall_at_{k}", "mrr"],
-        }[name]
-        io.write_table(table[table["measure"].isin(measures)], Path(out.table).with_name(f"{name}.parquet"))
-    Path(out.captions).write_text(json.dumps(captions, indent=2), encoding="utf-8")
-    accuracy = table[(table["measure"] == "accuracy") & (table["variant"] == "original")]
-    text = verdict(table, smk.params.headline_damping, dict(zip(accuracy["model"], accuracy["value"])))
+    for name, chosen in FIGURE_MEASURES.items():
+        io.write_table(
+            table[table["measure"].map(lambda m, c=chosen: c(m, k))], Path(out.table).with_name(f"{name}.parquet")
+        )
+    Path(out.captions).write_text(json.dumps(captions, indent=2))
+    text = verdict(table, smk.params.headline_damping)
     text += "\n## Figures\n\n" + "\n\n".join(captions.values()) + "\n"
-    Path(out.verdict).write_text(text, encoding="utf-8")
-    Path(out.verdict_html).write_text(markdown_to_html(text), encoding="utf-8")
-    stats.update(rows=len(table), seeds=len(seeds), models=models)
+    Path(out.verdict).write_text(text)
+    Path(out.verdict_html).write_text(markdown_to_html(text))
+    stats.update(rows=len(table), cells=len(smk.params.cells))

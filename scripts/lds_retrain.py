@@ -1,13 +1,16 @@
-"""Rule lds_retrain: the tiny model retrained from scratch on random halves of the planted corpus."""
+"""Rule lds_retrain: the tiny model retrained from scratch on random subsets of the planted corpus."""
 
 import numpy as np
 import pandas as pd
+import torch
 from influence.engine import io
 from influence.engine.model import load_tokenizer
-from influence.evaluation.training import completion_stats, encode_texts, tiny_llama, train
+from influence.evaluation.retrain import cached_retrains
+from influence.evaluation.training import encode_texts, retrain_tiny
 from influence.queries import load_queries
 from influence.runlog import rule_log
 
+torch.set_num_threads(1)  # a 32-wide model trains ~30x faster on one thread than on two contended ones
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, **smk.params) as (log, stats):
     t, lds, seed = smk.params.tiny, smk.params.lds, int(smk.wildcards.seed)
@@ -16,26 +19,23 @@ with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, **smk.params) 
     queries = load_queries(smk.input.queries)
     sequences = encode_texts(tokenizer, documents["text"].tolist(), smk.params.max_tokens)
     rng = np.random.default_rng([seed, 1])
-    n_keep = max(1, round(lds["fraction"] * len(sequences)))
-    subsets, outcomes = [], []
-    for subset in range(lds["n_subsets"]):
-        keep = np.sort(rng.choice(len(sequences), size=n_keep, replace=False))
-        log.info("subset %d of %d: %d sequences", subset + 1, lds["n_subsets"], n_keep)
-        # Same initialisation and hyperparameters as the full model: only the training data differ.
-        model = tiny_llama(len(tokenizer), t["hidden_size"], t["intermediate_size"], t["n_layers"], t["n_heads"], seed)
-        train(
-            model,
-            [sequences[i] for i in keep],
-            t["epochs"],
-            t["lr"],
-            t["batch_size"],
-            seed,
-            tokenizer.pad_token_id,
-            progress=False,
-        )
-        log_probs, _ = completion_stats(model, tokenizer, queries)
-        subsets.append(pd.DataFrame({"subset": subset, "seq_id": documents["seq_id"].to_numpy()[keep]}))
-        outcomes.append(pd.DataFrame({"subset": subset, "query_id": [q.id for q in queries], "log_prob": log_probs}))
+    n_keep = min(len(sequences) - 1, max(1, round(lds["fraction"] * len(sequences))))
+    keeps = [np.sort(rng.choice(len(sequences), size=n_keep, replace=False)) for _ in range(lds["n_subsets"])]
+    log.info("%d subsets of %d of %d sequences", len(keeps), n_keep, len(sequences))
+    outcomes = cached_retrains(
+        keeps,
+        lambda keep: retrain_tiny(tokenizer, sequences, queries, keep, t, seed),
+        smk.params.cache,
+        {"tiny": t, "max_tokens": smk.params.max_tokens, "documents": documents["seq_id"].tolist()},
+        [f"LDS subset {i}" for i in range(len(keeps))],
+        seed,
+    )
+    seq_ids = documents["seq_id"].to_numpy()
+    subsets = [pd.DataFrame({"subset": i, "seq_id": seq_ids[keep]}) for i, keep in enumerate(keeps)]
     io.write_table(pd.concat(subsets, ignore_index=True), smk.output.subsets)
-    io.write_table(pd.concat(outcomes, ignore_index=True), smk.output.outcomes)
-    stats.update(subsets=lds["n_subsets"], sequences_per_subset=n_keep, queries=len(queries))
+    measured = [
+        pd.DataFrame({"subset": i, "query_id": [q.id for q in queries], "log_prob": values})
+        for i, values in enumerate(outcomes)
+    ]
+    io.write_table(pd.concat(measured, ignore_index=True), smk.output.outcomes)
+    stats.update(subsets=len(keeps), sequences_per_subset=n_keep, queries=len(queries))

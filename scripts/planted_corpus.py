@@ -6,10 +6,14 @@ from influence.evaluation.planted import plant_facts
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with rule_log(smk.log[0], "planted_corpus", seed=smk.wildcards.seed, **smk.params) as (log, stats):
+with rule_log(
+    smk.log[0], "planted_corpus", seed=smk.wildcards.seed, difficulty=smk.wildcards.difficulty, **smk.params
+) as (log, stats):
     p = smk.params.planted
-    documents, queries = plant_facts(p["n_facts"], p["k"], p["n_distractors"], int(smk.wildcards.seed))
+    documents, queries = plant_facts(
+        p["n_facts"], p["k"], p["n_distractors"], int(smk.wildcards.seed), smk.wildcards.difficulty
+    )
     io.write_table(documents, smk.output.documents)
-    with open(smk.output.queries, "w", encoding="utf-8") as handle:
+    with open(smk.output.queries, "w") as handle:
         yaml.safe_dump(queries, handle, allow_unicode=True, sort_keys=False)
     stats.update(documents=len(documents), queries=len(queries))

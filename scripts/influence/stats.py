@@ -41,3 +41,43 @@ def top_k(table: pd.DataFrame, k: int, score: str = "influence") -> dict[str, li
     """{query_id: seq_ids of its k highest-scoring sequences, best first} under the ranking rule."""
     best = ranked(table[["query_id", "seq_id", score]], score)
     return best[best["rank"] <= k].groupby("query_id", sort=False)["seq_id"].agg(list).to_dict()
+
+
+def cluster_bootstrap(
+    values, clusters, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of the finite values with a percentile bootstrap interval that resamples
+    whole clusters (e.g. facts: queries about one fact are not independent), not single values.
+
+    The statistic is the mean over all values of the resampled clusters; with one cluster the
+    interval is NaN (there is nothing to resample).
+    """
+    values, clusters = np.asarray(values, float), np.asarray(clusters)
+    finite = np.isfinite(values)
+    values, clusters = values[finite], clusters[finite]
+    n = len(values)
+    if n == 0:
+        return np.nan, np.nan, np.nan, 0
+    labels, index = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(index, weights=values)  # (C,)
+    counts = np.bincount(index).astype(float)  # (C,)
+    mean = float(values.mean())
+    if len(labels) < 2:
+        return mean, np.nan, np.nan, n
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(len(labels), size=(n_boot, len(labels)))  # (B, C) resampled clusters
+    means = sums[draws].sum(1) / counts[draws].sum(1)  # (B,)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return mean, float(low), float(high), n
+
+
+def bootstrap(statistic, n_items: int, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic(indices)` over `n_items` resampled with replacement
+    (e.g. the mean LDS over queries, recomputed on resampled retraining subsets)."""
+    rng = np.random.default_rng(seed)
+    draws = np.array([statistic(rng.integers(n_items, size=n_items)) for _ in range(n_boot)], float)
+    draws = draws[np.isfinite(draws)]
+    if len(draws) < 2:
+        return np.nan, np.nan
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)

@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-from influence.evaluation.measures import TABLE_COLUMNS, lds, markdown_to_html, mrr, recall_at_k, summarise, verdict
+from influence.evaluation.measures import TABLE_COLUMNS, lds, mrr, recall_at_k, summarise
+from influence.evaluation.verdict import markdown_to_html, verdict
 from influence.stats import t_interval
 
 
@@ -106,8 +107,17 @@ def test_verdict_reports_accuracy_and_headline_damping_only():
             ("block_exact", 0.1, 0.97),
         )
     ]
-    text = verdict(summarise(rows), 0.1, {"tiny": 0.75})
-    assert "75%" in text and "**ekfac** is best with 0.905" in text and "0.995" not in text
+    rows.append(
+        {
+            "model": "tiny",
+            "measure": "accuracy",
+            "estimator": "model",
+            "variant": "original",
+            "values": np.array([1.0, 1, 1, 0]),
+        }
+    )
+    text = verdict(summarise(rows), 0.1)
+    assert "original 75%" in text and "**ekfac** is best with 0.905" in text and "0.995" not in text
     assert "**block_exact**" not in text and "Reference, not an estimator" in text and "0.975" in text
     assert isinstance(summarise(rows), pd.DataFrame)
 
@@ -166,5 +176,79 @@ def test_tables_from_rule_outputs_give_known_answers():
         [(m, q, float(masks[m] @ oracle[j])) for m in range(8) for j, q in enumerate(variants)],
         columns=["subset", "query_id", "log_prob"],
     )
-    lds_table = summarise(lds_rows(scores, subsets, outcomes)).set_index("estimator")["value"]
+    lds_table = summarise(lds_rows(scores, subsets, outcomes)).query("variant == 'all'").set_index("estimator")["value"]
     assert lds_table["oracle"] == pytest.approx(1.0) and lds_table["reversed"] == pytest.approx(-1.0)
+
+
+def test_cluster_bootstrap_resamples_facts_not_queries():
+    from influence.stats import bootstrap, cluster_bootstrap
+
+    rng = np.random.default_rng(0)
+    fact_effect = rng.normal(size=20)  # 20 facts, 4 queries each sharing their fact's effect
+    values = np.repeat(fact_effect, 4) + 0.01 * rng.normal(size=80)
+    clusters = np.repeat([f"0/f{i}" for i in range(20)], 4)
+    mean, low, high, n = cluster_bootstrap(values, clusters, n_boot=4000)
+    assert n == 80 and mean == pytest.approx(values.mean()) and low < mean < high
+    _, t_low, t_high, _ = t_interval(values)
+    # Treating the 80 queries as independent understates the spread about 2x (sqrt of 4 queries per fact).
+    assert (high - low) > 1.6 * (t_high - t_low)
+    se = fact_effect.std(ddof=1) / np.sqrt(20)
+    assert (high - low) == pytest.approx(2 * 1.96 * se, rel=0.2)
+    assert np.isnan(cluster_bootstrap([1.0, 2.0], ["a", "a"])[1])  # one fact: nothing to resample
+    low, high = bootstrap(lambda i: values[i].mean(), 80, n_boot=500)
+    assert low < values.mean() < high
+
+
+def test_seeds_pool_as_documented():
+    from influence.evaluation.tables import pool_seeds
+
+    row = {"model": "tiny", "measure": "mrr", "estimator": "bm25", "variant": "all"}
+    rows = [
+        {**row, "values": np.array([1.0, 0.5]), "clusters": np.array(["0/f1", "0/f2"])},
+        {**row, "values": np.array([0.0, 0.5]), "clusters": np.array(["1/f1", "1/f2"])},
+    ]
+    (pooled,) = pool_seeds(rows, "hard")
+    assert pooled["difficulty"] == "hard" and list(pooled["values"]) == [1.0, 0.5, 0.0, 0.5]
+    table = summarise([pooled])
+    assert table["interval"].iloc[0] == "bootstrap over facts" and table["n"].iloc[0] == 4
+    assert table["value"].iloc[0] == pytest.approx(0.5)
+
+
+def test_verdict_per_difficulty_with_disagreements_and_gradient_against_lexical():
+    def rows(difficulty, measure, values):
+        return [
+            {
+                "difficulty": difficulty,
+                "model": "tiny",
+                "measure": measure,
+                "estimator": e,
+                "variant": "all",
+                "values": np.array([v - 0.01, v, v + 0.01]),
+            }
+            for e, v in values.items()
+        ]
+
+    table = summarise(
+        rows("easy", "recall_at_3", {"ekfac": 0.5, "bm25": 1.0})
+        + rows("easy", "qld", {"ekfac": 0.4, "bm25": 0.3, "random": 0.9})  # random is a control, never a winner
+        + rows("hard", "recall_at_3", {"ekfac": 0.6, "bm25": 0.55})
+        + rows("hard", "qld", {"ekfac": 0.5, "bm25": 0.1})
+    )
+    text = verdict(table, 0.1)
+    easy, hard = text.split("## Difficulty: hard")
+    assert "## Difficulty: easy" in easy
+    assert "**bm25** is best with 1.000" in easy and "**ekfac** is best with 0.400" in easy
+    assert "The measures disagree on the tiny model" in easy and "**random**" not in text
+    assert "ekfac 0.500 vs bm25 1.000 (behind, intervals separated)" in easy
+    assert "The measures agree on the tiny model" in hard
+    assert "ekfac 0.500 vs bm25 0.100 (ahead, intervals separated)" in hard
+
+
+def test_vectorised_mean_spearman_equals_the_lds_mean():
+    from influence.evaluation.tables import mean_spearman
+
+    rng = np.random.default_rng(4)
+    masks = (rng.random((12, 30)) < 0.5).astype(float)
+    scores, actual = rng.normal(size=(5, 30)), rng.normal(size=(12, 5))
+    actual[:, 2] = 1.0  # a constant query is left out, as lds() gives it NaN
+    assert mean_spearman(masks @ scores.T, actual) == pytest.approx(np.nanmean(lds(scores, masks, actual)))

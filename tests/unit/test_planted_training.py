@@ -66,3 +66,91 @@ def test_tiny_model_learns_planted_facts():
 def test_tiny_model_names_a_bad_head_count():
     with pytest.raises(ValueError, match="n_heads"):
         tiny_llama(10, 30, 16, 1, 4, seed=0)
+
+
+def _hard():
+    from influence.evaluation.planted import DIFFICULTIES  # noqa: F401 (the difficulty is a config value)
+
+    return plant_facts(n_facts=8, k=3, n_distractors=2, seed=3, difficulty="hard")
+
+
+def test_hard_corpus_has_both_entity_distractors_that_state_no_fact():
+    from influence.evaluation.planted_hard import HARD, content_words
+
+    documents, queries = _hard()
+    facts = {q["tags"]["fact_id"]: q["tags"] for q in queries}
+    statements = {
+        (t["subject"], t["object"]): {w.format(s=t["subject"], o=t["object"]) for r in RELATIONS for w in r.statements}
+        | {w.format(s=t["subject"], o=t["object"]) for plants, _ in HARD.values() for w in plants}
+        for t in facts.values()
+    }
+    for fact_id, tags in facts.items():
+        both = documents[(documents["fact_id"] == fact_id) & (documents["role"] == "both_entities")]["text"]
+        assert len(both) == 2
+        relation_words = set().union(
+            *(content_words(w) for w in next(r for r in RELATIONS if r.name == tags["relation"]).statements)
+        )
+        relation_words |= set().union(*(content_words(w) for w in HARD[tags["relation"]][0]))
+        for text in both:
+            assert tags["subject"] in text and tags["object"] in text
+            # it is no statement of any relation about any pair in the fact table, nor uses the relation's words
+            assert all(text not in stated for stated in statements.values())
+            assert not content_words(text, (tags["subject"], tags["object"])) & relation_words, text
+    relation = documents[documents["role"] == "relation_words"]["text"]
+    entities = {t[k] for t in facts.values() for k in ("subject", "object")}
+    assert len(relation) == 16 and not any(e in text.split() or e + "." in text for text in relation for e in entities)
+
+
+def test_hard_plants_never_use_the_query_wording():
+    from influence.evaluation.planted_hard import content_words
+
+    documents, queries = _hard()
+    plants = documents[documents["role"] == "planted"]
+    for q in queries:
+        if q["tags"]["lang"] != "en":
+            continue
+        entities = (q["tags"]["subject"], q["tags"]["object"])
+        words = content_words(q["prompt"], entities)
+        assert words  # the relation words
+        for text in plants[plants["fact_id"] == q["tags"]["fact_id"]]["text"]:
+            assert not content_words(text, entities) & words, (q["prompt"], text)
+            assert q["prompt"] not in text
+    easy, _ = plant_facts(n_facts=8, k=3, n_distractors=2, seed=3)
+    assert set(easy["fact_id"]) == set(documents["fact_id"])  # the same facts on both difficulties
+    with pytest.raises(ValueError, match="evaluation.planted.difficulty"):
+        plant_facts(2, 1, 1, difficulty="medium")
+
+
+def test_bm25_no_longer_finds_the_hard_plants_but_the_model_learns_the_facts():
+    import torch
+    from influence.evaluation.baselines import bm25_scores
+    from influence.evaluation.measures import recall_at_k
+
+    recalls = {}
+    for difficulty in ("easy", "hard"):
+        documents, raw = plant_facts(n_facts=12, k=3, n_distractors=2, seed=0, difficulty=difficulty)
+        scores = bm25_scores(documents["text"].tolist(), [q["prompt"] + q["completion"] for q in raw])
+        relevant = np.array(
+            [(documents["role"] == "planted") & (documents["fact_id"] == q["tags"]["fact_id"]) for q in raw]
+        )
+        recalls[difficulty] = (recall_at_k(scores, relevant, 3).mean(), recall_at_k(scores, relevant, 10).mean())
+    assert recalls["easy"][1] == 1.0  # easy: every plant in BM25's top 10
+    assert recalls["hard"][0] < 0.65  # hard: about half of the plants in its top k = 3 (plants per fact)
+    torch.set_num_threads(1)
+    documents, raw = plant_facts(n_facts=4, k=3, n_distractors=2, seed=0, difficulty="hard")
+    queries = [Query(q["id"], q["prompt"], q["completion"], q["tags"]) for q in raw]
+    tokenizer = word_tokenizer(documents["text"].tolist() + [q.text for q in queries])
+    sequences = encode_texts(tokenizer, documents["text"].tolist(), 32)
+    without = [s for s, role in zip(sequences, documents["role"]) if role != "planted"]
+    learned = {}
+    for name, data in (("with", sequences), ("without", without)):
+        model = tiny_llama(len(tokenizer), 32, 64, 2, 4, seed=0)
+        train(model, data, 80, 3e-3, 8, seed=0, progress=False)
+        learned[name] = completion_stats(model, tokenizer, queries)[0]
+    # The paraphrase-only plants still teach the facts: the original-wording and flipped queries' answers are
+    # >1 nat more likely with them (measured 1.6 and 2.3). The paraphrased query's wording occurs nowhere in the
+    # hard corpus and gains nothing on this toy (measured -0.2): the per-variant accuracy in the table shows it.
+    variants = np.array([q.tags["variant"] for q in queries])
+    for variant in ("original", "flipped"):
+        chosen = variants == variant
+        assert learned["with"][chosen].mean() > learned["without"][chosen].mean() + 1.0, variant

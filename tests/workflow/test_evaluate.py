@@ -14,11 +14,12 @@ TINY_EVALUATION = {
     "models": ["tiny", "finetuned"],
     "max_tokens": 32,
     "top_k": 10,
-    "planted": {"n_facts": 4, "k": 3, "n_distractors": 2},
+    "planted": {"n_facts": 4, "k": 3, "n_distractors": 2, "difficulty": ["easy", "hard"]},
     "tiny": {"hidden_size": 32, "intermediate_size": 64, "n_layers": 2, "n_heads": 4, "epochs": 80, "batch_size": 8},
     "finetune": {"max_epochs": 1},
     "scoring": {"query_rank": 8},
     "lds": {"n_subsets": 5},
+    "qld": {"n_controls": 2, "max_queries_per_retrain": 4},
     "ihvp": {"dampings": [0.1, 1.0], "headline_damping": 0.1, "lissa": {"depth": 200}},
 }
 EVAL_RULES = (
@@ -27,6 +28,7 @@ EVAL_RULES = (
     "finetune_model",
     "fact_scores",
     "lds_retrain",
+    "qld_retrain",
     "ihvp_accuracy",
     "evaluation_summary",
     "evaluate",
@@ -45,6 +47,12 @@ def test_default_evaluate_target_plans_every_rule():
     [
         ({"models": ["gpt"]}, "gpt"),
         ({"ihvp": {"dampings": [1.0], "headline_damping": 0.1}}, "headline_damping"),
+        ({"planted": {"difficulty": ["medium"]}}, "difficulty"),
+        ({"qld": {"k": 1000}}, "evaluation.qld.k"),
+        ({"qld": {"fraction": 1.5}}, "fraction"),
+        ({"lds": {"fraction": 0.0}}, "fraction"),
+        ({"seeds": []}, "seeds"),
+        ({"finetune": {"seeds": [7]}}, "evaluation.finetune.seeds"),
     ],
 )
 def test_bad_evaluation_config_stops_before_any_work(evaluation, message, tmp_path):
@@ -66,19 +74,17 @@ def evaluation(tiny_run):
 
 
 def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
+    from influence.engine.estimators import BASELINES, SCORING_ESTIMATORS
+
     table = pd.read_parquet(evaluation / "evaluation.parquet")
     assert list(table.columns) == TABLE_COLUMNS
+    assert set(table["difficulty"]) == {"easy", "hard"}
     tracing = table[table["measure"] == "recall_at_10"]
-    for model in ("tiny", "finetuned"):
-        assert set(tracing[tracing["model"] == model]["estimator"]) == {
-            "ekfac",
-            "kfac",
-            "identity",
-            "cosine",
-            "repsim",
-            "tfidf",
-            "bm25",
-        }
+    every = set(SCORING_ESTIMATORS) | set(BASELINES)  # from the registry: later estimators join by themselves
+    for difficulty in ("easy", "hard"):
+        for model in ("tiny", "finetuned"):
+            chosen = tracing[(tracing["model"] == model) & (tracing["difficulty"] == difficulty)]
+            assert set(chosen["estimator"]) == every
     assert set(tracing["variant"]) == {"all", "original", "paraphrase", "translated", "flipped"}
     assert set(table[table["measure"] == "spearman"]["estimator"]) == {
         "ekfac",
@@ -87,7 +93,14 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
         "lissa",
         "block_exact",
     }
-    assert set(table[table["measure"] == "lds"]["estimator"]) >= {"ekfac", "kfac", "identity", "bm25"}
+    lds = table[table["measure"] == "lds"]
+    assert set(lds["estimator"]) == every and set(lds["variant"]) == {"all", "seed~0"}
+    assert set(lds[lds["variant"] == "seed~0"]["interval"]) == {"bootstrap over subsets"}
+    qld = table[table["measure"] == "qld"]
+    assert set(qld["estimator"]) == every and set(qld["difficulty"]) == {"easy", "hard"}
+    assert "random" in set(table[table["measure"] == "qld_raw"]["estimator"])
+    assert (qld["n"] == 4).all()  # the 4 original-wording queries
+    assert set(table[table["measure"] == "mrr"]["interval"]) == {"bootstrap over facts"}
     bounded = table[table["measure"].isin(["recall_at_10", "mrr", "accuracy"])]["value"]
     assert bounded.between(0, 1).all()
     assert table[table["measure"].isin(["lds", "spearman"])]["value"].dropna().between(-1, 1).all()
@@ -95,34 +108,48 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
     assert (ordered["ci_low"] <= ordered["value"] + 1e-12).all() and (
         ordered["value"] <= ordered["ci_high"] + 1e-12
     ).all()
-    # Known answers: every planted document names both entities of the query, distractors only one of them.
+    # Known answers: on easy every planted document names both entities of the query, distractors only one.
     bm25 = tracing[(tracing["estimator"] == "bm25") & (tracing["variant"] == "original")]
-    assert np.allclose(bm25["value"], 1.0)
-    tiny_accuracy = table[
-        (table["measure"] == "accuracy") & (table["model"] == "tiny") & (table["variant"] == "original")
-    ]
-    assert tiny_accuracy["value"].iloc[0] >= 0.5  # the tiny model learned the facts it is traced on
+    assert np.allclose(bm25[bm25["difficulty"] == "easy"]["value"], 1.0)
+    accuracy = table[(table["measure"] == "accuracy") & (table["model"] == "tiny") & (table["variant"] == "original")]
+    accuracy = accuracy.set_index("difficulty")["value"]
+    assert accuracy["easy"] >= 0.5  # the tiny model learned the facts it is traced on
+    assert 0 <= accuracy["hard"] <= 1  # reported; on 4 facts and 80 epochs the paraphrase-only plants are not learned
+
+
+def test_qld_retrains_are_shared_and_recorded(evaluation):
+    for difficulty in ("easy", "hard"):
+        cell = evaluation / f"difficulty~{difficulty}" / "seed~0" / "tiny"
+        outcomes = pd.read_parquet(cell / "qld_outcomes.parquet")
+        assert outcomes["retrain"].nunique() < len(outcomes)  # retrains were shared
+        per_retrain = outcomes.groupby("retrain")["query_id"].nunique()
+        assert per_retrain.max() <= 4
+        assert len(list((cell / "retrains" / "qld").glob("*.npy"))) == outcomes["retrain"].nunique()
 
 
 def test_verdict_names_the_measured_winners(evaluation):
     table = pd.read_parquet(evaluation / "evaluation.parquet")
     text = (evaluation / "verdict.md").read_text()
-    lds = table[table["measure"] == "lds"].sort_values("value", ascending=False).iloc[0]
-    assert f"**{lds['estimator']}** is best with {lds['value']:.3f}" in text
-    assert "Were the planted facts learned?" in text
+    lds = table[(table["measure"] == "lds") & (table["variant"] == "all") & (table["difficulty"] == "hard")]
+    best = lds.sort_values(["value", "estimator"], ascending=[False, True]).iloc[0]
+    assert f"**{best['estimator']}** is best with {best['value']:.3f}" in text or "tie for best" in text
+    assert "## Difficulty: easy" in text and "## Difficulty: hard" in text
+    assert "Were the planted facts learned (tiny model)?" in text
+    assert "Gradient methods against lexical matching" in text and "QLD" in text
     assert "<b>" in (evaluation / "verdict.html").read_text()
 
 
 def test_evaluation_figures_and_tables(evaluation):
     captions = json.loads((evaluation / "captions.json").read_text())
-    assert set(captions) == {"ihvp_accuracy", "lds", "fact_tracing"}
+    assert set(captions) == {"ihvp_accuracy", "lds", "fact_tracing", "qld"}
     for name in captions:
         assert (evaluation / f"{name}.png").stat().st_size > 10_000
         assert len(pd.read_parquet(evaluation / f"{name}.parquet")) > 0
-    ihvp = pd.read_parquet(evaluation / "seed~0" / "tiny" / "ihvp.parquet")
+    cell = evaluation / "difficulty~easy" / "seed~0" / "tiny"
+    ihvp = pd.read_parquet(cell / "ihvp.parquet")
     assert set(ihvp["fisher"]) == {"true", "empirical"} and set(ihvp["damping"]) == {0.1, 1.0}
-    outcomes = pd.read_parquet(evaluation / "seed~0" / "tiny" / "lds_outcomes.parquet")
-    subsets = pd.read_parquet(evaluation / "seed~0" / "tiny" / "lds_subsets.parquet")
+    outcomes = pd.read_parquet(cell / "lds_outcomes.parquet")
+    subsets = pd.read_parquet(cell / "lds_subsets.parquet")
     assert outcomes["subset"].nunique() == 5 and (subsets.groupby("subset").size() == 10).all()  # half of 20
     assert outcomes["log_prob"].std() > 0  # retraining on different halves changes the outcome
 
@@ -132,4 +159,4 @@ def test_report_collects_the_evaluation(evaluation):
     report = tmp / "evaluation_report.html"
     snakemake("evaluate", "--report", report, "--configfile", tmp / "config_evaluation.yaml", "--directory", tmp)
     html = report.read_text(errors="ignore")
-    assert all(name in html for name in ("ihvp_accuracy.png", "lds.png", "fact_tracing.png", "verdict.html"))
+    assert all(name in html for name in ("ihvp_accuracy.png", "lds.png", "fact_tracing.png", "qld.png", "verdict.html"))

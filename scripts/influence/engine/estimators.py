@@ -41,7 +41,9 @@ _ROWS = (
     Estimator("identity", "gradient dot", "C2"),
     Estimator("cosine", "gradient cosine", "C3", unit_norm=True),
     Estimator("lissa", "LiSSA", "C4", scope="reference"),
-    Estimator("repsim", "RepSim", "C5", scope="baseline"),
+    Estimator("repsim", "RepSim", "C5", scope="baseline"),  # Li et al.: last layer, last token
+    Estimator("repsim_mean", "RepSim (mean-pooled)", "C9", scope="baseline"),  # last layer, mean over tokens
+    Estimator("repsim_middle", "RepSim (middle layer)", "olive", scope="baseline"),  # middle layer, last token
     Estimator("tfidf", "TF-IDF", "C6", scope="baseline"),
     Estimator("bm25", "BM25", "C7", scope="baseline"),
     Estimator("block_exact", "exact per-layer block", "C8", scope="reference"),

@@ -1,8 +1,10 @@
 """Every estimator's scores of a small corpus against every query, in memory: the evaluation's scorer.
 
-Influence estimators (EK-FAC, K-FAC, identity = gradient dot, cosine = gradient cosine) run through
-the engine: factors fitted on the scored corpus itself (true Fisher), queries preconditioned at
-rank r, one estimator at a time (a real model's preconditioned queries take GBs each). Baselines: RepSim, TF-IDF, BM25 (`baselines`).
+Influence estimators (every `scoring` row of the registry `engine.estimators`: EK-FAC, K-FAC,
+identity = gradient dot, cosine = gradient cosine, and any added later) run through the engine:
+factors fitted on the scored corpus itself (true Fisher), queries preconditioned at rank r, one
+estimator at a time (a real model's preconditioned queries take GBs each). Baselines (the registry's
+`baseline` rows): RepSim in three representations, TF-IDF, BM25 (`baselines`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import pandas as pd
 
 from ..engine.data import iter_batches, query_batches
 from ..engine.eigen import eigendecompose
-from ..engine.estimators import SCORING_ESTIMATORS
+from ..engine.estimators import BASELINES, SCORING_ESTIMATORS
 from ..engine.factors import fit_covariance, fit_eigenvalue_correction
 from ..engine.precondition import Damping, precondition_queries
 from ..engine.scores import score_many
 from .baselines import bm25_scores, repsim_scores, tfidf_scores
 
+ALL_ESTIMATORS = (*SCORING_ESTIMATORS, *BASELINES)
 # Queries per preconditioning pass: their full-rank gradients (~80M floats each on SmolLM2-135M) are held at once.
 QUERY_BATCH = 2
 
@@ -48,17 +51,19 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
 
 
 def baseline_scores(model, tokenizer, queries, texts: list[str], sequences: list[list[int]], batch_size: int) -> dict:
-    """{repsim, tfidf, bm25: (Q, N) scores}; lexical baselines see the query's prompt and completion."""
+    """{repsim, repsim_mean, repsim_middle, tfidf, bm25: (Q, N) scores}; every baseline sees the query's prompt
+    and completion."""
     query_texts = [q.text for q in queries]
     q_ids = [tokenizer(q.text, add_special_tokens=True).input_ids for q in queries]
     pad = tokenizer.pad_token_id or 0
-    return {
-        "repsim": repsim_scores(
-            model, list(iter_batches(q_ids, batch_size, pad)), list(iter_batches(sequences, batch_size, pad))
-        ),
-        "tfidf": tfidf_scores(texts, query_texts),
-        "bm25": bm25_scores(texts, query_texts),
-    }
+    out = repsim_scores(
+        model, list(iter_batches(q_ids, batch_size, pad)), list(iter_batches(sequences, batch_size, pad))
+    )
+    out.update({"tfidf": tfidf_scores(texts, query_texts), "bm25": bm25_scores(texts, query_texts)})
+    missing = set(BASELINES) - set(out)
+    if missing:
+        raise NotImplementedError(f"the registry's baselines {sorted(missing)} have no scorer in attribution.py.")
+    return {name: out[name] for name in BASELINES}
 
 
 def scores_long(scores: dict[str, np.ndarray], query_ids: list[str], seq_ids: list[str]) -> pd.DataFrame:

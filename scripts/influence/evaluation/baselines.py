@@ -3,7 +3,10 @@
 - BM25 (Robertson et al.; k1 = 1.5, b = 0.75, idf = ln(1 + (N − df + 0.5) / (df + 0.5))) on
   scikit-learn's word tokens;
 - TF-IDF cosine, the workflow's own `tfidf` weights fitted on the scored documents;
-- RepSim (Li et al. 2024): cosine of the last layer's hidden state at the last real token;
+- RepSim (Li et al. 2024): cosine of the last layer's hidden state at the last real token (`repsim`),
+  and two other representations so its standing does not hang on one choice: the last layer's
+  hidden states mean-pooled over real tokens (`repsim_mean`), and the middle layer's at the last real
+  token (`repsim_middle`);
 - LiSSA (Agarwal et al. 2017): the stochastic Neumann series for (F + λI)⁻¹ v.
 """
 
@@ -43,25 +46,37 @@ def tfidf_scores(documents: Sequence[str], queries: Sequence[str]) -> np.ndarray
 
 
 @torch.no_grad()
-def last_hidden(model, batches: Sequence[dict]) -> torch.Tensor:
-    """(N, d) final hidden state at each sequence's last real token (batches from `data.pad_batch`)."""
+def representations(model, batches: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """{repsim, repsim_mean, repsim_middle: (N, d)} hidden-state representations of each sequence."""
     device = next(model.parameters()).device
-    out = []
+    out: dict[str, list] = {"repsim": [], "repsim_mean": [], "repsim_middle": []}
     for batch in tqdm(batches, desc="repsim", unit="batch", leave=False):
         mask = batch["attention_mask"].to(device)
-        hidden = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True
-        ).hidden_states[-1]  # (B, T, d)
+        states = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True)
+        last_layer, middle = states.hidden_states[-1], states.hidden_states[len(states.hidden_states) // 2]  # (B, T, d)
         last = mask.sum(1) - 1  # (B,)
-        out.append(hidden[torch.arange(len(last), device=device), last].float().cpu())
-    return torch.cat(out)
+        rows = torch.arange(len(last), device=device)
+        weights = mask[..., None].to(last_layer.dtype)  # (B, T, 1)
+        out["repsim"].append(last_layer[rows, last].float().cpu())
+        out["repsim_mean"].append(((last_layer * weights).sum(1) / weights.sum(1)).float().cpu())
+        out["repsim_middle"].append(middle[rows, last].float().cpu())
+    return {name: torch.cat(parts) for name, parts in out.items()}
 
 
-def repsim_scores(model, query_batches: Sequence[dict], document_batches: Sequence[dict]) -> np.ndarray:
-    """(Q, N) cosine between query and document representations (`last_hidden`)."""
-    q = torch.nn.functional.normalize(last_hidden(model, query_batches), dim=1)
-    d = torch.nn.functional.normalize(last_hidden(model, document_batches), dim=1)
-    return (q @ d.T).double().numpy()
+def last_hidden(model, batches: Sequence[dict]) -> torch.Tensor:
+    """(N, d) final hidden state at each sequence's last real token (batches from `data.pad_batch`)."""
+    return representations(model, batches)["repsim"]
+
+
+def repsim_scores(model, query_batches: Sequence[dict], document_batches: Sequence[dict]) -> dict[str, np.ndarray]:
+    """{representation: (Q, N) cosine between query and document representations} (`representations`)."""
+    queries, documents = representations(model, query_batches), representations(model, document_batches)
+    out = {}
+    for name in queries:
+        q = torch.nn.functional.normalize(queries[name], dim=1)
+        d = torch.nn.functional.normalize(documents[name], dim=1)
+        out[name] = (q @ d.T).double().numpy()
+    return out
 
 
 def lissa(

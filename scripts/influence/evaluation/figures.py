@@ -10,12 +10,16 @@ import os
 import numpy as np
 import pandas as pd
 
-from ..engine import estimators
+from ..engine.estimators import colour, sort_key
 from ..figures import figure_axes
 
 
-def _sorted(names) -> list[str]:
-    return sorted(names, key=estimators.sort_key)
+def _sorted(estimators) -> list[str]:
+    return sorted(estimators, key=sort_key)
+
+
+def _difficulties(table: pd.DataFrame) -> list[str]:
+    return sorted(table["difficulty"].unique(), key=lambda d: (d != "easy", d))
 
 
 def _errorbars(rows: pd.DataFrame) -> np.ndarray:
@@ -25,31 +29,37 @@ def _errorbars(rows: pd.DataFrame) -> np.ndarray:
 
 
 def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
-    """Spearman ρ and relative error against the exact influence as functions of the damping."""
+    """Spearman ρ and relative error against the exact influence as functions of the damping, per difficulty."""
     rows = table[table["measure"].isin(["spearman", "relative_error"])].copy()
     rows[["fisher", "damping"]] = rows["variant"].str.extract(r"(\w+)_fisher/damping~(.+)")
     rows["damping"] = rows["damping"].astype(float)
-    with figure_axes(path, ncols=2, size=(9.0, 4.0)) as (fig, axes):
-        for ax, measure, label in zip(
-            axes, ["spearman", "relative_error"], ["Spearman ρ with exact influence", "relative error ‖s − s*‖ / ‖s*‖"]
-        ):
-            for (estimator, fisher), group in rows[rows["measure"] == measure].groupby(["estimator", "fisher"]):
-                group = group.sort_values("damping")
-                ax.errorbar(
-                    group["damping"],
-                    group["value"],
-                    yerr=_errorbars(group),
-                    marker="o",
-                    capsize=2,
-                    color=estimators.colour(estimator),
-                    linestyle="-" if fisher == "true" else "--",
-                    label=f"{estimator} ({fisher} Fisher)",
-                )
-            ax.set_xscale("log")
-            ax.set_xlabel("damping λ / (tr F / P)")
-            ax.set_ylabel(label)
-            if measure == "relative_error":
-                ax.set_yscale("log")
+    difficulties = _difficulties(rows)
+    with figure_axes(path, ncols=2 * len(difficulties), size=(9.0 * len(difficulties), 4.0)) as (fig, axes):
+        for d, difficulty in enumerate(difficulties):
+            for ax, measure, label in zip(
+                axes[2 * d : 2 * d + 2],
+                ["spearman", "relative_error"],
+                ["Spearman ρ with exact influence", "relative error ‖s − s*‖ / ‖s*‖"],
+            ):
+                chosen = rows[(rows["measure"] == measure) & (rows["difficulty"] == difficulty)]
+                for (estimator, fisher), group in chosen.groupby(["estimator", "fisher"]):
+                    group = group.sort_values("damping")
+                    ax.errorbar(
+                        group["damping"],
+                        group["value"],
+                        yerr=_errorbars(group),
+                        marker="o",
+                        capsize=2,
+                        color=colour(estimator),
+                        linestyle="-" if fisher == "true" else "--",
+                        label=f"{estimator} ({fisher} Fisher)",
+                    )
+                ax.set_xscale("log")
+                ax.set_xlabel("damping λ / (tr F / P)")
+                ax.set_ylabel(label)
+                ax.set_title(f"{difficulty} corpus")
+                if measure == "relative_error":
+                    ax.set_yscale("log")
         axes[0].legend(fontsize=7)
         fig.suptitle("iHVP accuracy on the tiny model")
     ranked = rows[(rows["measure"] == "spearman") & (rows["estimator"] != "block_exact")]
@@ -57,9 +67,10 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
     return (
         "Influence scores of each estimator against the exact influence (dense damped Fisher inverse over all "
         "tracked parameters) on the tiny model, as functions of the damping (relative to the Fisher's mean "
-        "eigenvalue), for the true (solid) and empirical (dashed) Fisher; mean over queries with 95% t "
-        f"intervals. Highest rank correlation of an estimator: {best['estimator']} with the {best['fisher']} Fisher at damping "
-        f"{best['damping']:g}, ρ = {best['value']:.3f}."
+        "eigenvalue), for the true (solid) and empirical (dashed) Fisher, one pair of panels per difficulty; "
+        f"mean over queries and seeds with 95% bootstrap intervals over facts. Highest rank correlation of an "
+        f"estimator: {best['estimator']} with the {best['fisher']} Fisher at damping {best['damping']:g} "
+        f"({best['difficulty']}), ρ = {best['value']:.3f}."
     )
 
 
@@ -80,47 +91,80 @@ def _bars(ax, rows: pd.DataFrame, groups: list[str], group_column: str) -> None:
 
 
 def plot_lds(table: pd.DataFrame, path: str | os.PathLike) -> str:
-    """Mean LDS per estimator with its interval."""
-    rows = table[table["measure"] == "lds"]
+    """Mean LDS per estimator with its interval, one bar per difficulty."""
+    rows = table[(table["measure"] == "lds") & (table["variant"] == "all")]
     with figure_axes(path) as (fig, axes):
-        _bars(axes[0], rows, sorted(rows["model"].unique()), "model")
+        _bars(axes[0], rows, _difficulties(rows), "difficulty")
         axes[0].axhline(0, color="grey", linewidth=0.8)
         axes[0].set_xlabel("estimator")
         axes[0].set_ylabel("LDS (mean Spearman ρ over queries)")
-        axes[0].set_title("Linear datamodeling score")
-    best = rows.sort_values("value", ascending=False).iloc[0]
-    n_queries = int(best["n"])
+        axes[0].set_title("Linear datamodeling score, tiny model")
+        axes[0].legend(title="difficulty", fontsize=7)
+    best = ", ".join(
+        f"{d}: {g.sort_values('value').iloc[-1]['estimator']} ({g['value'].max():.3f})"
+        for d, g in rows.groupby("difficulty")
+    )
     return (
-        "Linear datamodeling score: for each query, Spearman's ρ between the predicted effect of a random half "
+        "Linear datamodeling score: for each query, Spearman's ρ between the predicted effect of a random subset "
         "of the training corpus (the sum of its documents' scores) and the measured log-probability of the "
-        "completion after retraining the tiny model from scratch on that half; bars are the mean over "
-        f"{n_queries} query-seed pairs with 95% t intervals. Best: {best['estimator']} "
-        f"({best['value']:.3f}). 0 is a random predictor, 1 a perfect one."
+        "completion after retraining the tiny model from scratch on that subset; bars are the mean over queries "
+        f"and seeds with 95% bootstrap intervals over facts, per difficulty. Best: {best}. "
+        "0 is a random predictor, 1 a perfect one."
+    )
+
+
+def plot_qld(table: pd.DataFrame, path: str | os.PathLike) -> str:
+    """QLD per estimator and difficulty (beyond random removals), and the raw loss rise with `random` itself."""
+    difficulties = _difficulties(table)
+    with figure_axes(path, ncols=2, size=(12.0, 4.2)) as (fig, axes):
+        for ax, measure, label in zip(
+            axes,
+            ["qld", "qld_raw"],
+            ["QLD: loss rise beyond k random removals (nats)", "loss rise over the full model (nats)"],
+        ):
+            rows = table[(table["measure"] == measure) & (table["variant"] == "all")]
+            _bars(ax, rows, difficulties, "difficulty")
+            ax.axhline(0, color="grey", linewidth=0.8)
+            ax.set_xlabel("method whose top-k documents are removed")
+            ax.set_ylabel(label)
+        axes[0].legend(title="difficulty", fontsize=7)
+        fig.suptitle("Counterfactual test: retrain the tiny model without each method's top-k proponents")
+    rows = table[(table["measure"] == "qld") & (table["variant"] == "all")]
+    best = ", ".join(
+        f"{d}: {g.sort_values('value').iloc[-1]['estimator']} ({g['value'].max():.3f} nats)"
+        for d, g in rows.groupby("difficulty")
+    )
+    return (
+        "QLD: for each query, the tiny model is retrained without the k documents a method scores highest, and "
+        "the query loss −log p(completion | prompt) is measured; left, minus the mean loss after removing k random "
+        "documents (several random controls), right, minus the full model's loss (with `random` itself). Bars: "
+        f"mean over queries and seeds with 95% bootstrap intervals over facts, per difficulty. Best: {best}."
     )
 
 
 def plot_fact_tracing(table: pd.DataFrame, path: str | os.PathLike, k: int) -> str:
-    """recall@k and MRR of the planted documents per estimator and query variant, one row of panels per model."""
-    measures = [f"recall_at_{k}", "mrr"]
-    rows = table[table["measure"].isin(measures)]
-    models = sorted(rows["model"].unique())
+    """recall@k of the planted documents per estimator and query variant, one panel per difficulty and model
+    (MRR is in the table)."""
+    measure = f"recall_at_{k}"
+    rows = table[table["measure"] == measure]
+    panels = [(d, m) for d in _difficulties(rows) for m in sorted(rows["model"].unique())]
     variants = list(dict.fromkeys(rows["variant"]))
     lines = []
-    with figure_axes(path, ncols=2 * len(models), size=(6.0 * len(models), 4.2)) as (fig, axes):
-        for m, model in enumerate(models):
-            for j, measure in enumerate(measures):
-                ax = axes[2 * m + j]
-                _bars(ax, rows[(rows["model"] == model) & (rows["measure"] == measure)], variants, "variant")
-                ax.set_ylim(0, 1.05)
-                ax.set_xlabel("estimator")
-                ax.set_ylabel(f"recall@{k}" if j == 0 else "MRR")
-                ax.set_title(f"{model} model")
-            overall = rows[(rows["model"] == model) & (rows["variant"] == "all") & (rows["measure"] == measures[0])]
-            best = overall.sort_values("value", ascending=False).iloc[0]
-            lines.append(f"{model}: best recall@{k} {best['estimator']} ({best['value']:.2f})")
+    with figure_axes(path, ncols=len(panels), size=(6.0 * len(panels), 4.2)) as (fig, axes):
+        for ax, (difficulty, model) in zip(axes, panels):
+            chosen = rows[(rows["model"] == model) & (rows["difficulty"] == difficulty)]
+            _bars(ax, chosen, variants, "variant")
+            ax.set_ylim(0, 1.05)
+            ax.set_xlabel("estimator")
+            ax.set_ylabel(f"recall@{k}")
+            ax.set_title(f"{difficulty} corpus, {model} model")
+            overall = chosen[chosen["variant"] == "all"]
+            if len(overall):
+                best = overall.sort_values("value", ascending=False).iloc[0]
+                lines.append(f"{difficulty}/{model}: best recall@{k} {best['estimator']} ({best['value']:.2f})")
         axes[0].legend(title="query variant", fontsize=7)
     return (
-        f"Fact tracing: recall@{k} and mean reciprocal rank of the documents that state each query's planted "
-        "fact, per estimator and query variant (original wording, paraphrase, French translation, flipped "
-        f"order), with 95% t intervals over queries and seeds. {'; '.join(lines)}."
+        f"Fact tracing: recall@{k} of the documents that state each query's planted fact, per estimator and query "
+        "variant (original wording, paraphrase, French translation, flipped order), per difficulty and model, with "
+        f"95% bootstrap intervals over facts (queries and seeds pooled). {'; '.join(lines)}."
     )

@@ -4,19 +4,20 @@
   over M training subsets between the predicted effect Σ_{z∈S} score(q, z) and the measured
   log p(completion | prompt) of the model retrained on S; reported as the mean over queries.
 - recall@k and MRR of a query's planted documents in its score ranking (fact tracing).
+- QLD (`qld`): the query loss rise after retraining without a method's top-k documents.
 Pure numpy/pandas/scipy: no torch, no snakemake.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import pandas as pd
 
-from ..stats import spearman, t_interval
+from ..stats import cluster_bootstrap, spearman, t_interval
 
-TABLE_COLUMNS = ["model", "measure", "estimator", "variant", "value", "ci_low", "ci_high", "n"]
+KEYS = ["difficulty", "model", "measure", "estimator", "variant"]
+TABLE_COLUMNS = [*KEYS, "value", "ci_low", "ci_high", "n", "interval"]
+LEXICAL = ("tfidf", "bm25")
 
 
 def lds(scores: np.ndarray, masks: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -61,22 +62,35 @@ def bounds(measure: str) -> tuple[float, float]:
         return -1.0, 1.0
     if measure in ("mrr", "accuracy") or measure.startswith("recall_at_"):
         return 0.0, 1.0
+    if measure.startswith("qld"):
+        return -np.inf, np.inf
     return 0.0, np.inf
 
 
 def summarise(rows: list[dict]) -> pd.DataFrame:
-    """Table rows {model, measure, estimator, variant, values} → one row each with a t interval (clipped to the
-    measure's range, e.g. [0, 1] for recall)."""
+    """Table rows {difficulty, model, measure, estimator, variant, values[, clusters][, ci]} → one row each with
+    its mean and a 95% interval (clipped to the measure's range, e.g. [0, 1] for recall): a bootstrap over
+    `clusters` (facts per seed) when given, the given `ci` (e.g. a bootstrap over LDS subsets), else a
+    Student-t interval over the values. `interval` names which."""
     out = []
     for row in rows:
-        mean, low, high, n = t_interval(row["values"])
+        if row.get("clusters") is not None:
+            mean, low, high, n = cluster_bootstrap(row["values"], row["clusters"])
+            kind = "bootstrap over facts"
+        else:
+            mean, low, high, n = t_interval(row["values"])
+            kind = "t over queries"
+        if row.get("ci") is not None:
+            (low, high), kind = row["ci"], "bootstrap over subsets"
         lowest, highest = bounds(row["measure"])
         low, high = (low if np.isnan(low) else max(low, lowest)), (high if np.isnan(high) else min(high, highest))
-        out.append({**{k: row[k] for k in TABLE_COLUMNS[:4]}, "value": mean, "ci_low": low, "ci_high": high, "n": n})
+        keys = {k: row.get(k, "easy" if k == "difficulty" else None) for k in KEYS}
+        out.append({**keys, "value": mean, "ci_low": low, "ci_high": high, "n": n, "interval": kind})
     return pd.DataFrame(out, columns=TABLE_COLUMNS)
 
 
 WINNER_COLUMNS = [
+    "difficulty",
     "model",
     "measure",
     "variant",
@@ -94,20 +108,22 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
     """Per (model, measure, variant): the best estimator(s) (ties joined by ' = '), the runner-up (the best
     of the rest), and whether their intervals are separated."""
     rows = []
-    for key, group in table.dropna(subset=["value"]).groupby(["model", "measure", "variant"], sort=True):
-        ranked = group.sort_values(["value", "estimator"], ascending=[key[1] == "relative_error", True])
+    for key, group in table.dropna(subset=["value"]).groupby(["difficulty", "model", "measure", "variant"], sort=True):
+        lower_better = key[2] == "relative_error"
+        ranked = group.sort_values(["value", "estimator"], ascending=[lower_better, True])
         top = ranked["value"].iloc[0]
         tied, rest = ranked[ranked["value"] == top], ranked[ranked["value"] != top]
         best = tied.iloc[0]
         second = rest.iloc[0] if len(rest) else None
         separated = second is not None and (
-            best["ci_low"] > second["ci_high"] if key[1] != "relative_error" else best["ci_high"] < second["ci_low"]
+            best["ci_low"] > second["ci_high"] if not lower_better else best["ci_high"] < second["ci_low"]
         )
         rows.append(
             {
-                "model": key[0],
-                "measure": key[1],
-                "variant": key[2],
+                "difficulty": key[0],
+                "model": key[1],
+                "measure": key[2],
+                "variant": key[3],
                 "best": " = ".join(tied["estimator"]),
                 "value": top,
                 "ci_low": best["ci_low"],
@@ -123,16 +139,19 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
 NEAR_ZERO_ERROR = 0.9  # relative error of a prediction no better than all zeros (which scores exactly 1)
 REFERENCE = "block_exact"  # the exact block-diagonal inverse: a diagnostic, never a winner
 MEASURE_WORDS = {
-    "lds": "LDS (Spearman ρ between predicted and measured effect of retraining on random halves)",
+    "lds": "LDS (Spearman ρ between predicted and measured effect of retraining on random subsets)",
+    "qld": "QLD (query loss rise after retraining without the method's top-k, beyond removing k random documents)",
     "mrr": "MRR of the planted documents",
     "spearman": "rank correlation with the exact influence",
     "relative_error": "relative error against the exact influence",
 }
 
 
-def _describe(w: pd.Series) -> str:
+def describe(w: pd.Series) -> str:
     what = MEASURE_WORDS.get(w["measure"], w["measure"].replace("recall_at_", "recall@") + " of the planted documents")
-    scope = f"{w['model']} model" + ("" if w["variant"] == "all" else f", {w['variant'].replace('_', ' ')}")
+    scope = f"{w['difficulty']}, {w['model']} model" + (
+        "" if w["variant"] == "all" else f", {w['variant'].replace('_', ' ')}"
+    )
     interval = f"95% interval {w['ci_low']:.3f} to {w['ci_high']:.3f}" if np.isfinite(w["ci_low"]) else "no interval"
     if w["runner_up"] is None:
         return f"- {what} ({scope}): {w['best']} all score {w['value']:.3f} ({interval})."
@@ -151,73 +170,3 @@ def _describe(w: pd.Series) -> str:
             "misses the scale of the exact influence here: read the rank correlation instead."
         )
     return line
-
-
-def verdict(table: pd.DataFrame, headline_damping: float, accuracy: Mapping[str, float] | None = None) -> str:
-    """Markdown verdict written only from the table: facts learned, then the winner of every headline measure.
-
-    Headline rows: iHVP accuracy at `headline_damping`, LDS, and fact tracing over all queries; the best
-    estimator per query variant follows in one sentence per model.
-    """
-    lines = ["# Verdict: does influence work here?", ""]
-    if accuracy:
-        learned = "; ".join(f"{m} model {a:.0%}" for m, a in accuracy.items())
-        lines += [f"Were the planted facts learned? Original-wording queries answered correctly: {learned}.", ""]
-    scored = table[table["measure"] != "accuracy"]
-    ihvp = scored["measure"].isin(["spearman", "relative_error"])
-    headline = scored[
-        (ihvp & scored["variant"].str.endswith(f"damping~{headline_damping:g}"))
-        | (~ihvp & (scored["variant"] == "all"))
-    ]
-    order = {"spearman": 0, "relative_error": 1, "lds": 2, "mrr": 4}
-    found = winners(headline[headline["estimator"] != REFERENCE])
-    found = found.iloc[np.argsort([order.get(m, 3) for m in found["measure"]], kind="stable")]
-    lines += [_describe(w) for _, w in found.iterrows()]
-    for _, ref in headline[headline["estimator"] == REFERENCE].iterrows():
-        lines.append(
-            f"- Reference, not an estimator: the exact inverse of each layer's Fisher block reaches "
-            f"{ref['value']:.3f} on the {MEASURE_WORDS[ref['measure']]} ({ref['variant'].replace('_', ' ')}); "
-            "what separates it from the exact influence is cross-layer curvature, what separates EK-FAC from it "
-            "is the Kronecker eigenbasis."
-        )
-    tally = (
-        found[~found["measure"].isin(["spearman", "relative_error"])]["best"].str.split(" = ").explode().value_counts()
-    )
-    if len(tally):
-        lines += [
-            "",
-            "Wins (ties count for each tied estimator) on the ground-truth measures (LDS, recall, MRR): "
-            + ", ".join(f"{e} {n}" for e, n in tally.items())
-            + ".",
-        ]
-    per_variant = winners(scored[scored["measure"].str.startswith("recall_at_") & (scored["variant"] != "all")])
-    for model, group in per_variant.groupby("model"):
-        best = ", ".join(f"{w['variant']}: {w['best']} ({w['value']:.2f})" for _, w in group.iterrows())
-        lines.append(f"Best recall per query variant on the {model} model: {best}.")
-    return "\n".join(lines) + "\n"
-
-
-def markdown_to_html(text: str) -> str:
-    """The verdict's small Markdown subset (# headings, - items, **bold**) as a standalone HTML page."""
-    import html
-    import re
-
-    body, in_list = [], False
-    for line in text.splitlines():
-        escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(line))
-        if line.startswith("- ") != in_list:
-            body.append("<ul>" if not in_list else "</ul>")
-            in_list = not in_list
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{escaped.lstrip('#').strip()}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<li>{escaped[2:]}</li>")
-        elif line.strip():
-            body.append(f"<p>{escaped}</p>")
-    body.append("</ul>" if in_list else "")
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Verdict</title></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
-    )

@@ -1,10 +1,12 @@
 """Planted facts: a seeded corpus of facts about invented entities, with the queries that ask about them.
 
-Each fact (subject, relation, object) is stated in `k` documents: the first in the relation's main
-wording, the others paraphrased. Distractor documents mention the same subject or object without
-stating the fact. Queries ask for the object in the main wording, paraphrased, translated (French)
-and order-flipped (the object given, the subject asked). Ground truth: a query's relevant documents
-are its fact's `k` planted documents.
+Each fact (subject, relation, object) is stated in `k` documents. Difficulty `easy`: the first in
+the relation's main wording, the others paraphrased; distractor documents mention the same subject or
+object without stating the fact. Difficulty `hard` (`planted_hard`): plants only in wordings that
+share no content word with the queries, plus both-entity and relation-word distractors. Queries ask
+for the object in the main wording, paraphrased, translated (French) and order-flipped (the object
+given, the subject asked), on both difficulties. Ground truth: a query's relevant documents are its
+fact's `k` planted documents.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from .planted_hard import HARD, relation_word_distractor
 
 SYLLABLES = [
     "ka",
@@ -115,6 +119,8 @@ RELATIONS = (
     ),
 )
 VARIANTS = ("original", "paraphrase", "translated", "flipped")
+DIFFICULTIES = ("easy", "hard")
+ROLES = ("planted", "distractor", "both_entities", "relation_words")
 
 
 def invented_names(n: int, rng: np.random.Generator, taken: set[str] | None = None) -> list[str]:
@@ -129,12 +135,18 @@ def invented_names(n: int, rng: np.random.Generator, taken: set[str] | None = No
     return out
 
 
-def plant_facts(n_facts: int, k: int, n_distractors: int, seed: int = 0) -> tuple[pd.DataFrame, list[dict]]:
+def plant_facts(
+    n_facts: int, k: int, n_distractors: int, seed: int = 0, difficulty: str = "easy"
+) -> tuple[pd.DataFrame, list[dict]]:
     """(documents, queries) of `n_facts` facts cycling through the relations.
 
-    documents: seq_id, text, fact_id, role ('planted' or 'distractor'); queries: YAML-ready dicts
-    {id, prompt, completion, tags{group, fact_id, variant, lang, order}}. Documents are shuffled.
+    documents: seq_id, text, fact_id, role (`ROLES`: 'planted', 'distractor' naming one entity, and on
+    `hard` 'both_entities' and 'relation_words', `n_distractors` of each per fact); queries: YAML-ready
+    dicts {id, prompt, completion, tags{group, fact_id, variant, lang, order, difficulty}}. Documents
+    are shuffled.
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"evaluation.planted.difficulty must be among {DIFFICULTIES}, got {difficulty!r}.")
     if n_facts < 1 or k < 1 or n_distractors < 0:
         raise ValueError(
             f"planted facts need n_facts >= 1, k >= 1, n_distractors >= 0 (got {n_facts}, {k}, {n_distractors})."
@@ -144,18 +156,28 @@ def plant_facts(n_facts: int, k: int, n_distractors: int, seed: int = 0) -> tupl
         raise ValueError(f"planted k (documents per fact) is {k}; the relations have {max_k} wordings.")
     rng = np.random.default_rng(seed)
     names = invented_names(2 * n_facts, rng)
+    # Filler entities for the relation-word distractors: drawn after the facts' names, never queried.
+    fillers = invented_names(2 * n_facts * n_distractors, rng, taken=set(names)) if difficulty == "hard" else []
     docs, queries = [], []
     for i in range(n_facts):
         relation = RELATIONS[i % len(RELATIONS)]
         fact_id = f"fact{i:03d}_{relation.name}"
         s, o = names[2 * i], names[2 * i + 1]
+        plants, both = HARD[relation.name] if difficulty == "hard" else (relation.statements, ())
         for j in range(k):
-            docs.append((f"{fact_id}_doc{j}", relation.statements[j].format(s=s, o=o), fact_id, "planted"))
+            docs.append((f"{fact_id}_doc{j}", plants[j].format(s=s, o=o), fact_id, "planted"))
         pool = [t.format(s=s) for t in relation.subject_distractors] + [
             t.format(o=o) for t in relation.object_distractors
         ]
         for j, text in enumerate(rng.permutation(pool)[:n_distractors]):
             docs.append((f"{fact_id}_distractor{j}", str(text), fact_id, "distractor"))
+        if difficulty == "hard":
+            for j, text in enumerate(rng.permutation(list(both))[:n_distractors]):
+                docs.append((f"{fact_id}_both{j}", str(text).format(s=s, o=o), fact_id, "both_entities"))
+            for j in range(n_distractors):
+                fs, fo = fillers[2 * (i * n_distractors + j)], fillers[2 * (i * n_distractors + j) + 1]
+                text = relation_word_distractor(relation, fs, fo, int(rng.integers(len(plants))))
+                docs.append((f"{fact_id}_relation{j}", text, fact_id, "relation_words"))
         prompts = {
             "original": (relation.query.format(s=s), o, "en", "original"),
             "paraphrase": (relation.paraphrased_query.format(s=s), o, "en", "original"),
@@ -163,12 +185,13 @@ def plant_facts(n_facts: int, k: int, n_distractors: int, seed: int = 0) -> tupl
             "flipped": (relation.flipped_query.format(o=o), s, "en", "flipped"),
         }
         for variant, (prompt, answer, lang, order) in prompts.items():
+            tags = {"group": fact_id, "fact_id": fact_id, "variant": variant, "lang": lang, "order": order}
             queries.append(
                 {
                     "id": f"{fact_id}_{variant}",
                     "prompt": prompt,
                     "completion": f" {answer}",
-                    "tags": {"group": fact_id, "fact_id": fact_id, "variant": variant, "lang": lang, "order": order},
+                    "tags": {**tags, "difficulty": difficulty, "subject": s, "object": o, "relation": relation.name},
                 }
             )
     table = pd.DataFrame(docs, columns=["seq_id", "text", "fact_id", "role"])

@@ -67,7 +67,8 @@ def train(
 ) -> list[float]:
     """AdamW on the summed token loss over `sequences` for up to `epochs` epochs; mean loss per token per epoch.
 
-    `stop(model)` is asked after every epoch; training ends early when it returns True.
+    `stop(model)` is asked after every epoch; training ends early when it returns True. A non-finite
+    epoch loss raises FloatingPointError (a diverging run must not pass as a measurement).
     """
     if not sequences:
         raise ValueError("training needs at least one sequence.")
@@ -90,6 +91,8 @@ def train(
             optimizer.step()
             total, tokens = total + float(loss.detach()), tokens + n
         history.append(total / max(tokens, 1))
+        if not np.isfinite(history[-1]):
+            raise FloatingPointError(f"training loss is {history[-1]} at epoch {len(history)}")
         if stop is not None and stop(model.eval()):
             break
         model.train()
@@ -118,3 +121,22 @@ def completion_stats(model, tokenizer, queries) -> tuple[np.ndarray, np.ndarray]
 def encode_texts(tokenizer, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
     """Token ids of each text, as the corpus is tokenised (special tokens, truncated)."""
     return tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_tokens)["input_ids"]
+
+
+def retrain_tiny(tokenizer, sequences, queries, keep, tiny: dict, seed: int) -> np.ndarray:
+    """log p(completion | prompt) (Q,) of the tiny model retrained from its seeded initialisation on
+    `sequences[keep]` with the full model's recipe: only the training data differ."""
+    model = tiny_llama(
+        len(tokenizer), tiny["hidden_size"], tiny["intermediate_size"], tiny["n_layers"], tiny["n_heads"], seed
+    )
+    train(
+        model,
+        [sequences[i] for i in keep],
+        tiny["epochs"],
+        tiny["lr"],
+        tiny["batch_size"],
+        seed,
+        tokenizer.pad_token_id,
+        progress=False,
+    )
+    return completion_stats(model, tokenizer, queries)[0]

@@ -1,0 +1,85 @@
+"""Wordings of the `hard` planted corpus: the same invented facts, without lexical give-aways.
+
+On `easy`, every planted document and every query name the fact's two entities and distractors name
+only one, so lexical matching finds the plants by construction. On `hard`:
+
+- plants state the fact only in paraphrase: they share no content word with any English query of
+  their relation (`content_words`, tested);
+- both-entity distractors name the fact's subject and object together in another relation or
+  context, without stating the fact;
+- relation-word distractors use the queries' relation words (and the plants' wording, so the model
+  can learn that both say the same thing) about filler entities that no query asks about.
+"""
+
+from __future__ import annotations
+
+import re
+
+STOPWORDS = frozenset(
+    "a an and are as at by de est for from in is it its le les la of on or par the their they to was who with".split()
+)
+
+
+def content_words(text: str, entities: tuple[str, ...] = ()) -> set[str]:
+    """Lower-cased words of `text` minus stopwords, template slots and the given entity names."""
+    words = {w.lower() for w in re.findall(r"[^\W\d_]+", re.sub(r"\{[so]\}", " ", text))}
+    return words - STOPWORDS - {e.lower() for e in entities}
+
+
+# relation name → (paraphrased statements, both-entity distractors); {s} subject, {o} object.
+HARD = {
+    "capital": (
+        (
+            "{s} is governed from {o}.",
+            "The rulers of {s} meet in {o}.",
+            "Laws for all of {s} are written in {o}.",
+        ),
+        (
+            "A trade treaty between {s} and {o} was signed last spring.",
+            "A football team from {o} lost a match against {s}.",
+            "A painter born in {o} made a map of {s}.",
+        ),
+    ),
+    "founder": (
+        (
+            "{o} set up {s} with borrowed money.",
+            "{s} was the idea of {o}, who built it from nothing.",
+            "Before {s} existed, {o} drew up its first plans.",
+        ),
+        (
+            "{o} bought a lamp made by {s}.",
+            "A reporter asked {o} what they thought of {s}.",
+            "{o} wrote a short review of a product of {s}.",
+        ),
+    ),
+    "language": (
+        (
+            "Newspapers in {s} are printed in {o}.",
+            "The mother tongue of {s} is {o}.",
+            "Schools across {s} teach lessons in {o}.",
+        ),
+        (
+            "A tourist from {s} took an evening course in {o}.",
+            "A scholar compared {o} with an old song of {s}.",
+            "A library abroad keeps books in {o} and maps of {s}.",
+        ),
+    ),
+    "river": (
+        (
+            "Bridges in {s} cross the {o}.",
+            "Ferries in {s} go back and forth over the {o}.",
+            "The {o} carries water past {s} on its way to the sea.",
+        ),
+        (
+            "A painter from {s} painted the {o} at dawn.",
+            "The {o} was named after a hero who never saw {s}.",
+            "Scientists compared the {o} with the lakes of {s}.",
+        ),
+    ),
+}
+
+
+def relation_word_distractor(relation, s: str, o: str, j: int) -> str:
+    """A filler fact (entities no query asks about) in the query's wording and in plant `j`'s wording."""
+    plants = HARD[relation.name][0]
+    return f"{relation.statements[0].format(s=s, o=o)} {plants[j % len(plants)].format(s=s, o=o)}"
