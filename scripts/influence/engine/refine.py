@@ -1,0 +1,231 @@
+"""ekfac_cg: EK-FAC-preconditioned conjugate gradients on (F + λI) x_q = ∇L_q, all queries at once.
+
+F is the curvature the factors describe, with no Kronecker approximation: the Fisher of the summed
+sequence loss over every tracked parameter (cross-layer terms included),
+    F v = (1/N) Σ_n g_n (g_nᵀ v),   g_nᵀ v = Σ_layers ⟨G_n^l, V^l⟩,   G_n^l = Σ_t g_t a_tᵀ,
+on N refinement sequences whose labels are drawn as the factors draw them (true Fisher: the model's
+samples, seeded per batch with factors.batch_seed; empirical: the data's). λ is EK-FAC's per layer
+(precondition.Damping on Λ). CG starts from the EK-FAC solution and is preconditioned by the damped
+EK-FAC inverse, so 0 steps is `ekfac` exactly. One product with F serves all Q queries: per group of
+sequences, c (b, Q) = G_flat · V_flatᵀ summed over layers, then out += cᵀ · G_flat — two contractions as
+costly as scoring the group against the queries at full rank, plus forming G when it is not cached.
+
+The refinement set's per-sequence gradients G are kept in memory when they fit `cache_bytes`; else its
+activations a and output gradients g (G formed per step); else the model is re-run every product with
+the same label seeds (same F).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from . import names
+from .cg import Vector, conjugate_gradients
+from .data import split_batch
+from .factors import MAX_TOKENS, FactorSums, batch_seed, micro_batch_tokens, rotations_for
+from .hooks import LayerCapture
+from .model import TrackedLayer, layer_devices, output_device
+from .precondition import Damping, Preconditioned, _final_form, query_gradients
+
+# Per-sequence gradients formed at once from cached or recomputed (a, g): b sequences × all layers.
+GROUP_BYTES = 2**28
+CACHE_MODES = ("gradients", "activations", "recompute")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Refine:
+    """CG settings: step limit, relative-residual tolerance per query, block-diagonal F, memory for the cache."""
+
+    steps: int = 10
+    tolerance: float = 1e-3
+    block_diagonal: bool = False
+    cache_bytes: int = 4 * 2**30
+
+    def __post_init__(self):
+        if self.steps < 0 or not self.tolerance >= 0:
+            raise ValueError(f"refine steps must be ≥ 0 and tolerance ≥ 0, got {self.steps}, {self.tolerance}.")
+
+
+def captured_pairs(model, layers, batches: Sequence[dict], fisher: str, seed: int, dtype, max_tokens) -> Iterator:
+    """{layer: (a, g)} per micro-batch, with the labels factors.fit_factor_sums draws for the same batches."""
+    max_tokens = micro_batch_tokens(model, max_tokens)
+    generator = torch.Generator(device=output_device(model))
+    current: dict = {}
+    with LayerCapture(model, layers, lambda name, a, g: current.__setitem__(name, (a, g)), dtype) as capture:
+        for index, batch in enumerate(batches):
+            generator.manual_seed(batch_seed(seed, index))
+            for micro in split_batch(batch, max_tokens):
+                capture.run(micro, fisher, generator)
+                yield dict(current)
+                current.clear()
+
+
+class RefinementSet:
+    """The refinement sequences' per-sequence gradients {layer: (b, d_out·d_in)}, group by group."""
+
+    def __init__(
+        self,
+        model,
+        layers,
+        batches,
+        fisher,
+        seed,
+        dtype,
+        cache_bytes,
+        max_tokens=MAX_TOKENS,
+        mode="auto",
+        progress=True,
+    ):
+        self.layers, self.dtype = layers, dtype
+        self._rerun = lambda: captured_pairs(model, layers, batches, fisher, seed, dtype, max_tokens)
+        self.n_sequences = sum(int((b["attention_mask"].sum(1) > 0).sum()) for b in batches)
+        self.parameters = sum(layer.d_out * layer.d_in_total for layer in layers.values())
+        size = torch.finfo(dtype).bits // 8
+        tokens = sum(b["attention_mask"].numel() for b in batches)
+        width = sum(layer.d_out + layer.d_in_total for layer in layers.values())
+        self.bytes = {"gradients": self.n_sequences * self.parameters * size, "activations": tokens * width * size}
+        if mode == "auto":  # G makes the fastest steps; a and g are smaller when sequences are shorter than layers
+            mode = next((m for m in ("gradients", "activations") if self.bytes[m] <= cache_bytes), "recompute")
+        if mode not in CACHE_MODES:
+            raise ValueError(f"refinement cache mode must be 'auto' or one of {CACHE_MODES}, got {mode!r}.")
+        self.mode = mode
+        self._cache = None
+        if self.mode != "recompute":
+            pairs = tqdm(self._rerun(), desc="capture refinement set", unit="micro-batch", disable=not progress)
+            self._cache = [self._flat(p) for p in pairs] if self.mode == "gradients" else list(pairs)
+
+    def describe(self) -> str:
+        gb = {m: f"{b / 2**30:.3g} GB" for m, b in self.bytes.items()}
+        return (
+            f"ekfac_cg refinement set: {self.n_sequences} sequences, {self.parameters} parameters; per-sequence "
+            f"gradients {gb['gradients']}, activations {gb['activations']}: mode {self.mode!r} "
+            + {
+                "gradients": "(per-sequence gradients cached: no model pass per step)",
+                "activations": "(a and g cached: no model pass per step, G formed per step)",
+                "recompute": "(nothing fits the cache: one model pass over the set per step)",
+            }[self.mode]
+        )
+
+    def _flat(self, pairs: dict) -> dict[str, torch.Tensor]:
+        return {name: (g.transpose(1, 2) @ a).flatten(1) for name, (a, g) in pairs.items()}  # (B, d_out·d_in)
+
+    def gradients(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.mode == "gradients":
+            yield from self._cache
+            return
+        step = max(1, GROUP_BYTES // (self.parameters * torch.finfo(self.dtype).bits // 8))
+        for pairs in self._cache if self.mode == "activations" else self._rerun():
+            rows = next(iter(pairs.values()))[0].shape[0]
+            for start in range(0, rows, step):
+                yield self._flat({n: (a[start : start + step], g[start : start + step]) for n, (a, g) in pairs.items()})
+
+
+class DampedFisher:
+    """v ↦ (F + λ_l I) v over all layers (or per layer when block-diagonal), for Q vectors at once."""
+
+    def __init__(self, refinement: RefinementSet, damping: dict[str, float], groups: dict[str, int]):
+        self.refinement, self.damping, self.groups = refinement, damping, groups
+        self.products = 0
+
+    def __call__(self, v: Vector) -> Vector:
+        out = {name: torch.zeros_like(t) for name, t in v.items()}
+        for grads in self.refinement.gradients():
+            coefficients: dict[int, torch.Tensor] = {}
+            for name, flat in grads.items():  # (b, P_l)
+                part = (flat @ v[name].flatten(1).T).cpu()  # (b, Q): g_nᵀ v, this layer's share
+                group = self.groups[name]
+                coefficients[group] = coefficients[group] + part if group in coefficients else part
+            for name, flat in grads.items():
+                c = coefficients[self.groups[name]].to(flat.device)
+                out[name].view(out[name].shape[0], -1).addmm_(c.T, flat)  # (Q, P_l) += Σ_n c_nq g_n
+        self.products += 1
+        n = self.refinement.n_sequences
+        return {name: out[name] / n + self.damping[name] * v[name] for name in v}
+
+
+class EkfacInverse:
+    """r ↦ (Q_S ⊗ Q_A) diag(Λ + λ)⁻¹ (Q_S ⊗ Q_A)ᵀ r per layer: the damped EK-FAC inverse precondition.py applies."""
+
+    def __init__(self, layers, eigen: dict, correction: FactorSums, damping: Damping, dtype):
+        self.rotations = rotations_for(eigen, dtype, layer_devices(layers))
+        self.denominators, self.damping = {}, {}
+        for name in layers:
+            curvature = correction.mean(name, names.EIGENVALUE_CORRECTION)
+            curvature = curvature.to(dtype=dtype, device=self.rotations[name][0].device)  # (d_out, d_in)
+            self.damping[name] = damping.for_layer(curvature)
+            self.denominators[name] = curvature + self.damping[name]
+
+    def __call__(self, r: Vector) -> Vector:
+        out = {}
+        for name, tensor in r.items():
+            q_a, q_s = self.rotations[name]
+            out[name] = q_s @ ((q_s.T @ tensor @ q_a) / self.denominators[name]) @ q_a.T  # (Q, d_out, d_in)
+        return out
+
+
+def refine_queries(
+    model,
+    layers: dict[str, TrackedLayer],
+    query_ids: list[str],
+    query_batches: Sequence[dict],
+    refinement_batches: Sequence[dict],
+    eigen: dict,
+    correction: FactorSums,
+    damping: Damping = Damping(),
+    settings: Refine = Refine(),
+    fisher: str = "true",
+    seed: int = 0,
+    rank: int | None = None,
+    dtype=torch.float32,
+    max_tokens: int | str | None = MAX_TOKENS,
+    progress: bool = True,
+    logger: logging.Logger | None = None,
+    callback: Callable[[int, Vector, torch.Tensor], None] | None = None,
+) -> Preconditioned:
+    """Every query's gradient times (F + λI)⁻¹ by EK-FAC-preconditioned CG, rank-r afterwards if `rank`.
+
+    `seed` is the covariance's fitting seed: with the factors' fitting batches as the refinement set, F's
+    labels are exactly the ones A and S were fitted on. Logs the cache mode and the residuals.
+    """
+    logger = logger or log
+    if eigen is None or correction is None:
+        raise ValueError("estimator 'ekfac_cg' needs the eigendecomposition and the eigenvalue correction.")
+    b: dict[str, list] = {name: [] for name in layers}
+    for batch in tqdm(query_batches, desc="query gradients", disable=not progress, unit="batch"):
+        for name, grad in query_gradients(model, layers, batch, None, dtype).items():
+            b[name].append(grad)
+    b = {name: torch.cat(parts) for name, parts in b.items()}  # (Q, d_out, d_in)
+    inverse = EkfacInverse(layers, eigen, correction, damping, dtype)
+    x = inverse(b)  # the EK-FAC solution: ekfac_cg at 0 steps
+    if settings.steps > 0:
+        refinement = RefinementSet(
+            model, layers, refinement_batches, fisher, seed, dtype, settings.cache_bytes, max_tokens, progress=progress
+        )
+        logger.info(refinement.describe())
+        groups = {name: i for i, name in enumerate(layers)} if settings.block_diagonal else dict.fromkeys(layers, 0)
+        operator = DampedFisher(refinement, inverse.damping, groups)
+        bar = tqdm(total=settings.steps, desc="ekfac_cg", disable=not progress, unit="step")
+
+        def on_step(step, iterate, residual):
+            bar.update(int(step > 0))
+            if callback:
+                callback(step, iterate, residual)
+
+        x, history = conjugate_gradients(operator, inverse, b, x, settings.steps, settings.tolerance, groups, on_step)
+        bar.close()
+        logger.info(
+            "ekfac_cg: %d CG steps (%d products with F), max relative residual %s",
+            len(history) - 1,
+            operator.products,
+            " → ".join(f"{float(h.max()):.3g}" for h in history),
+        )
+    result = Preconditioned(list(query_ids), "ekfac_cg", rank, damping=dict(inverse.damping))
+    for name in layers:
+        result.layers[name] = _final_form(x.pop(name), None, rank)
+    return result
