@@ -18,6 +18,7 @@ validate(config, "schemas/config.schema.yaml")  # fills every default, stops on 
 # the workflow itself reads a few constants from it.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from influence.corpus import WORDNET_ROOT
+from influence.engine import estimators
 
 RUN = f"results/{config['run']}"
 LOGS = f"{RUN}/logs"
@@ -115,11 +116,20 @@ def damping_of(wildcards) -> dict:
 
 
 def factor_files(wildcards, estimator: str) -> dict:
-    """EK-FAC needs the eigenbasis and Λ, K-FAC the eigenbasis only, identity and cosine nothing."""
-    inputs = {"eigen": f"{factors_dir(wildcards)}/eigen.safetensors"} if estimator in ("ekfac", "kfac") else {}
-    if estimator == "ekfac":
-        inputs["correction"] = f"{factors_dir(wildcards)}/lambda.safetensors"
+    """The registry's factor inputs of the estimator (EK-FAC: the eigenbasis and Λ, K-FAC: the eigenbasis,
+    identity and cosine: nothing); ekfac_cg also reads its refinement sequences from the tokenised corpus."""
+    files = {"eigen": "eigen.safetensors", "correction": "lambda.safetensors"}
+    inputs = {key: f"{factors_dir(wildcards)}/{files[key]}" for key in estimators.factor_inputs(estimator)}
+    if estimators.get(estimator).refines:
+        inputs.update(sequences=f"{RUN}/corpus/sequences.parquet", tokens=f"{RUN}/corpus/tokens.npy")
     return inputs
+
+
+def refine_params() -> dict:
+    """ekfac_cg's settings, and the fitting sample and labels its refinement sequences are drawn like."""
+    refine = config["scoring"]["refine"]
+    fitting = {**config["fitting"], "n_sequences": refine["n_sequences"] or config["fitting"]["n_sequences"]}
+    return {**refine, "fitting": fitting, "fisher": FISHER}
 
 
 def sample_factor_inputs(wildcards) -> dict:

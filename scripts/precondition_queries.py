@@ -1,12 +1,14 @@
 """Rule precondition_queries: every query's completion-loss gradient times (curvature + λ)⁻¹."""
 
+from pathlib import Path
+
 from influence.engine import io, names
 from influence.engine.data import query_batches
 from influence.engine.model import load_tokenizer
-from influence.engine.precondition import Damping, precondition_queries
+from influence.engine.precondition import Damping
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
-from influence.workflow import load_tracked_model
+from influence.workflow import load_tracked_model, precondition
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
@@ -22,17 +24,19 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
     )
     counts = io.read_metadata(smk.input.eigen) if eigen is not None else {}
     per_sequence = counts.get(names.META_TOKENS, 0) / max(counts.get(names.META_SEQUENCES, 0), 1) or None
-    pre = precondition_queries(
+    pre = precondition(
         model,
         layers,
         [q.id for q in queries],
         batches,
         smk.params.estimator,
-        eigen,
-        correction,
+        (eigen, correction),
         Damping(**smk.params.damping),
         smk.params.rank,
-        tokens_per_sequence=per_sequence,
+        smk.params.refine,
+        Path(smk.input.sequences).parent if "sequences" in smk.input.keys() else None,
+        log,
+        per_sequence,
     )
     io.save_preconditioned(smk.output.preconditioned, pre, digest, dict(smk.params))
     stats.update(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .engine import estimators
 from .engine.model import fingerprint, load_model, select_layers
+from .engine.precondition import Damping, Preconditioned, precondition_queries
+from .engine.refine import Refine, refine_queries
 from .engine.sequences import TokenStore, fitting_sample
 
 
@@ -38,3 +41,58 @@ def fitting_settings(params) -> dict:
         "layers": params["layers"],
         "dtype": params["dtype"],
     }
+
+
+def precondition(
+    model,
+    layers,
+    query_ids: list[str],
+    batches: list[dict],
+    estimator: str,
+    factors: tuple,
+    damping: Damping,
+    rank: int | None,
+    refine: dict | None = None,
+    corpus_dir=None,
+    logger=None,
+    tokens_per_sequence: float | None = None,
+) -> Preconditioned:
+    """Any scoring estimator's preconditioned queries; `factors` = (eigen, correction).
+
+    ekfac_cg draws its refinement sequences from `corpus_dir` as the factors' fitting sample is drawn
+    (`refine` = the rule's refine params: scoring.refine, its `fitting` sample and `fisher`), with the
+    covariance's label seeds, so with the fitting sample itself F has exactly the factors' labels.
+    """
+    eigen, correction = factors
+    if not estimators.get(estimator).refines:
+        return precondition_queries(
+            model,
+            layers,
+            query_ids,
+            batches,
+            estimator,
+            eigen,
+            correction,
+            damping,
+            rank,
+            tokens_per_sequence=tokens_per_sequence,
+        )
+    if refine is None or corpus_dir is None:
+        raise ValueError(f"estimator {estimator!r} needs the refine settings and the tokenised corpus.")
+    _, refinement = fitting_batches(corpus_dir, refine["fitting"])
+    settings = Refine.from_settings(refine)
+    return refine_queries(
+        model,
+        layers,
+        query_ids,
+        batches,
+        refinement,
+        eigen,
+        correction,
+        damping,
+        settings,
+        refine["fisher"],
+        refine["fitting"]["seed"],
+        rank,
+        logger=logger,
+    )

@@ -40,12 +40,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Refine:
-    """CG settings: step limit, relative-residual tolerance per query, block-diagonal F, memory for the cache."""
+    """CG settings: step limit, relative-residual tolerance per query, block-diagonal F, memory for the cache,
+    queries per solve (each solve re-reads the refinement set every step)."""
 
     steps: int = 10
     tolerance: float = 1e-3
     block_diagonal: bool = False
     cache_bytes: int = 4 * 2**30
+    query_chunk: int | None = None  # queries solved together (None: all); memory ≈ 6 full-rank copies of each
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> Refine:
+        """From scoring.refine (cache in GB); missing keys keep the defaults."""
+        cache = settings.get("cache_gb")
+        return cls(
+            steps=settings.get("steps", cls.steps),
+            tolerance=settings.get("tolerance", cls.tolerance),
+            block_diagonal=settings.get("block_diagonal", cls.block_diagonal),
+            cache_bytes=cls.cache_bytes if cache is None else int(cache * 2**30),
+            query_chunk=settings.get("query_chunk", cls.query_chunk),
+        )
 
     def __post_init__(self):
         if self.steps < 0 or not self.tolerance >= 0:
@@ -196,36 +210,60 @@ def refine_queries(
     logger = logger or log
     if eigen is None or correction is None:
         raise ValueError("estimator 'ekfac_cg' needs the eigendecomposition and the eigenvalue correction.")
-    b: dict[str, list] = {name: [] for name in layers}
-    for batch in tqdm(query_batches, desc="query gradients", disable=not progress, unit="batch"):
-        for name, grad in query_gradients(model, layers, batch, None, dtype).items():
-            b[name].append(grad)
-    b = {name: torch.cat(parts) for name, parts in b.items()}  # (Q, d_out, d_in)
     inverse = EkfacInverse(layers, eigen, correction, damping, dtype)
-    x = inverse(b)  # the EK-FAC solution: ekfac_cg at 0 steps
+    result = Preconditioned(list(query_ids), "ekfac_cg", rank, damping=dict(inverse.damping))
+    refinement = None
     if settings.steps > 0:
         refinement = RefinementSet(
             model, layers, refinement_batches, fisher, seed, dtype, settings.cache_bytes, max_tokens, progress=progress
         )
         logger.info(refinement.describe())
-        groups = {name: i for i, name in enumerate(layers)} if settings.block_diagonal else dict.fromkeys(layers, 0)
-        operator = DampedFisher(refinement, inverse.damping, groups)
-        bar = tqdm(total=settings.steps, desc="ekfac_cg", disable=not progress, unit="step")
-
-        def on_step(step, iterate, residual):
-            bar.update(int(step > 0))
-            if callback:
-                callback(step, iterate, residual)
-
-        x, history = conjugate_gradients(operator, inverse, b, x, settings.steps, settings.tolerance, groups, on_step)
-        bar.close()
-        logger.info(
-            "ekfac_cg: %d CG steps (%d products with F), max relative residual %s",
-            len(history) - 1,
-            operator.products,
-            " → ".join(f"{float(h.max()):.3g}" for h in history),
-        )
-    result = Preconditioned(list(query_ids), "ekfac_cg", rank, damping=dict(inverse.damping))
-    for name in layers:
-        result.layers[name] = _final_form(x.pop(name), None, rank)
+    groups = {name: i for i, name in enumerate(layers)} if settings.block_diagonal else dict.fromkeys(layers, 0)
+    parts: dict[str, list] = {name: [] for name in layers}
+    for b in _query_chunks(model, layers, query_batches, settings.query_chunk, dtype, progress):
+        x = inverse(b)  # the EK-FAC solution: ekfac_cg at 0 steps
+        if refinement is not None:
+            operator = DampedFisher(refinement, inverse.damping, groups)
+            bar = tqdm(total=settings.steps, desc="ekfac_cg", disable=not progress, unit="step")
+            x, history = conjugate_gradients(
+                operator, inverse, b, x, settings.steps, settings.tolerance, groups, _steps_to(bar, callback)
+            )
+            bar.close()
+            logger.info(
+                "ekfac_cg, %d queries: %d CG steps (%d products with F), max relative residual %s",
+                len(next(iter(b.values()))),
+                len(history) - 1,
+                operator.products,
+                " → ".join(f"{float(h.max()):.3g}" for h in history),
+            )
+        del b
+        for name in layers:
+            parts[name].append(_final_form(x.pop(name), None, rank))
+    for name, pieces in parts.items():
+        result.layers[name] = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
     return result
+
+
+def _steps_to(bar, callback):
+    def on_step(step, iterate, residual):
+        bar.update(int(step > 0))
+        if callback:
+            callback(step, iterate, residual)
+
+    return on_step
+
+
+def _query_chunks(model, layers, query_batches, chunk: int | None, dtype, progress) -> Iterator[Vector]:
+    """Query gradients {layer: (Q_c, d_out, d_in)}, whole query batches at a time, ≥ `chunk` queries each
+    (all of them if None): the CG state is about six full-rank copies of a chunk."""
+    pending: dict[str, list] = {name: [] for name in layers}
+    count = 0
+    for batch in tqdm(query_batches, desc="query gradients", disable=not progress, unit="batch"):
+        for name, grad in query_gradients(model, layers, batch, None, dtype).items():
+            pending[name].append(grad)
+        count += batch["input_ids"].shape[0]
+        if chunk is not None and count >= chunk:
+            yield {name: torch.cat(p) for name, p in pending.items()}
+            pending, count = {name: [] for name in layers}, 0
+    if count:
+        yield {name: torch.cat(p) for name, p in pending.items()}

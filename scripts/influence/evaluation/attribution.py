@@ -1,7 +1,8 @@
 """Every estimator's scores of a small corpus against every query, in memory: the evaluation's scorer.
 
-Influence estimators (EK-FAC, K-FAC, identity = gradient dot, cosine = gradient cosine) run through
-the engine: factors fitted on the scored corpus itself (true Fisher), queries preconditioned at
+Influence estimators (EK-FAC, EK-FAC + CG, K-FAC, identity = gradient dot, cosine = gradient cosine) run
+through the engine: factors fitted on the scored corpus itself (true Fisher; ekfac_cg refines on that corpus
+too, with the covariance's labels), queries preconditioned at
 rank r, one estimator at a time (a real model's preconditioned queries take GBs each). Baselines: RepSim, TF-IDF, BM25 (`baselines`).
 """
 
@@ -12,8 +13,10 @@ import pandas as pd
 
 from ..engine.data import iter_batches, query_batches
 from ..engine.eigen import eigendecompose
+from ..engine.estimators import SCORING_ESTIMATORS as ESTIMATORS
 from ..engine.factors import fit_covariance, fit_eigenvalue_correction
-from ..engine.precondition import ESTIMATORS, Damping, precondition_queries
+from ..engine.precondition import Damping, precondition_queries
+from ..engine.refine import Refine, refine_queries
 from ..engine.scores import score_many
 from .baselines import bm25_scores, repsim_scores, tfidf_scores
 
@@ -23,7 +26,8 @@ QUERY_BATCH = 2
 
 
 def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int]], settings: dict) -> dict:
-    """{estimator: (Q, N) scores} for the engine's estimators; settings: batch_size, seed, damping, query_rank."""
+    """{estimator: (Q, N) scores} for the engine's estimators; settings: batch_size, seed, damping, query_rank,
+    refine (scoring.refine: steps, tolerance, block_diagonal, cache_gb; the refinement set is the corpus)."""
     batches = list(iter_batches(sequences, settings["batch_size"], tokenizer.pad_token_id or 0))
     covariance = fit_covariance(model, layers, batches, "true", settings["seed"])
     eigen = eigendecompose(covariance)
@@ -31,17 +35,27 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
     q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
     ids, out = [q.id for q in queries], {}
     for estimator in ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
-        pre = precondition_queries(
-            model,
-            layers,
-            ids,
-            q_batches,
-            estimator,
-            eigen,
-            correction,
-            Damping(**settings["damping"]),
-            settings["query_rank"],
-        )
+        damping = Damping(**settings["damping"])
+        if estimator == "ekfac_cg":  # all queries in one CG: one pass over the corpus per step serves them all
+            options = Refine.from_settings({"query_chunk": 8, **settings.get("refine", {})})
+            pre = refine_queries(
+                model,
+                layers,
+                ids,
+                q_batches,
+                batches,
+                eigen,
+                correction,
+                damping,
+                options,
+                "true",
+                settings["seed"],
+                settings["query_rank"],
+            )
+        else:
+            pre = precondition_queries(
+                model, layers, ids, q_batches, estimator, eigen, correction, damping, settings["query_rank"]
+            )
         out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
         del pre
     return out

@@ -10,13 +10,12 @@ import os
 import numpy as np
 import pandas as pd
 
+from ..engine import estimators as registry
 from ..figures import figure_axes
-
-ORDER = ["ekfac", "kfac", "identity", "cosine", "lissa", "repsim", "tfidf", "bm25", "block_exact"]
 
 
 def _sorted(estimators) -> list[str]:
-    return sorted(estimators, key=lambda e: (ORDER.index(e) if e in ORDER else len(ORDER), e))
+    return sorted(estimators, key=registry.sort_key)
 
 
 def _errorbars(rows: pd.DataFrame) -> np.ndarray:
@@ -42,7 +41,7 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
                     yerr=_errorbars(group),
                     marker="o",
                     capsize=2,
-                    color=f"C{ORDER.index(estimator) % 10}",
+                    color=registry.colour(estimator),
                     linestyle="-" if fisher == "true" else "--",
                     label=f"{estimator} ({fisher} Fisher)",
                 )
