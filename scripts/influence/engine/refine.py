@@ -66,22 +66,37 @@ class Refine:
             raise ValueError(f"refine steps must be ≥ 0 and tolerance ≥ 0, got {self.steps}, {self.tolerance}.")
 
 
-def captured_pairs(model, layers, batches: Sequence[dict], fisher: str, seed: int, dtype, max_tokens) -> Iterator:
-    """{layer: (a, g)} per micro-batch, with the labels factors.fit_factor_sums draws for the same batches."""
+def captured_pairs(
+    model, layers, batches: Sequence[dict], fisher: str, seed: int, dtype, max_tokens, rotations: dict | None = None
+) -> Iterator:
+    """{layer: (a, g)} per micro-batch, with the labels factors.fit_factor_sums draws for the same batches;
+    with `rotations` in the Kronecker eigenbasis, (a Q_A, g Q_S), so G comes out as Q_Sᵀ G Q_A."""
     max_tokens = micro_batch_tokens(model, max_tokens)
     generator = torch.Generator(device=output_device(model))
     current: dict = {}
-    with LayerCapture(model, layers, lambda name, a, g: current.__setitem__(name, (a, g)), dtype) as capture:
+    rotated: dict = {}  # gate_proj and up_proj share their input and Q_A: rotate it once
+
+    def keep(name, a, g):
+        if rotations is not None:
+            q_a, q_s = rotations[name]
+            if (id(a), id(q_a)) not in rotated:
+                rotated[id(a), id(q_a)] = a @ q_a  # (B, T, d_in)
+            a, g = rotated[id(a), id(q_a)], g @ q_s  # (B, T, d_in), (B, T, d_out)
+        current[name] = (a, g)
+
+    with LayerCapture(model, layers, keep, dtype) as capture:
         for index, batch in enumerate(batches):
             generator.manual_seed(batch_seed(seed, index))
             for micro in split_batch(batch, max_tokens):
                 capture.run(micro, fisher, generator)
                 yield dict(current)
                 current.clear()
+                rotated.clear()
 
 
 class RefinementSet:
-    """The refinement sequences' per-sequence gradients {layer: (b, d_out·d_in)}, group by group."""
+    """The refinement sequences' per-sequence gradients {layer: (b, d_out·d_in)}, group by group
+    (in the Kronecker eigenbasis given `rotations`)."""
 
     def __init__(
         self,
@@ -95,9 +110,10 @@ class RefinementSet:
         max_tokens=MAX_TOKENS,
         mode="auto",
         progress=True,
+        rotations=None,
     ):
         self.layers, self.dtype = layers, dtype
-        self._rerun = lambda: captured_pairs(model, layers, batches, fisher, seed, dtype, max_tokens)
+        self._rerun = lambda: captured_pairs(model, layers, batches, fisher, seed, dtype, max_tokens, rotations)
         self.n_sequences = sum(int((b["attention_mask"].sum(1) > 0).sum()) for b in batches)
         self.parameters = sum(layer.d_out * layer.d_in_total for layer in layers.values())
         size = torch.finfo(dtype).bits // 8
@@ -164,7 +180,11 @@ class DampedFisher:
 
 
 class EkfacInverse:
-    """r ↦ (Q_S ⊗ Q_A) diag(Λ + λ)⁻¹ (Q_S ⊗ Q_A)ᵀ r per layer: the damped EK-FAC inverse precondition.py applies."""
+    """r ↦ diag(Λ + λ)⁻¹ r in the Kronecker eigenbasis: the damped EK-FAC inverse precondition.py applies.
+
+    CG runs in the eigenbasis (an orthogonal change of basis keeps every inner product and the spectrum), so
+    the preconditioner is a division; only the captured tokens and the queries are rotated, once.
+    """
 
     def __init__(self, layers, eigen: dict, correction: FactorSums, damping: Damping, dtype):
         self.rotations = rotations_for(eigen, dtype, layer_devices(layers))
@@ -176,11 +196,7 @@ class EkfacInverse:
             self.denominators[name] = curvature + self.damping[name]
 
     def __call__(self, r: Vector) -> Vector:
-        out = {}
-        for name, tensor in r.items():
-            q_a, q_s = self.rotations[name]
-            out[name] = q_s @ ((q_s.T @ tensor @ q_a) / self.denominators[name]) @ q_a.T  # (Q, d_out, d_in)
-        return out
+        return {name: tensor / self.denominators[name] for name, tensor in r.items()}
 
 
 def refine_queries(
@@ -215,18 +231,34 @@ def refine_queries(
     refinement = None
     if settings.steps > 0:
         refinement = RefinementSet(
-            model, layers, refinement_batches, fisher, seed, dtype, settings.cache_bytes, max_tokens, progress=progress
+            model,
+            layers,
+            refinement_batches,
+            fisher,
+            seed,
+            dtype,
+            settings.cache_bytes,
+            max_tokens,
+            progress=progress,
+            rotations=inverse.rotations,
         )
         logger.info(refinement.describe())
     groups = {name: i for i, name in enumerate(layers)} if settings.block_diagonal else dict.fromkeys(layers, 0)
     parts: dict[str, list] = {name: [] for name in layers}
-    for b in _query_chunks(model, layers, query_batches, settings.query_chunk, dtype, progress):
+    for b in _query_chunks(model, layers, query_batches, settings.query_chunk, dtype, progress, inverse.rotations):
         x = inverse(b)  # the EK-FAC solution: ekfac_cg at 0 steps
         if refinement is not None:
             operator = DampedFisher(refinement, inverse.damping, groups)
             bar = tqdm(total=settings.steps, desc="ekfac_cg", disable=not progress, unit="step")
             x, history = conjugate_gradients(
-                operator, inverse, b, x, settings.steps, settings.tolerance, groups, _steps_to(bar, callback)
+                operator,
+                inverse,
+                b,
+                x,
+                settings.steps,
+                settings.tolerance,
+                groups,
+                _steps_to(bar, callback, inverse.rotations),
             )
             bar.close()
             logger.info(
@@ -238,28 +270,31 @@ def refine_queries(
             )
         del b
         for name in layers:
-            parts[name].append(_final_form(x.pop(name), None, rank))
+            parts[name].append(_final_form(x.pop(name), inverse.rotations[name], rank))  # back from the eigenbasis
     for name, pieces in parts.items():
         result.layers[name] = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
     return result
 
 
-def _steps_to(bar, callback):
+def _steps_to(bar, callback, rotations):
+    """CG's callback: advance the bar; hand `callback` the iterate back in parameter space."""
+
     def on_step(step, iterate, residual):
         bar.update(int(step > 0))
         if callback:
-            callback(step, iterate, residual)
+            back = {name: rotations[name][1] @ x @ rotations[name][0].T for name, x in iterate.items()}
+            callback(step, back, residual)
 
     return on_step
 
 
-def _query_chunks(model, layers, query_batches, chunk: int | None, dtype, progress) -> Iterator[Vector]:
-    """Query gradients {layer: (Q_c, d_out, d_in)}, whole query batches at a time, ≥ `chunk` queries each
-    (all of them if None): the CG state is about six full-rank copies of a chunk."""
+def _query_chunks(model, layers, query_batches, chunk: int | None, dtype, progress, rotations) -> Iterator[Vector]:
+    """Query gradients in the eigenbasis {layer: (Q_c, d_out, d_in)}, whole query batches at a time, ≥ `chunk`
+    queries each (all of them if None): the CG state is about six full-rank copies of a chunk."""
     pending: dict[str, list] = {name: [] for name in layers}
     count = 0
     for batch in tqdm(query_batches, desc="query gradients", disable=not progress, unit="batch"):
-        for name, grad in query_gradients(model, layers, batch, None, dtype).items():
+        for name, grad in query_gradients(model, layers, batch, rotations, dtype).items():
             pending[name].append(grad)
         count += batch["input_ids"].shape[0]
         if chunk is not None and count >= chunk:
