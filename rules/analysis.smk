@@ -84,7 +84,7 @@ rule sample_scores:
         analysis=config["analysis"],
         damping=damping_of,
         batch_size=config["scoring"]["batch_size"],
-        refine=refine_params(),
+        refine=sample_refine_params(),
     script:
         "../scripts/sample_scores.py"
 

@@ -125,11 +125,19 @@ def factor_files(wildcards, estimator: str) -> dict:
     return inputs
 
 
-def refine_params() -> dict:
-    """ekfac_cg's settings, and the fitting sample and labels its refinement sequences are drawn like."""
+def refine_params(wildcards=None) -> dict:
+    """ekfac_cg's settings, and the fitting sample and labels its refinement sequences are drawn like;
+    empty for a setting whose estimator does not refine, so changing them reruns only ekfac_cg jobs."""
+    if wildcards is not None and not estimators.get(PARAMS_OF[wildcards.setting]["estimator"]).refines:
+        return {}
     refine = config["scoring"]["refine"]
     fitting = {**config["fitting"], "n_sequences": refine["n_sequences"] or config["fitting"]["n_sequences"]}
     return {**refine, "fitting": fitting, "fisher": FISHER}
+
+
+def sample_refine_params() -> dict:
+    """refine_params for the sample analyses: only when one of their estimators refines."""
+    return refine_params() if any(estimators.get(e).refines for e in config["analysis"]["estimators"]) else {}
 
 
 def sample_factor_inputs(wildcards) -> dict:

@@ -77,7 +77,7 @@ def precondition(
             rank,
             tokens_per_sequence=tokens_per_sequence,
         )
-    if refine is None or corpus_dir is None:
+    if not refine or corpus_dir is None:
         raise ValueError(f"estimator {estimator!r} needs the refine settings and the tokenised corpus.")
     _, refinement = fitting_batches(corpus_dir, refine["fitting"])
     settings = Refine.from_settings(refine)
