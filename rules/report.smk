@@ -7,7 +7,7 @@ rule report:
     output:
         html=report(
             f"{SCORES}/report.html",
-            caption="../scripts/influence/resources/report_caption.rst",
+            caption="captions/report.rst",
             category="Top influential sequences",
         ),
     log:
@@ -15,9 +15,7 @@ rule report:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=2000,
-        runtime=10,
+        **LIGHT_JOB,
     params:
         setting=setting_label,
     script:

@@ -17,9 +17,7 @@ rule sweep_summary:
     conda:
         ENV
     resources:
-        gpu=0,
-        mem_mb=4000,
-        runtime=20,
+        **LIGHT_JOB,
     params:
         settings=SWEEP_SETTINGS,
         points=POINTS,

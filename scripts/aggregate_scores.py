@@ -2,6 +2,7 @@
 
 import pandas as pd
 from influence.runlog import rule_log
+from influence.stats import ranked
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "aggregate_scores", **smk.params) as (log, stats):
@@ -10,8 +11,7 @@ with rule_log(smk.log[0], "aggregate_scores", **smk.params) as (log, stats):
     scores = scores.merge(tfidf, on=["query_id", "seq_id"], how="left")
     # The union is scored against every query: a candidate another query's filter kept has no rank here.
     scores["in_tfidf_top_k"] = scores["tfidf_rank"].notna()
-    scores["influence_rank"] = scores.groupby("query_id")["influence"].rank(ascending=False, method="first").astype(int)
-    scores = scores.sort_values(["query_id", "influence_rank"], ignore_index=True)
+    scores = ranked(scores).rename(columns={"rank": "influence_rank"})  # ties by seq_id (stats.ranked)
     front = ["query_id", "seq_id", "influence", "influence_rank", "tfidf_score", "tfidf_rank", "in_tfidf_top_k"]
     scores = scores[front + [c for c in scores.columns if c not in front]]
     scores.to_parquet(smk.output.scores, index=False)

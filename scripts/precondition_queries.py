@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from influence.engine import io, names
+from influence.engine import io
 from influence.engine.data import query_batches
 from influence.engine.model import load_tokenizer
 from influence.engine.precondition import Damping
@@ -16,27 +16,19 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
     tokenizer = load_tokenizer(smk.input.model)
     queries = load_queries(smk.input.queries)
     batches = query_batches(tokenizer, queries, smk.params.query_batch_size)  # reduced to rank r batch by batch
-    eigen = io.load_eigen(smk.input.eigen, digest) if "eigen" in smk.input.keys() else None
-    correction = (
-        io.load_factor_sums(smk.input.correction, "eigenvalue_correction", digest)
-        if "correction" in smk.input.keys()
-        else None
-    )
-    counts = io.read_metadata(smk.input.eigen) if eigen is not None else {}
-    per_sequence = counts.get(names.META_TOKENS, 0) / max(counts.get(names.META_SEQUENCES, 0), 1) or None
+    curvature = io.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
     pre = precondition(
         model,
         layers,
         [q.id for q in queries],
         batches,
-        smk.params.estimator,
-        (eigen, correction),
-        Damping(**smk.params.damping),
-        smk.params.rank,
-        smk.params.refine,
-        Path(smk.input.sequences).parent if "sequences" in smk.input.keys() else None,
-        log,
-        per_sequence,
+        estimator=smk.params.estimator,
+        damping=Damping(**smk.params.damping),
+        rank=smk.params.rank,
+        refine=smk.params.refine,  # ekfac_cg: its refinement set is drawn from the corpus like the fitting sample
+        corpus_dir=Path(smk.input.sequences).parent if "sequences" in smk.input.keys() else None,
+        logger=log,
+        **curvature,
     )
     io.save_preconditioned(smk.output.preconditioned, pre, digest, dict(smk.params))
     stats.update(

@@ -42,6 +42,17 @@ TINY_QUERIES = [
     },
 ]
 IDENTICAL_SEQ = "identical_to_query"
+# Rules that run the model (GPU_JOB): what a cluster must give a GPU.
+GPU_RULES = {
+    "fit_covariance",
+    "eigendecompose",
+    "fit_eigenvalue_correction",
+    "precondition_queries",
+    "score_shard",
+    "token_scores",
+    "score_probes",
+    "sample_scores",
+}
 
 
 def snakemake(*args, cwd=ROOT, check=True) -> subprocess.CompletedProcess:

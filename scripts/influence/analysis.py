@@ -19,24 +19,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .stats import spearman
+from .engine.names import LAYER_PREFIX
+from .stats import ranked, spearman, top_k
 
-# Same string as influence.engine.scores.LAYER_PREFIX; repeated so this module does not import torch.
-LAYER_PREFIX = "layer:"
 KEYS = ["query_id", "seq_id"]
 PAIR_COLUMNS = ["group", "lang", "query_id", "reference_id", "relative_influence", "topk_overlap"]
-
-
-def _ranked(scores: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted by query then influence (descending, ties by seq_id), with `rank` (1 = largest)."""
-    ordered = scores.sort_values(["query_id", "influence", "seq_id"], ascending=[True, False, True], ignore_index=True)
-    return ordered.assign(rank=ordered.groupby("query_id").cumcount() + 1)
-
-
-def _top_k(scores: pd.DataFrame, k: int) -> dict[str, list]:
-    """{query_id: seq_ids of its k most influential sequences, best first}."""
-    ranked = _ranked(scores[KEYS + ["influence"]])
-    return ranked[ranked["rank"] <= k].groupby("query_id", sort=False)["seq_id"].agg(list).to_dict()
 
 
 # --- Sparsity ---------------------------------------------------------------------------------
@@ -44,7 +31,7 @@ def _top_k(scores: pd.DataFrame, k: int) -> dict[str, list]:
 
 def sorted_influences(scores: pd.DataFrame) -> pd.DataFrame:
     """Each query's influences, descending: columns query_id, rank (1 = largest), influence."""
-    return _ranked(scores)[["query_id", "rank", "influence"]]
+    return ranked(scores)[["query_id", "rank", "influence"]]
 
 
 def power_law_tail(
@@ -131,7 +118,7 @@ def max_influence_table(
     mean per-token log-probability); `per_token_pair` also divides by the candidate's tokens.
     Columns query_id, seq_id, influence, n_tokens, completion_tokens, per_completion_token, per_token_pair.
     """
-    best = _ranked(scores[KEYS + ["influence"]])
+    best = ranked(scores[KEYS + ["influence"]])
     best = best[best["rank"] == 1].drop(columns="rank").reset_index(drop=True)
     best["n_tokens"] = best["seq_id"].map(pd.Series(n_tokens_by_seq, dtype=float))
     best["completion_tokens"] = best["query_id"].map(pd.Series(completion_tokens_by_query, dtype=float))
@@ -185,8 +172,8 @@ def layer_shares(scores: pd.DataFrame, top_n: int = 10, mode: str = "abs") -> pd
     columns = layer_columns(scores)
     if not columns:
         raise ValueError(f"scores have no '{LAYER_PREFIX}<module>' columns")
-    ranked = _ranked(scores)
-    top = ranked[ranked["rank"] <= top_n]
+    order = ranked(scores)
+    top = order[order["rank"] <= top_n]
     values = top[columns].to_numpy(float)
     values = np.abs(values) if mode == "abs" else np.clip(values, 0, None)
     layers = [c[len(LAYER_PREFIX) :] for c in columns]
@@ -226,7 +213,7 @@ def _relative_to_reference(scores: pd.DataFrame, pairs: list[tuple], k: int) -> 
     """For (group, lang, query, reference) pairs: the reference's top-k summed on the query, relative to
     their sum on the reference, and the fraction of the reference's top-k in the query's top-k."""
     influence = scores.set_index(KEYS)["influence"]
-    top = _top_k(scores, k)
+    top = top_k(scores, k)
     rows = []
     for group, lang, query_id, reference_id in pairs:
         chosen = top.get(reference_id, [])
@@ -336,8 +323,8 @@ def tfidf_recall(
     (tfidf top_k 0): a sequence without a rank counts as never retrieved.
     Columns query_id, k_prime, recall, true_k.
     """
-    ranked = _ranked(exhaustive_scores[KEYS + ["influence"]])
-    true = ranked.loc[ranked["rank"] <= true_k, KEYS].merge(tfidf_ranks[KEYS + ["tfidf_rank"]], on=KEYS, how="left")
+    order = ranked(exhaustive_scores[KEYS + ["influence"]])
+    true = order.loc[order["rank"] <= true_k, KEYS].merge(tfidf_ranks[KEYS + ["tfidf_rank"]], on=KEYS, how="left")
     retrieved_at = true["tfidf_rank"].astype(float).fillna(np.inf)
     tables = [
         (retrieved_at <= k)

@@ -275,14 +275,11 @@ def write_corpus_jsonl(df: pd.DataFrame, path: str | os.PathLike) -> None:
         raise ValueError(f"{path}: DataFrame lacks column(s) {missing}; has {list(df.columns)}")
     if df[SEQ_ID].duplicated().any():
         raise ValueError(f"{path}: duplicate seq_id values in the DataFrame; ids must be unique")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .engine.io import atomic_path  # here, not at the top: the workflow imports this module and not torch
+
     columns = [SEQ_ID, TEXT] + [c for c in df.columns if c not in (SEQ_ID, TEXT)]
     records = df[columns].astype({SEQ_ID: str}).to_dict(orient="records")
-    # write-then-rename so a killed job never leaves a truncated corpus behind
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False))
             fh.write("\n")
-    os.replace(tmp, path)

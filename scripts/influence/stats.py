@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -26,3 +27,17 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float, int]:
         return mean, (mean if n > 1 else np.nan), (mean if n > 1 else np.nan), n
     half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
     return mean, mean - half, mean + half, n
+
+
+# The one ranking rule of every table (scores.parquet's influence_rank, the analyses' top-k, the sweep's
+# top-n, the sample's TF-IDF ranks): score descending, ties broken by seq_id ascending, ranks 1, 2, ...
+def ranked(table: pd.DataFrame, score: str = "influence", by: str = "query_id") -> pd.DataFrame:
+    """Rows sorted by `by`, then `score` descending, then seq_id; with `rank` (1 = largest) within `by`."""
+    ordered = table.sort_values([by, score, "seq_id"], ascending=[True, False, True], ignore_index=True)
+    return ordered.assign(rank=ordered.groupby(by).cumcount() + 1)
+
+
+def top_k(table: pd.DataFrame, k: int, score: str = "influence") -> dict[str, list]:
+    """{query_id: seq_ids of its k highest-scoring sequences, best first} under the ranking rule."""
+    best = ranked(table[["query_id", "seq_id", score]], score)
+    return best[best["rank"] <= k].groupby("query_id", sort=False)["seq_id"].agg(list).to_dict()

@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .figures import figure_axes
-from .stats import spearman
-
-PARAMETERS = ["layers", "top_k", "estimator", "damping", "rank"]
+from .settings import PARAMETERS
+from .stats import spearman, top_k
 
 
 def _changed(point: dict, base: dict) -> str:
@@ -23,6 +22,7 @@ def compare_to_base(scores: dict[str, pd.DataFrame], points: dict[str, dict], ba
     """Per sweep point and query: Spearman ρ with the base setting over the candidates both scored,
     and the share of the base's top-n kept in the point's top-n."""
     rows = []
+    tops = {setting: top_k(table, top_n) for setting, table in scores.items()}
     base_scores = scores[base].set_index(["query_id", "seq_id"])["influence"]
     for setting, table in scores.items():
         point = points[setting]
@@ -31,7 +31,7 @@ def compare_to_base(scores: dict[str, pd.DataFrame], points: dict[str, dict], ba
             a, b = base_scores.loc[query_id], mine.loc[query_id]
             common = a.index.intersection(b.index)
             rho = spearman(a[common].to_numpy(), b[common].to_numpy()) if len(common) > 2 else np.nan
-            top_a, top_b = set(a.nlargest(top_n).index), set(b.nlargest(top_n).index)
+            top_a, top_b = set(tops[base].get(query_id, [])), set(tops[setting].get(query_id, []))
             rows.append(
                 {
                     "setting": setting,

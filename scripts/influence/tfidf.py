@@ -22,7 +22,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,6 +32,8 @@ from sklearn.utils import murmurhash3_32
 from tqdm import tqdm
 
 from .engine import names
+from .engine.io import atomic_path
+from .stats import ranked
 
 # sklearn's default: runs of >= 2 Unicode word characters (letters, digits, "_");
 # punctuation splits tokens and single characters ("a", "I", "3") are dropped.
@@ -152,11 +153,8 @@ class IdfModel:
             names.META_SEQUENCES: str(self.n_docs),
             names.META_SETTINGS: json.dumps(asdict(self.settings), sort_keys=True),
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")  # rename so readers never see half a file
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> IdfModel:
@@ -372,3 +370,22 @@ def candidate_union(df: pd.DataFrame) -> list[str]:
     if "seq_id" not in df.columns:
         raise ValueError(f"candidate table has no 'seq_id' column (columns: {list(df.columns)})")
     return sorted(set(df["seq_id"].astype(str)))
+
+
+def sample_tfidf_ranks(
+    idf: IdfModel, texts: Mapping[str, str], seq_ids: list[str], documents: list[str]
+) -> pd.DataFrame:
+    """Each query's TF-IDF similarity and rank of every document of a sample (the sample analyses' ranks).
+
+    Columns query_id, seq_id, tfidf, tfidf_rank (1 = most similar; ties by seq_id, the rule of stats.ranked).
+    """
+    docs = tfidf_matrix(documents, idf)
+    similarity = (tfidf_matrix(list(texts.values()), idf) @ docs.T).toarray()  # (Q, N)
+    table = pd.DataFrame(
+        {
+            "query_id": np.repeat(list(texts), len(seq_ids)),
+            "seq_id": np.tile(np.asarray(seq_ids, dtype=object), len(texts)),
+            "tfidf": similarity.reshape(-1),
+        }
+    )
+    return ranked(table, "tfidf").rename(columns={"rank": "tfidf_rank"})

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .engine import estimators
 from .engine.model import fingerprint, load_model, select_layers
 from .engine.precondition import Damping, Preconditioned, precondition_queries
 from .engine.refine import Refine, refine_queries
-from .engine.sequences import TokenStore, fitting_sample
+from .engine.sequences import TokenStore, fitting_sample, shard_bounds
 
 
 def load_tracked_model(model_dir: str, params) -> tuple:
@@ -29,8 +27,8 @@ def fitting_batches(corpus_dir, fitting: dict, shard_index: int = 0, n_shards: i
     store = TokenStore(corpus_dir)
     sample = fitting_sample(store.table["seq_id"].tolist(), fitting["n_sequences"], fitting["seed"])
     batches = [batch for _, batch in store.batches(sample, fitting["batch_size"])]
-    bounds = np.linspace(0, len(batches), n_shards + 1).round().astype(int)
-    return int(bounds[shard_index]), batches[bounds[shard_index] : bounds[shard_index + 1]]
+    start, stop = shard_bounds(len(batches), shard_index, n_shards)
+    return start, batches[start:stop]
 
 
 def fitting_settings(params) -> dict:
@@ -48,51 +46,40 @@ def precondition(
     layers,
     query_ids: list[str],
     batches: list[dict],
+    *,
     estimator: str,
-    factors: tuple,
     damping: Damping,
     rank: int | None,
     refine: dict | None = None,
     corpus_dir=None,
     logger=None,
-    tokens_per_sequence: float | None = None,
+    **curvature,
 ) -> Preconditioned:
-    """Any scoring estimator's preconditioned queries; `factors` = (eigen, correction).
+    """Any scoring estimator's preconditioned queries; `curvature` = io.load_curvature's keywords.
 
     ekfac_cg draws its refinement sequences from `corpus_dir` as the factors' fitting sample is drawn
     (`refine` = the rule's refine params: scoring.refine, its `fitting` sample and `fisher`), with the
     covariance's label seeds, so with the fitting sample itself F has exactly the factors' labels.
     """
-    eigen, correction = factors
     if not estimators.get(estimator).refines:
         return precondition_queries(
-            model,
-            layers,
-            query_ids,
-            batches,
-            estimator,
-            eigen,
-            correction,
-            damping,
-            rank,
-            tokens_per_sequence=tokens_per_sequence,
+            model, layers, query_ids, batches, estimator=estimator, damping=damping, rank=rank, **curvature
         )
     if not refine or corpus_dir is None:
         raise ValueError(f"estimator {estimator!r} needs the refine settings and the tokenised corpus.")
     _, refinement = fitting_batches(corpus_dir, refine["fitting"])
-    settings = Refine.from_settings(refine)
     return refine_queries(
         model,
         layers,
         query_ids,
         batches,
         refinement,
-        eigen,
-        correction,
+        curvature.get("eigen"),
+        curvature.get("correction"),
         damping,
-        settings,
+        Refine.from_settings(refine),
         refine["fisher"],
-        refine["fitting"]["seed"],
+        refine["fitting"]["seed"],  # the covariance's label seeds, batch by batch
         rank,
         logger=logger,
     )

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.numpy import load_file
-from tiny import ROOT, planned_jobs
+from tiny import GPU_RULES, ROOT, planned_jobs
 
 HARNESS = Path(__file__).with_name("slurm_cluster.sh")
 LOCAL_RULES = {"all", "report", "paper_figures", "sample_figures"}
@@ -90,16 +90,7 @@ def test_every_compute_rule_ran_as_a_slurm_job(slurm_run):
     expected = planned[~planned.index.isin(LOCAL_RULES)]
     assert len(expected) >= 10 and "score_shard" in expected
     pd.testing.assert_series_equal(jobs["rule"].value_counts().sort_index(), expected, check_names=False)
-    gpu_rules = {
-        "fit_covariance",
-        "eigendecompose",
-        "fit_eigenvalue_correction",
-        "precondition_queries",
-        "score_shard",
-        "token_scores",
-        "score_probes",
-        "sample_scores",
-    }
+    gpu_rules = GPU_RULES
     for rule, gres in zip(jobs["rule"], jobs["gres"]):
         assert ("gpu:1" in gres) == (rule in gpu_rules), (rule, gres)
 

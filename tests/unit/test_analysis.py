@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from influence import analysis, figures
+from influence.engine import names
 
 LAYERS = ["model.layers.1.mlp.down_proj", "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"]
 TAGS = {
@@ -26,7 +27,7 @@ def make_scores(queries=tuple(TAGS), n_seq: int = 40, seed: int = 0) -> pd.DataF
     )
     table["influence"] = per_layer.sum(axis=1)
     for j, name in enumerate(LAYERS):
-        table[analysis.LAYER_PREFIX + name] = per_layer[:, j]
+        table[names.LAYER_PREFIX + name] = per_layer[:, j]
     return table
 
 
@@ -210,3 +211,26 @@ def test_figure_writes_png_and_caption(tables, tmp_path, name):
     caption = plot(table, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
     assert isinstance(caption, str) and len(caption) > 100 and "\n" not in caption
+
+
+def test_one_ranking_rule_breaks_ties_by_seq_id_everywhere():
+    from influence.stats import ranked, top_k
+    from influence.sweep import compare_to_base
+
+    # b and c tie, and so do x and y: the rule is score descending, then seq_id ascending
+    table = pd.DataFrame(
+        {
+            "query_id": ["q"] * 4 + ["r"] * 2,
+            "seq_id": ["c", "b", "a", "d", "y", "x"],
+            "influence": [2.0, 2.0, 3.0, 1.0, 0.5, 0.5],
+        }
+    )
+    order = ranked(table)
+    assert order["seq_id"].tolist() == ["a", "b", "c", "d", "x", "y"]
+    assert order["rank"].tolist() == [1, 2, 3, 4, 1, 2]
+    assert top_k(table, 2) == {"q": ["a", "b"], "r": ["x", "y"]}
+    assert top_k(table.iloc[::-1], 2) == top_k(table, 2)  # row order never matters
+    # the sweep's top-n overlap uses the same rule: a table equal to its base but for row order keeps all
+    points = {s: {"layers": "l", "top_k": 1, "estimator": "ekfac", "damping": 0.1, "rank": s} for s in ("a", "b")}
+    overlap = compare_to_base({"a": table, "b": table.iloc[::-1]}, points, "a", 1)
+    assert (overlap["top_overlap"] == 1.0).all()

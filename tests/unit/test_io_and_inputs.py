@@ -39,7 +39,15 @@ def test_artefacts_round_trip(fitted, tmp_path):
     gate, up = eigen2["model.layers.0.mlp.gate_proj"], eigen2["model.layers.0.mlp.up_proj"]
     assert gate[names.ACTIVATION_EIGENVECTORS] is up[names.ACTIVATION_EIGENVECTORS]  # sharing restored
     pre = precondition_queries(
-        model, layers, ["a", "b"], [query_batch(2, seed=31)], "ekfac", eigen2, correction, rank=3, **F64
+        model,
+        layers,
+        ["a", "b"],
+        [query_batch(2, seed=31)],
+        estimator="ekfac",
+        eigen=eigen2,
+        correction=correction,
+        rank=3,
+        **F64,
     )
     io.save_preconditioned(tmp_path / "pre.safetensors", pre, digest, {"rank": 3})
     pre2 = io.load_preconditioned(tmp_path / "pre.safetensors", digest)
@@ -97,3 +105,14 @@ def test_unsupported_layers_and_empty_completions_are_named():
     assert encode_query(Tokenizer(), "q", "ab", "c") == ([97, 98, 99], [-100, -100, 99])
     with pytest.raises(ValueError, match="query 'capital-fr'.*empty"):
         encode_query(Tokenizer(), "capital-fr", "The capital of France is", "")
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    target = tmp_path / "sub" / "artefact.bin"
+    with io.atomic_path(target) as tmp:
+        tmp.write_bytes(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"first" and not list(target.parent.glob("*.partial"))

@@ -39,7 +39,9 @@ def test_ekfac_scores_match_kronfluence(name, tmp_path):
     covariance = fit_covariance(model, layers, fit, fisher="empirical", **F64)
     eigen = eigendecompose(covariance, progress=False)
     correction = fit_eigenvalue_correction(model, layers, eigen, fit, fisher="empirical", **F64)
-    pre = precondition_queries(model, layers, list("abcd"), queries, "ekfac", eigen, correction, **F64)
+    pre = precondition_queries(
+        model, layers, list("abcd"), queries, estimator="ekfac", eigen=eigen, correction=correction, **F64
+    )
     ours = score_candidates(model, layers, pre, candidates, **F64).total.T  # (Q, N)
 
     reference = run_kronfluence(

@@ -11,15 +11,30 @@ from influence.engine.scores import score_candidates
 FIT = dict(fisher="empirical", progress=False)
 
 
-def ekfac_scores(model, batches, queries):
-    """The whole chain on one model: factors, eigenbasis, Λ, preconditioned queries, scores."""
+def ekfac_chain(model, batches, queries, rank=None):
+    """Factors, eigenbasis, Λ and preconditioned queries on one model: (layers, covariance, correction, pre)."""
     layers = select_layers(model)
     covariance = fit_covariance(model, layers, batches, **FIT)
     eigen = eigendecompose(covariance, progress=False)
     correction = fit_eigenvalue_correction(model, layers, eigen, batches, **FIT)
     pre = precondition_queries(
-        model, layers, ["q0", "q1"], [queries], "ekfac", eigen, correction, Damping(), None, progress=False
+        model,
+        layers,
+        ["q0", "q1"],
+        [queries],
+        estimator="ekfac",
+        eigen=eigen,
+        correction=correction,
+        damping=Damping(),
+        rank=rank,
+        progress=False,
     )
+    return layers, covariance, correction, pre
+
+
+def ekfac_scores(model, batches, queries):
+    """The whole chain on one model: factors, eigenbasis, Λ, preconditioned queries, scores."""
+    layers, covariance, _, pre = ekfac_chain(model, batches, queries)
     return covariance, score_candidates(model, layers, pre, batches, progress=False).total
 
 
@@ -54,14 +69,8 @@ def test_memory_plan_counts_the_bytes_the_engine_stores(tmp_path):
 
     model = tiny_llama(dtype=torch.float32)
     model.config.save_pretrained(tmp_path)
-    layers = select_layers(model)
     batches = batches_of(random_sequences(8, seed=5), 4)
-    covariance = fit_covariance(model, layers, batches, **FIT)
-    eigen = eigendecompose(covariance, progress=False)
-    correction = fit_eigenvalue_correction(model, layers, eigen, batches, **FIT)
-    pre = precondition_queries(
-        model, layers, ["q0", "q1"], [query_batch(2, seed=6)], "ekfac", eigen, correction, Damping(), 4, progress=False
-    )
+    layers, covariance, correction, pre = ekfac_chain(model, batches, query_batch(2, seed=6), rank=4)
     table = (
         plan(meta_model(tmp_path), dtype="float32", queries=2, rank=4).set_index(["rule", "component"])["gb"] * 1e9
     ).round()

@@ -52,11 +52,11 @@ def _precondition(s, estimator, rank=None, damping=Damping()):
         s["layers"],
         ["q0", "q1", "q2"],
         [s["queries"]],
-        estimator,
-        s["eigen"],
-        s["correction"],
-        damping,
-        rank,
+        estimator=estimator,
+        eigen=s["eigen"],
+        correction=s["correction"],
+        damping=damping,
+        rank=rank,
         **F64,
     )
 
@@ -155,9 +155,11 @@ def test_one_pass_over_many_variants_equals_separate_passes(setup):
 
 def test_estimators_need_their_inputs(setup):
     with pytest.raises(ValueError, match="eigenvalue correction"):
-        precondition_queries(setup["model"], setup["layers"], ["q"], [setup["queries"]], "ekfac", None, None)
+        precondition_queries(
+            setup["model"], setup["layers"], ["q"], [setup["queries"]], estimator="ekfac", eigen=None, correction=None
+        )
     with pytest.raises(ValueError, match="estimator must be one of"):
-        precondition_queries(setup["model"], setup["layers"], ["q"], [setup["queries"]], "tracin")
+        precondition_queries(setup["model"], setup["layers"], ["q"], [setup["queries"]], estimator="tracin")
     with pytest.raises(ValueError, match="damping value"):
         Damping("relative", 0.0)
 
@@ -170,9 +172,9 @@ def test_kfac_needs_no_eigenvalue_correction(setup):
         setup["layers"],
         ["q0", "q1", "q2"],
         [setup["queries"]],
-        "kfac",
-        setup["eigen"],
-        None,
+        estimator="kfac",
+        eigen=setup["eigen"],
+        correction=None,
         dtype=torch.float64,
         progress=False,
         tokens_per_sequence=cov.n_tokens / cov.n_sequences,
@@ -180,4 +182,12 @@ def test_kfac_needs_no_eigenvalue_correction(setup):
     for name, factors in with_lambda.layers.items():
         torch.testing.assert_close(alone.layers[name][names.PRECONDITIONED], factors[names.PRECONDITIONED])
     with pytest.raises(ValueError, match="tokens_per_sequence"):
-        precondition_queries(setup["model"], setup["layers"], ["q"], [setup["queries"]], "kfac", setup["eigen"], None)
+        precondition_queries(
+            setup["model"],
+            setup["layers"],
+            ["q"],
+            [setup["queries"]],
+            estimator="kfac",
+            eigen=setup["eigen"],
+            correction=None,
+        )

@@ -194,3 +194,8 @@ def _split(flat, layers):
 
 def _join(vector, layers):
     return torch.cat([vector[n].flatten(1) for n in layers], dim=1)
+
+
+def test_the_one_pass_preconditioner_refuses_ekfac_cg():
+    with pytest.raises(ValueError, match="refine_queries"):
+        precondition_queries(None, {}, ["q"], [], estimator="ekfac_cg")

@@ -9,6 +9,7 @@ from influence.tfidf import (
     TfidfSettings,
     candidate_union,
     fit_idf,
+    sample_tfidf_ranks,
     top_k_candidates,
     top_k_mask,
 )
@@ -158,7 +159,7 @@ def test_idf_model_save_load_round_trip(tmp_path):
     back = IdfModel.load(tmp_path / "idf.safetensors")
     assert back.settings == settings and back.n_docs == model.n_docs
     np.testing.assert_array_equal(back.idf, model.idf)
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.partial"))
 
 
 def test_load_rejects_other_files(tmp_path):
@@ -175,3 +176,11 @@ def test_candidate_union_and_bad_k():
     assert ids == sorted(set(table["seq_id"])) and len(ids) <= 2 * len(QUERIES)
     with pytest.raises(ValueError, match="k must be >= 0"):
         _rank(CORPUS, QUERIES, k=-1)
+
+
+def test_sample_ranks_follow_the_ranking_rule():
+    model = fit_idf([CORPUS], TfidfSettings(n_features=2**18), progress=False)
+    docs = [CORPUS[0], CORPUS[0], "zzz qqq"]  # two identical documents tie; the last matches nothing
+    ranks = sample_tfidf_ranks(model, {"q": CORPUS[0]}, ["s2", "s1", "s3"], docs)
+    assert ranks["seq_id"].tolist() == ["s1", "s2", "s3"] and ranks["tfidf_rank"].tolist() == [1, 2, 3]
+    assert ranks["tfidf"].iloc[0] == ranks["tfidf"].iloc[1] > ranks["tfidf"].iloc[2]

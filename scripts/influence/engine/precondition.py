@@ -1,6 +1,6 @@
 """Query gradients, preconditioned by (curvature + λ)⁻¹, optionally low rank.
 
-Estimators share one code path:
+Estimators (rows of `estimators.ESTIMATORS`) share one code path:
   ekfac    (Q_S ⊗ Q_A) diag(Λ + λ)⁻¹ (Q_S ⊗ Q_A)ᵀ, Λ the fitted eigenvalue correction;
   kfac     the same with Λ = n̄ · (eig S ⊗ eig A), n̄ = tokens per fitting sequence,
            which puts K-FAC on EK-FAC's per-sequence scale (kronfluence omits n̄);
@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from . import names
+from . import estimators, names
 from .factors import FactorSums, rotations_for
 from .hooks import LayerCapture
 from .model import TrackedLayer, input_device, layer_devices
 
-ESTIMATORS = ("ekfac", "kfac", "identity", "cosine")
-CURVATURE_ESTIMATORS = ("ekfac", "kfac")
 DAMPING_MODES = ("relative", "absolute")
 
 
@@ -58,10 +56,10 @@ class Preconditioned:
 
 
 def curvature_eigenvalues(
-    estimator: str, eigen_layer: dict, correction: torch.Tensor | None, tokens_per_sequence: float
+    curvature: str, eigen_layer: dict, correction: torch.Tensor | None, tokens_per_sequence: float
 ):
-    """The (d_out, d_in) eigenvalues of the layer's curvature in the Kronecker eigenbasis."""
-    if estimator == "ekfac":
+    """The (d_out, d_in) eigenvalues of the layer's curvature (a registry `curvature`) in the Kronecker eigenbasis."""
+    if curvature == "ekfac":
         return correction
     s_values = eigen_layer[names.GRADIENT_EIGENVALUES].clamp(min=0)
     a_values = eigen_layer[names.ACTIVATION_EIGENVALUES].clamp(min=0)
@@ -108,6 +106,7 @@ def precondition_queries(
     layers: dict[str, TrackedLayer],
     query_ids: list[str],
     batches: Iterable[dict],
+    *,
     estimator: str = "ekfac",
     eigen: dict | None = None,
     correction: FactorSums | None = None,
@@ -124,13 +123,14 @@ def precondition_queries(
     Each batch of queries is reduced to its final form before the next is
     computed, so a rank-r run never holds more than one batch at full rank.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
-    needs_factors = estimator in CURVATURE_ESTIMATORS
+    spec = estimators.get(estimator)
+    if spec.refines:
+        raise ValueError(f"estimator {estimator!r} refines by CG on a refinement set: use refine.refine_queries.")
+    needs_factors = spec.curvature is not None
     if tokens_per_sequence is None and correction is not None:
         tokens_per_sequence = correction.n_tokens / correction.n_sequences
     if needs_factors and (
-        eigen is None or (correction is None and estimator == "ekfac") or tokens_per_sequence is None
+        eigen is None or (correction is None and spec.curvature == "ekfac") or tokens_per_sequence is None
     ):
         raise ValueError(
             f"estimator {estimator!r} needs the eigendecomposition and the eigenvalue correction "
@@ -142,14 +142,14 @@ def precondition_queries(
     parts: dict[str, list[dict]] = {name: [] for name in layers}
     for batch in tqdm(batches, desc="precondition queries", disable=not progress, unit="batch"):
         grads = query_gradients(model, layers, batch, rotations, dtype)
-        if estimator == "cosine":
+        if spec.unit_norm:
             norm = torch.sqrt(sum(g.square().sum((1, 2)).to(home) for g in grads.values()))  # (Q,)
             grads = {name: g / norm.clamp(min=1e-30).to(g.device)[:, None, None] for name, g in grads.items()}
         for name in list(grads):
             grad = grads.pop(name)  # drop each raw gradient as soon as it is preconditioned
             if needs_factors:
-                lam = correction.mean(name, names.EIGENVALUE_CORRECTION) if estimator == "ekfac" else None
-                curvature = curvature_eigenvalues(estimator, eigen[name], lam, tokens_per_sequence)
+                lam = correction.mean(name, names.EIGENVALUE_CORRECTION) if spec.curvature == "ekfac" else None
+                curvature = curvature_eigenvalues(spec.curvature, eigen[name], lam, tokens_per_sequence)
                 curvature = curvature.to(dtype=dtype, device=grad.device)
                 result.damping[name] = damping.for_layer(curvature)
                 grad = grad / (curvature + result.damping[name])  # still in the eigenbasis

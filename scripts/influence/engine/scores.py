@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import names
+from . import estimators, names
 from .data import split_batch
 from .factors import MAX_TOKENS, micro_batch_tokens, sequence_gradients
 from .hooks import LayerCapture
@@ -83,7 +83,7 @@ def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dt
         factor_sets.append(
             {m: {k: t.to(dtype=dtype, device=devices[m]) for k, t in pre.layers[m].items()} for m in layers}
         )
-    want_norm = any(pre.estimator == "cosine" for pre in pres)
+    want_norm = any(estimators.get(pre.estimator).unit_norm for pre in pres)
     contributions: list[dict] = [{} for _ in pres]
     norms: dict = {}
 
@@ -123,7 +123,7 @@ def score_many(
     ):
         for label, contributions in zip(labels, variants):
             stacked = torch.stack([contributions[name] for name in layers], dim=-1)  # (B, Q, L)
-            if pres[label].estimator == "cosine":
+            if estimators.get(pres[label].estimator).unit_norm:
                 stacked = stacked / norm.clamp(min=1e-30)[:, None, None]
             if not torch.isfinite(stacked).all():
                 raise FloatingPointError("a candidate's score is NaN or Inf; check the model and factors.")
@@ -148,9 +148,6 @@ def score_candidates(
     return score_many(model, layers, {"": pre}, batches, dtype, progress, max_tokens)[""]
 
 
-LAYER_PREFIX = "layer:"
-
-
 def scores_table(scores: Scores, seq_ids: list[str], query_ids: list[str]) -> pd.DataFrame:
     """Long table: query_id, seq_id, influence, and one `layer:<module>` column per tracked layer."""
     n_seq, n_query = len(seq_ids), len(query_ids)
@@ -162,7 +159,7 @@ def scores_table(scores: Scores, seq_ids: list[str], query_ids: list[str]) -> pd
         }
     )
     per_layer = scores.per_layer.reshape(n_seq * n_query, -1).double().numpy()
-    layers = pd.DataFrame(per_layer, columns=[LAYER_PREFIX + name for name in scores.layers])
+    layers = pd.DataFrame(per_layer, columns=[names.LAYER_PREFIX + name for name in scores.layers])
     return pd.concat([table, layers], axis=1)
 
 

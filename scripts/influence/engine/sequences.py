@@ -87,7 +87,13 @@ def fitting_sample(seq_ids: Sequence[str], n: int | None, seed: int) -> list[str
     return [seq_ids[i] for i in np.sort(chosen)]
 
 
+def shard_bounds(n_items: int, index: int, n_shards: int) -> tuple[int, int]:
+    """[start, stop) of the `index`-th of `n_shards` contiguous, near-equal slices of `n_items` (every sharded rule)."""
+    bounds = np.linspace(0, n_items, n_shards + 1).round().astype(int)
+    return int(bounds[index]), int(bounds[index + 1])
+
+
 def shard(seq_ids: Sequence[str], index: int, n_shards: int) -> list[str]:
     """The `index`-th of `n_shards` contiguous, near-equal slices."""
-    bounds = np.linspace(0, len(seq_ids), n_shards + 1).round().astype(int)
-    return list(seq_ids[bounds[index] : bounds[index + 1]])
+    start, stop = shard_bounds(len(seq_ids), index, n_shards)
+    return list(seq_ids[start:stop])

@@ -13,14 +13,13 @@ import pandas as pd
 
 from ..engine.data import iter_batches, query_batches
 from ..engine.eigen import eigendecompose
-from ..engine.estimators import SCORING_ESTIMATORS as ESTIMATORS
+from ..engine.estimators import SCORING_ESTIMATORS
 from ..engine.factors import fit_covariance, fit_eigenvalue_correction
 from ..engine.precondition import Damping, precondition_queries
 from ..engine.refine import Refine, refine_queries
 from ..engine.scores import score_many
 from .baselines import bm25_scores, repsim_scores, tfidf_scores
 
-ALL_ESTIMATORS = (*ESTIMATORS, "repsim", "tfidf", "bm25")
 # Queries per preconditioning pass: their full-rank gradients (~80M floats each on SmolLM2-135M) are held at once.
 QUERY_BATCH = 2
 
@@ -34,9 +33,9 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
     correction = fit_eigenvalue_correction(model, layers, eigen, batches, "true", settings["seed"] + 1)
     q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
     ids, out = [q.id for q in queries], {}
-    for estimator in ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
+    for estimator in SCORING_ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
         damping = Damping(**settings["damping"])
-        if estimator == "ekfac_cg":  # all queries in one CG: one pass over the corpus per step serves them all
+        if estimator == "ekfac_cg":  # one CG per 8 queries: one pass over the corpus per step serves them all
             options = Refine.from_settings({"query_chunk": 8, **settings.get("refine", {})})
             pre = refine_queries(
                 model,
@@ -49,12 +48,20 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
                 damping,
                 options,
                 "true",
-                settings["seed"],
+                settings["seed"],  # the covariance's labels
                 settings["query_rank"],
             )
         else:
             pre = precondition_queries(
-                model, layers, ids, q_batches, estimator, eigen, correction, damping, settings["query_rank"]
+                model,
+                layers,
+                ids,
+                q_batches,
+                estimator=estimator,
+                eigen=eigen,
+                correction=correction,
+                damping=damping,
+                rank=settings["query_rank"],
             )
         out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
         del pre

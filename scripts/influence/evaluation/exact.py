@@ -27,8 +27,6 @@ from ..stats import spearman
 from .baselines import lissa
 from .refinement import headline_step, scores_by_step
 
-ESTIMATORS = ("ekfac", "ekfac_cg", "kfac", "identity", "lissa", "block_exact")
-
 
 def _flatten(grads: dict[str, torch.Tensor], layers) -> torch.Tensor:
     return torch.cat([grads[name].flatten(1) for name in layers], dim=1)  # (B, P)
@@ -125,12 +123,12 @@ def approximate_scores(
             layers,
             query_ids,
             query_batches,
-            estimator,
-            eigen,
-            correction,
-            Damping("absolute", damping),
-            None,
-            torch.float64,
+            estimator=estimator,
+            eigen=eigen,
+            correction=correction,
+            damping=Damping("absolute", damping),
+            rank=None,
+            dtype=torch.float64,
             progress=False,
         )
         out[estimator] = _flatten({m: f[names.PRECONDITIONED] for m, f in pre.layers.items()}, layers) @ candidates.T

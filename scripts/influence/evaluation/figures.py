@@ -10,12 +10,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from ..engine import estimators as registry
+from ..engine import estimators
 from ..figures import figure_axes
 
 
-def _sorted(estimators) -> list[str]:
-    return sorted(estimators, key=registry.sort_key)
+def _sorted(names) -> list[str]:
+    return sorted(names, key=estimators.sort_key)
 
 
 def _errorbars(rows: pd.DataFrame) -> np.ndarray:
@@ -41,7 +41,7 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
                     yerr=_errorbars(group),
                     marker="o",
                     capsize=2,
-                    color=registry.colour(estimator),
+                    color=estimators.colour(estimator),
                     linestyle="-" if fisher == "true" else "--",
                     label=f"{estimator} ({fisher} Fisher)",
                 )
@@ -52,8 +52,8 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
                 ax.set_yscale("log")
         axes[0].legend(fontsize=7)
         fig.suptitle("iHVP accuracy on the tiny model")
-    estimators = rows[(rows["measure"] == "spearman") & (rows["estimator"] != "block_exact")]
-    best = estimators.sort_values("value", ascending=False).iloc[0]
+    ranked = rows[(rows["measure"] == "spearman") & (rows["estimator"] != "block_exact")]
+    best = ranked.sort_values("value", ascending=False).iloc[0]
     return (
         "Influence scores of each estimator against the exact influence (dense damped Fisher inverse over all "
         "tracked parameters) on the tiny model, as functions of the damping (relative to the Fisher's mean "
@@ -64,19 +64,19 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
 
 
 def _bars(ax, rows: pd.DataFrame, groups: list[str], group_column: str) -> None:
-    estimators = _sorted(rows["estimator"].unique())
+    shown = _sorted(rows["estimator"].unique())
     width = 0.8 / max(len(groups), 1)
     for i, group in enumerate(groups):
-        part = rows[rows[group_column] == group].set_index("estimator").reindex(estimators)
+        part = rows[rows[group_column] == group].set_index("estimator").reindex(shown)
         ax.bar(
-            np.arange(len(estimators)) + (i - (len(groups) - 1) / 2) * width,
+            np.arange(len(shown)) + (i - (len(groups) - 1) / 2) * width,
             part["value"].fillna(0),
             width,
             yerr=_errorbars(part.reset_index()),
             capsize=2,
             label=group,
         )
-    ax.set_xticks(np.arange(len(estimators)), estimators, rotation=30)
+    ax.set_xticks(np.arange(len(shown)), shown, rotation=30)
 
 
 def plot_lds(table: pd.DataFrame, path: str | os.PathLike) -> str:

@@ -1,0 +1,55 @@
+"""The estimator registry is the one list of estimators: the schema, the workflow and the engine follow it."""
+
+import pytest
+import yaml
+from influence.engine import estimators, names
+from influence.engine.precondition import precondition_queries
+from tiny import ROOT
+
+
+def _estimator_enums(node, path=""):
+    """Every `enum` in the schema under a key that names estimators, with its path."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else key
+            if key == "enum" and "estimator" in path:
+                yield path, value
+            else:
+                yield from _estimator_enums(value, here)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _estimator_enums(item, path)
+
+
+def test_schema_enums_list_the_registry_scoring_estimators():
+    schema = yaml.safe_load((ROOT / "rules/schemas/config.schema.yaml").read_text())
+    enums = dict(_estimator_enums(schema))
+    assert len(enums) >= 3, enums  # scoring.estimator, sweep.estimator, analysis.estimators
+    for path, values in enums.items():
+        assert list(values) == list(estimators.SCORING_ESTIMATORS), path
+
+
+def test_registry_rows_are_consistent():
+    for row in estimators.ESTIMATORS.values():
+        assert row.scope in ("scoring", "baseline", "reference")
+        assert set(row.factors) <= {names.EIGEN_INPUT, names.CORRECTION_INPUT}
+        assert row.curvature in (None, "ekfac", "kfac")
+        if row.curvature == "ekfac":  # EK-FAC's eigenvalues are the fitted correction
+            assert names.CORRECTION_INPUT in row.factors
+        if row.scope != "scoring":
+            assert not row.factors and row.curvature is None
+    assert len({row.colour for row in estimators.ESTIMATORS.values()}) == len(estimators.ESTIMATORS)
+    assert estimators.sort_key("ekfac") < estimators.sort_key("bm25") < estimators.sort_key("unknown")
+
+
+def test_unknown_or_evaluation_only_estimators_are_refused_by_the_engine():
+    for name in ("tracin", "bm25"):
+        with pytest.raises(ValueError, match="estimator must be one of"):
+            precondition_queries(None, {}, ["q"], [], estimator=name)
+
+
+def test_schema_default_layers_are_the_engine_default():
+    from influence.engine.defaults import DEFAULT_LAYER_PATTERN
+
+    schema = yaml.safe_load((ROOT / "rules/schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["model"]["properties"]["layers"]["default"] == DEFAULT_LAYER_PATTERN
