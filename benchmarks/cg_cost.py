@@ -9,7 +9,8 @@ W2:   SmolLM2-135M-Instruct, the MLPs of all 30 blocks (90 modules), 4 queries a
       as in benchmarks/engine_speed.py; factors fitted on the refinement sequences themselves (their values do
       not change the cost). The W2 refinement set is 64 sequences; `--sequences` measures a smaller one.
 
-Prints: capture time (one model pass, cached for every step), seconds per CG step (one product with F plus
+Times are CPU seconds (process time, `--threads` torch threads, 1 by default), since the machine this was
+measured on is shared. Prints: capture time (one model pass, cached for every step), seconds per CG step (one product with F plus
 the vector updates, the EK-FAC preconditioner being a division in its eigenbasis), seconds of one full-rank
 scoring of the refinement set against the same queries (a model pass plus the contraction), and the ratio.
 """
@@ -64,10 +65,11 @@ def _batch(rows):
 
 
 def timed(fn, repeats: int = 1) -> float:
-    start = time.perf_counter()
+    """CPU seconds per call: on a machine shared with other jobs, wall time measures the neighbours."""
+    start = time.process_time()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - start) / repeats
+    return (time.process_time() - start) / repeats
 
 
 def main() -> None:
@@ -76,7 +78,9 @@ def main() -> None:
     parser.add_argument("--eval-dir", type=Path, default=Path("results/eval/evaluation/seed~0"))
     parser.add_argument("--sequences", type=int, default=64, help="W2 refinement sequences")
     parser.add_argument("--steps", type=int, default=2, help="CG products timed")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU seconds are summed over them)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.workload == "tiny":
         model, layers, batches, queries, ids = tiny_workload(args.eval_dir)
@@ -85,18 +89,28 @@ def main() -> None:
     n_seq = sum(int(b["input_ids"].shape[0]) for b in batches)
     params = sum(lay.d_out * lay.d_in_total for lay in layers.values())
     print(f"{args.workload}: {len(layers)} layers, {params:,} parameters, {n_seq} sequences, {len(ids)} queries")
-    start = time.perf_counter()
+    start = time.process_time()
     covariance = fit_covariance(model, layers, batches, "true", 0, progress=False)
     eigen = eigendecompose(covariance, progress=False)
     correction = fit_eigenvalue_correction(model, layers, eigen, batches, "true", 0, progress=False)
-    print(f"factors fitted in {time.perf_counter() - start:.1f} s")
+    print(f"factors fitted in {time.process_time() - start:.1f} CPU s")
     damping = Damping()
-    full = precondition_queries(model, layers, ids, queries, "ekfac", eigen, correction, damping, None, progress=False)
+    full = precondition_queries(
+        model,
+        layers,
+        ids,
+        queries,
+        estimator="ekfac",
+        eigen=eigen,
+        correction=correction,
+        damping=damping,
+        progress=False,
+    )
     scoring = timed(lambda: score_many(model, layers, {"full": full}, batches, progress=False))
     inverse = EkfacInverse(layers, eigen, correction, damping, torch.float32)
-    start = time.perf_counter()
+    start = time.process_time()
     refinement = RefinementSet(model, layers, batches, "true", 0, torch.float32, 4 * 2**30, rotations=inverse.rotations)
-    capture = time.perf_counter() - start
+    capture = time.process_time() - start
     print(refinement.describe())
     operator = DampedFisher(refinement, inverse.damping, dict.fromkeys(layers, 0))
     vectors = {n: torch.randn(len(ids), lay.d_out, lay.d_in_total) for n, lay in layers.items()}

@@ -137,11 +137,20 @@ def test_zero_steps_is_ekfac_and_many_steps_the_exact_influence(tiny, factors):
     queries = [query_batch(3, seed=4)]
     damping = Damping("absolute", 1e-3)
     ekfac = precondition_queries(
-        model, layers, ["a", "b", "c"], queries, "ekfac", eigen, correction, damping, None, F64, progress=False
+        model,
+        layers,
+        ["a", "b", "c"],
+        queries,
+        estimator="ekfac",
+        eigen=eigen,
+        correction=correction,
+        damping=damping,
+        dtype=F64,
+        progress=False,
     )
 
-    def refined(steps, rank=None):
-        settings = Refine(steps=steps, tolerance=1e-9)
+    def refined(steps, rank=None, preconditioner="ekfac"):
+        settings = Refine(steps=steps, tolerance=1e-9, preconditioner=preconditioner)
         return refine_queries(
             model,
             layers,
@@ -170,6 +179,8 @@ def test_zero_steps_is_ekfac_and_many_steps_the_exact_influence(tiny, factors):
     start = _join({n: f[names.PRECONDITIONED] for n, f in zero.layers.items()}, layers)
     assert (start - truth).norm() > 0.05 * truth.norm()  # EK-FAC alone is visibly off
     torch.testing.assert_close(many, truth, rtol=1e-6, atol=1e-6 * float(truth.abs().max()))
+    plain = _join({n: f[names.PRECONDITIONED] for n, f in refined(200, preconditioner="none").layers.items()}, layers)
+    torch.testing.assert_close(plain, truth, rtol=1e-6, atol=1e-6 * float(truth.abs().max()))
     low = refined(3, rank=2)
     assert low.is_low_rank(next(iter(layers))) and low.layers[next(iter(layers))][names.LEFT].shape[-1] == 2
 

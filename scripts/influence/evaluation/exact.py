@@ -25,7 +25,7 @@ from ..engine.hooks import per_sequence_gradients
 from ..engine.precondition import Damping, precondition_queries, query_gradients
 from ..stats import spearman
 from .baselines import lissa
-from .refinement import headline_step, scores_by_step
+from .refinement import PRECONDITIONERS, headline, scores_by_step
 
 
 def _flatten(grads: dict[str, torch.Tensor], layers) -> torch.Tensor:
@@ -175,9 +175,10 @@ def ihvp_accuracy(
 
     accuracy: fisher, damping (relative to tr F / P), estimator, query_id, spearman, relative_error;
     relative_error is per query: ‖s_q − s*_q‖ / ‖s*_q‖ over the candidates, s* the exact scores.
-    by step: the same columns with estimator ekfac_cg, plus steps and relative_residual (‖b − (F + λI)x‖ / ‖b‖).
-    ekfac_cg refines on the exact reference's fitting set and labels; `refine`: steps (its accuracy row),
-    tolerance, block_diagonal, record_steps (the steps table's extent).
+    by step: the same columns with estimator ekfac_cg, plus preconditioner (ekfac, none), steps and
+    relative_residual (‖b − (F + λI)x‖ / ‖b‖). ekfac_cg refines on the exact reference's fitting set and
+    labels; `refine`: steps and preconditioner (its accuracy row), tolerance, block_diagonal, record_steps
+    (the steps table's extent).
     """
     candidates = candidate_gradients(model, layers, candidate_batches)  # (N, P)
     queries = query_gradient_matrix(model, layers, query_batches)  # (Q, P)
@@ -207,27 +208,31 @@ def ihvp_accuracy(
                 lissa_settings,
                 (eigen, correction),
             )
-            by_step, residuals = scores_by_step(
-                model,
-                layers,
-                query_batches,
-                query_ids,
-                candidates,
-                fit_batches,
-                (eigen, correction),
-                damping,
-                fisher,
-                seed,
-                refine,
-            )
-            approx["ekfac_cg"] = by_step[headline_step(refine)]
             key = {"fisher": fisher, "damping": relative}
+            steps, preconditioner = headline(refine)
+            for kind in PRECONDITIONERS:
+                by_step, residuals = scores_by_step(
+                    model,
+                    layers,
+                    query_batches,
+                    query_ids,
+                    candidates,
+                    fit_batches,
+                    (eigen, correction),
+                    damping,
+                    fisher,
+                    seed,
+                    refine,
+                    kind,
+                )
+                if kind == preconditioner:
+                    approx["ekfac_cg"] = by_step[steps]
+                for step, scores in by_step.items():
+                    extra = {**key, "estimator": "ekfac_cg", "preconditioner": kind, "steps": step}
+                    for row, residual in zip(_accuracy_rows(scores, truth, query_ids, extra), residuals[step]):
+                        step_rows.append({**row, "relative_residual": float(residual)})
             for estimator, scores in approx.items():
                 rows += _accuracy_rows(scores, truth, query_ids, {**key, "estimator": estimator})
-            for step, scores in by_step.items():
-                extra = {**key, "estimator": "ekfac_cg", "steps": step}
-                for row, residual in zip(_accuracy_rows(scores, truth, query_ids, extra), residuals[step]):
-                    step_rows.append({**row, "relative_residual": float(residual)})
     return pd.DataFrame(rows), pd.DataFrame(step_rows)
 
 

@@ -12,10 +12,11 @@ import pandas as pd
 import torch
 
 from ..engine.precondition import Damping
-from ..engine.refine import Refine, refine_queries
+from ..engine.refine import PRECONDITIONERS, Refine, refine_queries
 from ..figures import figure_axes
 from ..stats import t_interval
 
+__all__ = ["PRECONDITIONERS", "headline", "plot_steps", "scores_by_step", "steps_seeds", "summarise_steps"]
 # The steps the accuracy-vs-steps table records by default: 0 (= EK-FAC) up to this many.
 RECORD_STEPS = 30
 
@@ -40,6 +41,7 @@ def scores_by_step(
     fisher: str,
     seed: int,
     settings: dict | None = None,
+    preconditioner: str | None = None,
 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """({step: (Q, N) scores}, {step: (Q,) relative residual}) of ekfac_cg at absolute damping λ, float64.
 
@@ -47,6 +49,7 @@ def scores_by_step(
     query has (later steps equal the last recorded one).
     """
     refine, record = refine_settings(settings)
+    preconditioner = preconditioner or refine.preconditioner
     eigen, correction = factors
     scores, residuals = {}, {}
 
@@ -63,7 +66,7 @@ def scores_by_step(
         eigen,
         correction,
         Damping("absolute", damping),
-        Refine(record, refine.tolerance, refine.block_diagonal, refine.cache_bytes),
+        Refine(record, refine.tolerance, refine.block_diagonal, refine.cache_bytes, preconditioner=preconditioner),
         fisher,
         seed,
         None,
@@ -81,14 +84,16 @@ def scores_by_step(
     return scores, residuals
 
 
-def headline_step(settings: dict | None) -> int:
-    """The step whose scores are the ekfac_cg row of the accuracy table: the configured step limit."""
-    return refine_settings(settings)[0].steps
+def headline(settings: dict | None) -> tuple[int, str]:
+    """The step and preconditioner whose scores are the ekfac_cg row of the accuracy table: the configured ones."""
+    refine = refine_settings(settings)[0]
+    return refine.steps, refine.preconditioner
 
 
 STEPS_COLUMNS = {
     "fisher": "true (labels sampled from the model) or empirical (the data's labels)",
     "damping": "λ relative to the exact Fisher's mean eigenvalue tr(F)/P",
+    "preconditioner": "CG's preconditioner: ekfac (damped EK-FAC inverse) or none (1/λ: plain CG)",
     "steps": "CG steps from the EK-FAC solution (0 = EK-FAC)",
     "measure": "spearman (ρ with the exact scores), relative_error (‖s − s*‖/‖s*‖) or relative_residual",
     "value": "mean over queries (and seeds)",
@@ -120,45 +125,45 @@ def summarise_steps(steps: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
-    """Spearman ρ and relative error of ekfac_cg against the exact influence vs CG steps, one line per damping."""
+    """Spearman ρ and relative error of ekfac_cg against the exact influence vs CG steps, one line per damping,
+    one pair of panels per preconditioner."""
     dampings = sorted(summary["damping"].unique())
     colours = dict(zip(dampings, [f"C{i}" for i in range(len(dampings))]))
-    with figure_axes(path, ncols=2, size=(9.0, 4.0)) as (fig, axes):
-        for ax, measure, label in zip(
-            axes, ["spearman", "relative_error"], ["Spearman ρ with exact influence", "relative error ‖s − s*‖ / ‖s*‖"]
-        ):
-            for (fisher, damping), group in summary[summary["measure"] == measure].groupby(["fisher", "damping"]):
+    preconditioners = sorted(summary["preconditioner"].unique())
+    panels = [(p, m) for p in preconditioners for m in ("spearman", "relative_error")]
+    labels = {"spearman": "Spearman ρ with exact influence", "relative_error": "relative error ‖s − s*‖ / ‖s*‖"}
+    with figure_axes(path, ncols=len(panels), size=(4.5 * len(panels), 4.0)) as (fig, axes):
+        for ax, (preconditioner, measure) in zip(axes, panels):
+            rows = summary[(summary["measure"] == measure) & (summary["preconditioner"] == preconditioner)]
+            for (fisher, damping), group in rows.groupby(["fisher", "damping"]):
                 group = group.sort_values("steps")
-                ax.plot(
-                    group["steps"],
-                    group["value"],
-                    color=colours[damping],
-                    linestyle="-" if fisher == "true" else "--",
-                    marker=".",
-                    label=f"λ = {damping:g} ({fisher} Fisher)",
-                )
-                ax.fill_between(group["steps"], group["ci_low"], group["ci_high"], color=colours[damping], alpha=0.15)
+                style = "-" if fisher == "true" else "--"
+                label = f"λ = {damping:g} ({fisher} Fisher)"
+                ax.plot(group["steps"], group["value"], color=colours[damping], linestyle=style, label=label)
+                ax.fill_between(group["steps"], group["ci_low"], group["ci_high"], color=colours[damping], alpha=0.12)
             ax.set_xlabel("CG steps from the EK-FAC solution")
-            ax.set_ylabel(label)
+            ax.set_ylabel(labels[measure])
+            ax.set_title(f"preconditioner: {preconditioner}", fontsize=9)
             if measure == "relative_error":
                 ax.set_yscale("log")
         axes[0].legend(fontsize=7)
         fig.suptitle("EK-FAC + CG on the tiny model: accuracy against CG steps")
     rho = summary[summary["measure"] == "spearman"]
     parts = []
-    for fisher, group in rho.groupby("fisher"):
-        for damping, line in group.groupby("damping"):
-            line = line.set_index("steps")["value"]
-            reach = line[line >= 0.9]
-            first = f"ρ ≥ 0.9 from step {int(reach.index.min())}" if len(reach) else "ρ < 0.9 at every step"
-            parts.append(
-                f"{fisher} Fisher, λ = {damping:g}: ρ = {line.iloc[0]:.3f} at step 0 (EK-FAC), "
-                f"{line.iloc[-1]:.3f} after {int(line.index.max())} steps, {first}"
-            )
+    for (preconditioner, fisher, damping), line in rho.groupby(["preconditioner", "fisher", "damping"]):
+        line = line.set_index("steps")["value"]
+        reach = line[line >= 0.9]
+        first = f"ρ ≥ 0.9 from step {int(reach.index.min())}" if len(reach) else "ρ < 0.9 at every step"
+        parts.append(
+            f"{preconditioner} preconditioner, {fisher} Fisher, λ = {damping:g}: ρ = {line.iloc[0]:.3f} at step 0 "
+            f"(EK-FAC), {line.iloc[-1]:.3f} after {int(line.index.max())} steps, {first}"
+        )
     return (
-        "Spearman ρ (left) and relative error (right) of EK-FAC + CG's influence against the exact influence on the "
-        "tiny model, after each CG step from the EK-FAC solution; solid: true Fisher, dashed: empirical; mean "
-        "over queries with 95% t intervals. " + "; ".join(parts) + "."
+        "Spearman ρ and relative error of EK-FAC + CG's influence against the exact influence on the tiny model "
+        "after each CG step from the EK-FAC solution, with the damped EK-FAC inverse as CG's preconditioner and "
+        "without one; solid: true Fisher, dashed: empirical; mean over queries with 95% t intervals. "
+        + "; ".join(parts)
+        + "."
     )
 
 
