@@ -31,7 +31,8 @@ from influence.engine.eigen import eigendecompose  # noqa: E402
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction  # noqa: E402
 from influence.engine.model import select_layers  # noqa: E402
 from influence.engine.precondition import Damping, precondition_queries  # noqa: E402
-from influence.engine.refine import DampedFisher, EkfacInverse, Refine, RefinementSet, refine_queries  # noqa: E402
+from influence.engine.refine import DampedFisher, EkfacInverse, Refine, refine_queries  # noqa: E402
+from influence.engine.refinement_set import RefinementSet  # noqa: E402
 from influence.engine.scores import score_many  # noqa: E402
 
 

@@ -11,7 +11,8 @@ from influence.engine.eigen import eigendecompose
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
 from influence.engine.model import select_layers
 from influence.engine.precondition import Damping, precondition_queries
-from influence.engine.refine import DampedFisher, Refine, RefinementSet, refine_queries
+from influence.engine.refine import DampedFisher, Refine, refine_queries
+from influence.engine.refinement_set import RefinementSet
 from influence.evaluation.exact import ExactFisher, fitting_gradients, query_gradient_matrix
 
 F64 = torch.float64

@@ -1,12 +1,15 @@
-"""ekfac_cg: EK-FAC-preconditioned conjugate gradients on (F + λI) x_q = ∇L_q, all queries at once.
+"""ekfac_cg: conjugate gradients from the EK-FAC solution on (F + λI) x_q = ∇L_q, all queries at once.
 
 F is the curvature the factors describe, with no Kronecker approximation: the Fisher of the summed
 sequence loss over every tracked parameter (cross-layer terms included),
     F v = (1/N) Σ_n g_n (g_nᵀ v),   g_nᵀ v = Σ_layers ⟨G_n^l, V^l⟩,   G_n^l = Σ_t g_t a_tᵀ,
 on N refinement sequences whose labels are drawn as the factors draw them (true Fisher: the model's
 samples, seeded per batch with factors.batch_seed; empirical: the data's). λ is EK-FAC's per layer
-(precondition.Damping on Λ). CG starts from the EK-FAC solution and is preconditioned by the damped
-EK-FAC inverse, so 0 steps is `ekfac` exactly. One product with F serves all Q queries: per group of
+(precondition.Damping on Λ). CG starts from the EK-FAC solution, so 0 steps is `ekfac` exactly, and is
+preconditioned by the damped EK-FAC inverse (`preconditioner="ekfac"`) or by 1/λ ("none": plain CG). F has
+rank ≤ N, so plain CG is exact after N + 1 steps; the EK-FAC preconditioner is a Jacobi preconditioner in
+the Kronecker eigenbasis, which spreads the low-rank-plus-λ spectrum and needed more steps on the
+evaluation's tiny model (hence the default "none"). One product with F serves all Q queries: per group of
 sequences, c (b, Q) = G_flat · V_flatᵀ summed over layers, then out += cᵀ · G_flat — two contractions as
 costly as scoring the group against the queries at full rank, plus forming G when it is not cached.
 
@@ -26,15 +29,11 @@ from tqdm.auto import tqdm
 
 from . import names
 from .cg import Vector, conjugate_gradients
-from .data import split_batch
-from .factors import MAX_TOKENS, FactorSums, batch_seed, micro_batch_tokens, rotations_for
-from .hooks import LayerCapture
-from .model import TrackedLayer, layer_devices, output_device
+from .factors import MAX_TOKENS, FactorSums, rotations_for
+from .model import TrackedLayer, layer_devices
 from .precondition import Damping, Preconditioned, _final_form, query_gradients
+from .refinement_set import RefinementSet
 
-# Per-sequence gradients formed at once from cached or recomputed (a, g): b sequences × all layers.
-GROUP_BYTES = 2**28
-CACHE_MODES = ("gradients", "activations", "recompute")
 PRECONDITIONERS = ("ekfac", "none")
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class Refine:
     """CG settings: step limit, relative-residual tolerance per query, block-diagonal F, memory for the cache,
     queries per solve (each solve re-reads the refinement set every step)."""
 
-    steps: int = 10
+    steps: int = 100
     tolerance: float = 1e-3
     block_diagonal: bool = False
     cache_bytes: int = 4 * 2**30
@@ -52,7 +51,7 @@ class Refine:
     # CG's preconditioner: "ekfac" (the damped EK-FAC inverse) or "none" (1/λ per layer: plain CG when λ is
     # one number). F has rank ≤ N, so plain CG is exact after N + 1 steps; EK-FAC spreads the spectrum of
     # the preconditioned operator and can need more steps (measured in the evaluation's ihvp_steps).
-    preconditioner: str = "ekfac"
+    preconditioner: str = "none"
 
     @classmethod
     def from_settings(cls, settings: dict) -> Refine:
@@ -72,96 +71,6 @@ class Refine:
             raise ValueError(f"refine steps must be ≥ 0 and tolerance ≥ 0, got {self.steps}, {self.tolerance}.")
         if self.preconditioner not in PRECONDITIONERS:
             raise ValueError(f"refine preconditioner must be one of {PRECONDITIONERS}, got {self.preconditioner!r}.")
-
-
-def captured_pairs(
-    model, layers, batches: Sequence[dict], fisher: str, seed: int, dtype, max_tokens, rotations: dict | None = None
-) -> Iterator:
-    """{layer: (a, g)} per micro-batch, with the labels factors.fit_factor_sums draws for the same batches;
-    with `rotations` in the Kronecker eigenbasis, (a Q_A, g Q_S), so G comes out as Q_Sᵀ G Q_A."""
-    max_tokens = micro_batch_tokens(model, max_tokens)
-    generator = torch.Generator(device=output_device(model))
-    current: dict = {}
-    rotated: dict = {}  # gate_proj and up_proj share their input and Q_A: rotate it once
-
-    def keep(name, a, g):
-        if rotations is not None:
-            q_a, q_s = rotations[name]
-            if (id(a), id(q_a)) not in rotated:
-                rotated[id(a), id(q_a)] = a @ q_a  # (B, T, d_in)
-            a, g = rotated[id(a), id(q_a)], g @ q_s  # (B, T, d_in), (B, T, d_out)
-        current[name] = (a, g)
-
-    with LayerCapture(model, layers, keep, dtype) as capture:
-        for index, batch in enumerate(batches):
-            generator.manual_seed(batch_seed(seed, index))
-            for micro in split_batch(batch, max_tokens):
-                capture.run(micro, fisher, generator)
-                yield dict(current)
-                current.clear()
-                rotated.clear()
-
-
-class RefinementSet:
-    """The refinement sequences' per-sequence gradients {layer: (b, d_out·d_in)}, group by group
-    (in the Kronecker eigenbasis given `rotations`)."""
-
-    def __init__(
-        self,
-        model,
-        layers,
-        batches,
-        fisher,
-        seed,
-        dtype,
-        cache_bytes,
-        max_tokens=MAX_TOKENS,
-        mode="auto",
-        progress=True,
-        rotations=None,
-    ):
-        self.layers, self.dtype = layers, dtype
-        self._rerun = lambda: captured_pairs(model, layers, batches, fisher, seed, dtype, max_tokens, rotations)
-        self.n_sequences = sum(int((b["attention_mask"].sum(1) > 0).sum()) for b in batches)
-        self.parameters = sum(layer.d_out * layer.d_in_total for layer in layers.values())
-        size = torch.finfo(dtype).bits // 8
-        tokens = sum(b["attention_mask"].numel() for b in batches)
-        width = sum(layer.d_out + layer.d_in_total for layer in layers.values())
-        self.bytes = {"gradients": self.n_sequences * self.parameters * size, "activations": tokens * width * size}
-        if mode == "auto":  # G makes the fastest steps; a and g are smaller when sequences are shorter than layers
-            mode = next((m for m in ("gradients", "activations") if self.bytes[m] <= cache_bytes), "recompute")
-        if mode not in CACHE_MODES:
-            raise ValueError(f"refinement cache mode must be 'auto' or one of {CACHE_MODES}, got {mode!r}.")
-        self.mode = mode
-        self._cache = None
-        if self.mode != "recompute":
-            pairs = tqdm(self._rerun(), desc="capture refinement set", unit="micro-batch", disable=not progress)
-            self._cache = [self._flat(p) for p in pairs] if self.mode == "gradients" else list(pairs)
-
-    def describe(self) -> str:
-        gb = {m: f"{b / 2**30:.3g} GB" for m, b in self.bytes.items()}
-        return (
-            f"ekfac_cg refinement set: {self.n_sequences} sequences, {self.parameters} parameters; per-sequence "
-            f"gradients {gb['gradients']}, activations {gb['activations']}: mode {self.mode!r} "
-            + {
-                "gradients": "(per-sequence gradients cached: no model pass per step)",
-                "activations": "(a and g cached: no model pass per step, G formed per step)",
-                "recompute": "(nothing fits the cache: one model pass over the set per step)",
-            }[self.mode]
-        )
-
-    def _flat(self, pairs: dict) -> dict[str, torch.Tensor]:
-        return {name: (g.transpose(1, 2) @ a).flatten(1) for name, (a, g) in pairs.items()}  # (B, d_out·d_in)
-
-    def gradients(self) -> Iterator[dict[str, torch.Tensor]]:
-        if self.mode == "gradients":
-            yield from self._cache
-            return
-        step = max(1, GROUP_BYTES // (self.parameters * torch.finfo(self.dtype).bits // 8))
-        for pairs in self._cache if self.mode == "activations" else self._rerun():
-            rows = next(iter(pairs.values()))[0].shape[0]
-            for start in range(0, rows, step):
-                yield self._flat({n: (a[start : start + step], g[start : start + step]) for n, (a, g) in pairs.items()})
 
 
 class DampedFisher:
