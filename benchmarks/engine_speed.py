@@ -102,7 +102,7 @@ def run_baseline(name: str) -> dict:
 def run_ours(name: str) -> dict:
     """Each phase reads its inputs from and writes its outputs to disk, as the workflow's rules do,
     so a phase's peak RSS is what its rule needs (load and save times count)."""
-    from influence.engine import io
+    from influence.engine import io, names
     from influence.engine.eigen import eigendecompose
     from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
     from influence.engine.model import select_layers
@@ -129,13 +129,13 @@ def run_ours(name: str) -> dict:
         io.save_factor_sums(
             path["covariance"],
             fit_covariance(model, layers, fit, "true", seed=0, progress=False),
-            "covariance",
+            names.KIND_COVARIANCE,
             "bench",
             {},
         )
 
     def eigen():
-        sums = io.load_factor_sums(path["covariance"], "covariance")
+        sums = io.load_factor_sums(path["covariance"], names.KIND_COVARIANCE)
         eigen, counts = eigendecompose(sums, progress=False), (sums.n_tokens, sums.n_sequences)
         del sums  # as the rule script does: the sums are not needed while saving
         io.save_eigen(path["eigen"], eigen, "bench", {}, *counts)
@@ -144,7 +144,7 @@ def run_ours(name: str) -> dict:
         sums = fit_eigenvalue_correction(
             model, layers, io.load_eigen(path["eigen"]), fit, "true", seed=1, progress=False
         )
-        io.save_factor_sums(path["lambda"], sums, "eigenvalue_correction", "bench", {})
+        io.save_factor_sums(path["lambda"], sums, names.KIND_CORRECTION, "bench", {})
 
     def precondition_then(score, rank=None):
         start = time.perf_counter()
@@ -155,7 +155,7 @@ def run_ours(name: str) -> dict:
             query,
             estimator="ekfac",
             eigen=io.load_eigen(path["eigen"]),
-            correction=io.load_factor_sums(path["lambda"], "eigenvalue_correction"),
+            correction=io.load_factor_sums(path["lambda"], names.KIND_CORRECTION),
             rank=rank,
             progress=False,
         )
