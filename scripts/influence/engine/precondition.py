@@ -153,7 +153,7 @@ def precondition_queries(
                 curvature = curvature.to(dtype=dtype, device=grad.device)
                 result.damping[name] = damping.for_layer(curvature)
                 grad = grad / (curvature + result.damping[name])  # still in the eigenbasis
-            parts[name].append(_final_form(grad, rotations[name] if needs_factors else None, rank))
+            parts[name].append(final_form(grad, rotations[name] if needs_factors else None, rank))
     for name, pieces in parts.items():
         result.layers[name] = {
             k: torch.cat([p[k] for p in pieces]) if len(pieces) > 1 else pieces[0][k] for k in pieces[0]
@@ -161,7 +161,7 @@ def precondition_queries(
     return result
 
 
-def _final_form(grad: torch.Tensor, rotation: tuple | None, rank: int | None) -> dict[str, torch.Tensor]:
+def final_form(grad: torch.Tensor, rotation: tuple | None, rank: int | None) -> dict[str, torch.Tensor]:
     """Rotate back to parameter space, at full rank or as rank-r factors.
 
     Truncating in the eigenbasis is exact (rotations keep singular values) and

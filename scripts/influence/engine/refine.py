@@ -31,7 +31,7 @@ from . import names
 from .cg import Vector, conjugate_gradients
 from .factors import MAX_TOKENS, FactorSums, rotations_for
 from .model import TrackedLayer, layer_devices
-from .precondition import Damping, Preconditioned, _final_form, query_gradients
+from .precondition import Damping, Preconditioned, final_form, query_gradients
 from .refinement_set import RefinementSet
 
 PRECONDITIONERS = ("ekfac", "none")
@@ -191,7 +191,7 @@ def refine_queries(
             )
         del b
         for name in layers:
-            parts[name].append(_final_form(x.pop(name), inverse.rotations[name], rank))  # back from the eigenbasis
+            parts[name].append(final_form(x.pop(name), inverse.rotations[name], rank))  # back from the eigenbasis
     for name, pieces in parts.items():
         result.layers[name] = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
     return result
