@@ -271,8 +271,8 @@ def test_ekfac_cg_preconditions_from_the_fitting_sample_and_starts_at_ekfac(tiny
     config = tmp / "config_cg.yaml"
     base = yaml.safe_load(tiny_config(tmp, query_rank=None).read_text())
     outputs = {}
-    for steps, estimator in ((0, "ekfac_cg"), (None, "ekfac")):
-        base["scoring"] = {**base["scoring"], "estimator": estimator, "refine": {"steps": steps or 5}}
+    for steps, estimator in ((0, "ekfac_cg"), (5, "ekfac")):  # ekfac ignores the refine settings
+        base["scoring"] = {**base["scoring"], "estimator": estimator, "refine": {"steps": steps}}
         config.write_text(yaml.safe_dump(base))
         target = f"results/tiny/{queries.format(estimator)}"
         jobs = planned_jobs("--configfile", config, "--directory", tmp, target)

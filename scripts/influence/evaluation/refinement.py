@@ -104,23 +104,14 @@ STEPS_COLUMNS = {
 
 
 def summarise_steps(steps: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% t interval of each measure per Fisher, damping and step (columns: STEPS_COLUMNS)."""
+    """Mean and 95% t interval of each measure per Fisher, damping, preconditioner and step (STEPS_COLUMNS)."""
     rows = []
-    for (fisher, damping, step), group in steps.groupby(["fisher", "damping", "steps"], sort=True):
+    keys = ["fisher", "damping", "preconditioner", "steps"]
+    for key, group in steps.groupby(keys, sort=True):
         for measure in ("spearman", "relative_error", "relative_residual"):
             mean, low, high, n = t_interval(group[measure].to_numpy())
-            rows.append(
-                dict(
-                    fisher=fisher,
-                    damping=damping,
-                    steps=step,
-                    measure=measure,
-                    value=mean,
-                    ci_low=low,
-                    ci_high=high,
-                    n=n,
-                )
-            )
+            values = {"measure": measure, "value": mean, "ci_low": low, "ci_high": high, "n": n}
+            rows.append({**dict(zip(keys, key)), **values})
     return pd.DataFrame(rows, columns=list(STEPS_COLUMNS))
 
 
