@@ -226,6 +226,13 @@ def ihvp_settings():
     return settings
 
 
+def eval_scoring(wildcards) -> dict:
+    """The evaluation's scoring settings for one model; `refine` (scoring.refine) only where ekfac_cg is scored."""
+    settings = dict(EVAL_SETTINGS["scoring"])
+    refine = config["scoring"]["refine"] if wildcards.model in settings.pop("cg_models") else None
+    return {**settings, "refine": refine}
+
+
 def eval_outputs(pattern, models=False):
     """Every seed's (and model's) copy of a per-seed output."""
     if models:

@@ -21,7 +21,7 @@ rule fact_scores:
         **GPU_JOB,
     params:
         **model_params(),
-        scoring={**EVAL_SETTINGS["scoring"], "refine": config["scoring"]["refine"]},
+        scoring=eval_scoring,
         max_tokens=EVAL_SETTINGS["max_tokens"],
     script:
         "../scripts/fact_scores.py"

@@ -19,7 +19,7 @@ TINY_EVALUATION = {
     "finetune": {"max_epochs": 1},
     "scoring": {"query_rank": 8},
     "lds": {"n_subsets": 5},
-    "ihvp": {"dampings": [0.1, 1.0], "headline_damping": 0.1, "lissa": {"depth": 200}},
+    "ihvp": {"dampings": [0.1, 1.0], "headline_damping": 0.1, "lissa": {"depth": 200}, "cg_steps": 10},
 }
 EVAL_RULES = (
     "planted_corpus",
@@ -121,6 +121,13 @@ def test_evaluation_figures_and_tables(evaluation):
         assert len(pd.read_parquet(evaluation / f"{name}.parquet")) > 0
     ihvp = pd.read_parquet(evaluation / "seed~0" / "tiny" / "ihvp.parquet")
     assert set(ihvp["fisher"]) == {"true", "empirical"} and set(ihvp["damping"]) == {0.1, 1.0}
+    assert "ekfac_cg" in set(ihvp["estimator"])
+    steps = pd.read_parquet(evaluation / "ihvp_steps.parquet")
+    assert set(steps["preconditioner"]) == {"ekfac", "none"} and steps["steps"].max() >= 10
+    assert (evaluation / "ihvp_steps.png").stat().st_size > 10_000
+    for model, scored in (("tiny", True), ("finetuned", False)):  # evaluation.scoring.cg_models: [tiny]
+        estimators = set(pd.read_parquet(evaluation / "seed~0" / model / "scores.parquet")["estimator"])
+        assert ("ekfac_cg" in estimators) == scored and "ekfac" in estimators
     outcomes = pd.read_parquet(evaluation / "seed~0" / "tiny" / "lds_outcomes.parquet")
     subsets = pd.read_parquet(evaluation / "seed~0" / "tiny" / "lds_subsets.parquet")
     assert outcomes["subset"].nunique() == 5 and (subsets.groupby("subset").size() == 10).all()  # half of 20

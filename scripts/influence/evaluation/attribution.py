@@ -26,7 +26,7 @@ QUERY_BATCH = 2
 
 def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int]], settings: dict) -> dict:
     """{estimator: (Q, N) scores} for the engine's estimators; settings: batch_size, seed, damping, query_rank,
-    refine (scoring.refine: steps, tolerance, block_diagonal, cache_gb; the refinement set is the corpus)."""
+    refine (scoring.refine, the refinement set being the corpus; None skips ekfac_cg)."""
     batches = list(iter_batches(sequences, settings["batch_size"], tokenizer.pad_token_id or 0))
     covariance = fit_covariance(model, layers, batches, "true", settings["seed"])
     eigen = eigendecompose(covariance)
@@ -35,8 +35,10 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
     ids, out = [q.id for q in queries], {}
     for estimator in SCORING_ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
         damping = Damping(**settings["damping"])
+        if estimator == "ekfac_cg" and settings.get("refine") is None:
+            continue  # not scored on this model (evaluation.scoring.cg_models)
         if estimator == "ekfac_cg":  # one CG per 8 queries: one pass over the corpus per step serves them all
-            options = Refine.from_settings({"query_chunk": 8, **settings.get("refine", {})})
+            options = Refine.from_settings({"query_chunk": 8, **settings["refine"]})
             pre = refine_queries(
                 model,
                 layers,
