@@ -70,18 +70,24 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
     assert list(table.columns) == TABLE_COLUMNS
     tracing = table[table["measure"] == "recall_at_10"]
     for model in ("tiny", "finetuned"):
-        assert set(tracing[tracing["model"] == model]["estimator"]) == {
-            "ekfac",
-            "kfac",
-            "identity",
-            "cosine",
-            "repsim",
-            "tfidf",
-            "bm25",
-        }
+        cg = {"ekfac_cg"} if model == "tiny" else set()  # evaluation.scoring.cg_models: [tiny]
+        assert (
+            set(tracing[tracing["model"] == model]["estimator"])
+            == {
+                "ekfac",
+                "kfac",
+                "identity",
+                "cosine",
+                "repsim",
+                "tfidf",
+                "bm25",
+            }
+            | cg
+        )
     assert set(tracing["variant"]) == {"all", "original", "paraphrase", "translated", "flipped"}
     assert set(table[table["measure"] == "spearman"]["estimator"]) == {
         "ekfac",
+        "ekfac_cg",
         "kfac",
         "identity",
         "lissa",
