@@ -28,6 +28,7 @@ include: "rules/analysis.smk"
 include: "rules/sweep.smk"
 include: "rules/evaluate.smk"
 include: "rules/evaluate_measures.smk"
+include: "rules/index.smk"
 
 
 # Light rules (HTML and figures from small tables) run where Snakemake runs, not as cluster jobs.
@@ -36,6 +37,7 @@ localrules:
     report,
     paper_figures,
     sample_figures,
+    index_figures,
 
 
 rule all:

@@ -1,11 +1,19 @@
-"""Speed and memory of the engine against kronfluence 1.0.1, phase by phase, in one run.
+"""Speed and memory of the engine against kronfluence 1.0.1 and bergson 2.5.1, phase by phase, in one run.
 
-    python -m benchmarks.engine_speed                 # W1 and W2, both engines
+    python -m benchmarks.engine_speed                 # W1 and W2, all three engines
     python -m benchmarks.engine_speed --workloads W1  # just the small one
 
 Each engine and the baseline passes run in their own subprocess, one after
-the other, so peak RSS is per engine and neither inherits the other's heap.
-Both engines see identical data and the same label sampler (inverse CDF).
+the other, so peak RSS is per engine and none inherits another's heap.
+All engines see identical data, batches of 32 and the same label sampler: the
+true Fisher's labels are drawn by inverse CDF from the model's softmax at every
+labelled position (influence.engine.data.summed_loss), ours seeded per batch,
+kronfluence's and bergson's from one generator used batch after batch (their
+own loss functions are replaced by this one; bergson's would call
+torch.multinomial, ~10x slower over a 49k vocabulary). bergson runs as its
+`hessian_pipeline` does (weights frozen, input embeddings trainable, float32
+factors); its phases are its own collectors, and it has no rank-r or per-token
+query scores, so its table cells for those phases are empty.
 Ratios ("× pass") divide a phase's time by one plain forward+backward pass
 (all weights trainable) over the tokens that phase reads; the ideal pipeline
 is 2 × fitting + 1 × candidates passes (covariance, correction, scores).
@@ -39,6 +47,7 @@ PHASES = ["covariance", "eigendecomposition", "eigenvalue_correction", "scores_f
 PIPELINE = PHASES[:4]
 RANK = 32
 BATCH = 32
+ROLES = ["baseline", "ours", "kronfluence", "bergson"]
 CACHE = ROOT / "benchmarks" / ".cache"
 
 
@@ -210,6 +219,16 @@ def run_kronfluence(name: str) -> dict:
     )
 
 
+def run_bergson(name: str) -> dict:
+    from benchmarks.bergson_adapter import run_bergson as run
+
+    model, module_names, fit, cand, query = workload(name)
+    gen = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(model, module_names, fit, cand, query, fisher="true", output_dir=tmp, generator=gen)
+    return dict(seconds=result.phase_seconds, peaks=result.phase_peak_rss_mb, full=result.scores.tolist())
+
+
 def rank_agreement(full, rank) -> tuple[float, float]:
     """Relative L2 error and mean Spearman of rank-r against full-rank scores, over queries."""
     from scipy.stats import spearmanr
@@ -230,26 +249,43 @@ def in_subprocess(role: str, name: str) -> dict:
         return json.loads(Path(out.name).read_text())
 
 
-def report(name: str, base: dict, ours: dict, theirs: dict) -> None:
+def report(name: str, base: dict, engines: dict[str, dict]) -> None:
+    """One table per workload: seconds, speed-up of ours over each peer (peer s / ours s), multiples
+    of one forward+backward pass, and peak RSS; a peer without a phase shows "—"."""
     one = base["pass"]  # fitting and candidate sets have the same size in both workloads
+    peers = [e for e in engines if e != "ours"]
+    ours = engines["ours"]
     print(f"\n## {name}: one forward+backward {one:.1f} s (frozen weights {base['frozen_pass']:.1f} s)\n")
-    print(
-        "| phase | ours s | kronfluence s | speed-up | ours × pass | kronfluence × pass | ours peak RSS MB | kronfluence peak RSS MB |"
+    cols = (
+        [f"{e} s" for e in engines]
+        + [f"speed-up vs {e}" for e in peers]
+        + [f"{e} × pass" for e in engines]
+        + [f"{e} peak RSS MB" for e in engines]
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("| phase | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+
+    def cell(value, fmt, unit=""):
+        return "—" if value is None else format(value, fmt) + unit
+
     for phase in PHASES:
-        a, b = ours["seconds"][phase], theirs["seconds"][phase]
-        print(
-            f"| {phase} | {a:.1f} | {b:.1f} | {b / a:.2f}× | {a / one:.2f} | {b / one:.2f} | "
-            f"{ours['peaks'][phase]:.0f} | {theirs['peaks'][phase]:.0f} |"
-        )
+        secs = {e: r["seconds"].get(phase) for e, r in engines.items()}
+        row = [cell(secs[e], ".1f") for e in engines]
+        row += [cell(secs[e] / secs["ours"] if secs[e] else None, ".2f", "×") for e in peers]
+        row += [cell(secs[e] / one if secs[e] else None, ".2f") for e in engines]
+        row += [cell(r["peaks"].get(phase), ".0f") for r in engines.values()]
+        print(f"| {phase} | " + " | ".join(row) + " |")
     for label, phases in (("pipeline (first four)", PIPELINE), ("all six phases", PHASES)):
-        a, b = (sum(r["seconds"][p] for p in phases) for r in (ours, theirs))
         ideal = 3 * one if phases is PIPELINE else 5 * one
-        print(
-            f"| **{label}** | {a:.1f} | {b:.1f} | {b / a:.2f}× | {a / ideal:.2f} of ideal | {b / ideal:.2f} of ideal | "
-            f"{max(ours['peaks'].values()):.0f} | {max(theirs['peaks'].values()):.0f} |"
-        )
+        totals = {
+            e: sum(r["seconds"][p] for p in phases) if all(p in r["seconds"] for p in phases) else None
+            for e, r in engines.items()
+        }
+        row = [cell(totals[e], ".1f") for e in engines]
+        row += [cell(totals[e] / totals["ours"] if totals[e] else None, ".2f", "×") for e in peers]
+        row += [cell(totals[e] / ideal if totals[e] else None, ".2f", " of ideal") for e in engines]
+        row += [cell(max(r["peaks"][p] for p in phases) if totals[e] else None, ".0f") for e, r in engines.items()]
+        print(f"| **{label}** | " + " | ".join(row) + " |")
     print(
         f"\nideal = 2 × fitting + 1 × candidates passes for the pipeline, + 2 × candidates for all six; "
         f"frozen-weight ideal of the pipeline {3 * base['frozen_pass']:.1f} s."
@@ -258,30 +294,41 @@ def report(name: str, base: dict, ours: dict, theirs: dict) -> None:
         f"ours: query preconditioning full rank {ours['seconds']['precondition_None']:.2f} s, "
         f"rank {RANK} {ours['seconds'][f'precondition_{RANK}']:.2f} s (inside the score phases)"
     )
-    for label, result in (("ours", ours), ("kronfluence", theirs)):
-        rel, rho = rank_agreement(result["full"], result["rank"])
-        print(f"{label}: rank-{RANK} vs full rank: relative L2 {rel:.4f}, mean Spearman {rho:.4f}")
-    rel, rho = rank_agreement(theirs["full"], ours["full"])
-    print(
-        f"ours vs kronfluence full-rank scores (true Fisher, independent samples): relative L2 {rel:.3f}, "
-        f"mean Spearman {rho:.3f}"
-    )
+    for label, result in engines.items():
+        if "rank" in result:
+            rel, rho = rank_agreement(result["full"], result["rank"])
+            print(f"{label}: rank-{RANK} vs full rank: relative L2 {rel:.4f}, mean Spearman {rho:.4f}")
+    for peer in peers:
+        rel, rho = rank_agreement(engines[peer]["full"], ours["full"])
+        print(
+            f"ours vs {peer} full-rank scores (true Fisher, independent samples): relative L2 {rel:.3f}, "
+            f"mean Spearman {rho:.3f}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=["W1", "W2"])
-    parser.add_argument("--role", choices=["baseline", "ours", "kronfluence"])
-    parser.add_argument("--out")
+    parser.add_argument("--role", choices=ROLES)
+    parser.add_argument("--engines", nargs="+", default=ROLES[1:], choices=ROLES[1:])
+    parser.add_argument("--out", help="child: where to write its JSON; parent: also save every raw result here")
     args = parser.parse_args()
     if args.role:  # a child: one engine on one workload
-        runner = {"baseline": run_baseline, "ours": run_ours, "kronfluence": run_kronfluence}[args.role]
+        runner = {"baseline": run_baseline, "ours": run_ours, "kronfluence": run_kronfluence, "bergson": run_bergson}[
+            args.role
+        ]
         Path(args.out).write_text(json.dumps(runner(args.workloads[0])))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, batch {BATCH}")
+    raw = {}
     for name in args.workloads:
-        results = {role: in_subprocess(role, name) for role in ("baseline", "ours", "kronfluence")}
-        report(name, results["baseline"], results["ours"], results["kronfluence"])
+        base = in_subprocess("baseline", name)
+        engines = {"ours": in_subprocess("ours", name)}
+        engines.update({e: in_subprocess(e, name) for e in args.engines if e != "ours"})
+        report(name, base, engines)
+        raw[name] = dict(baseline=base, **engines)
+        if args.out:
+            Path(args.out).write_text(json.dumps(raw))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,28 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-validate(config, "schemas/config.schema.yaml")  # fills every default, stops on unknown keys
+def config_problem(error) -> str:
+    """One line for a schema violation: the key, what is wrong, and for an unknown key the allowed ones."""
+    key = ".".join(map(str, error.absolute_path)) or "config"
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        where = f"in {key}" if error.absolute_path else "at the top level"
+        return f"unknown config key {', '.join(map(repr, unknown))} {where}; allowed keys: {', '.join(allowed)}."
+    described = error.schema.get("description")
+    return f"config key {key}: {error.message}" + (f" ({described})" if described else "") + "."
+
+
+try:
+    validate(config, "schemas/config.schema.yaml")  # fills every default, stops on unknown keys
+except Exception as error:  # noqa: BLE001 (snakemake.utils raises its own WorkflowError class)
+    # Snakemake's message dumps the whole schema (~1,400 lines); name the key in one line instead.
+    problem = error.__context__ if hasattr(error.__context__, "validator") else None
+    if problem is None:
+        raise
+    raise WorkflowError(config_problem(problem)) from None
+if not Path("results", config["run"]).resolve().is_relative_to(Path("results").resolve()):
+    raise WorkflowError(f"run {config['run']!r} must be a single folder name: every output goes under results/<run>/.")
 
 # Rule scripts find the library next to them (Snakemake puts a script's folder on sys.path);
 # the workflow itself reads a few constants from it.
@@ -30,10 +51,26 @@ SHIPPED_QUERIES = str(Path(workflow.basedir) / "scripts/influence/resources/quer
 if config["model"]["layers_name"] in config["sweep"]["layers"]:
     raise WorkflowError(f"sweep.layers repeats model.layers_name {config['model']['layers_name']!r}; rename one.")
 LAYER_SETS = {config["model"]["layers_name"]: config["model"]["layers"], **config["sweep"]["layers"]}
+for _key, _pattern in [("model.layers", config["model"]["layers"])] + [
+    (f"sweep.layers.{name}", regex) for name, regex in config["sweep"]["layers"].items()
+]:
+    try:  # a bad regex stops here, naming its key, not deep inside a job as a raw re.error
+        re.compile(_pattern)
+    except re.error as error:
+        raise WorkflowError(f"{_key} {_pattern!r} is not a valid regular expression: {error}.")
+
+
+def index_name() -> str:
+    """The gradient index's directory: every setting that changes the projected vectors (rules/index.smk)."""
+    i = config["index"]
+    return f"k~{i['k'] or 'full'}_dim~{i['dim'] or 'none'}_{i['kind']}_seed~{i['seed']}_{i['dtype']}_n~{i['max_sequences'] or 'all'}"
 
 
 def setting_names(point: dict) -> dict:
-    return run_settings.setting_names(point, config["scoring"]["damping"]["mode"])
+    names_of = run_settings.setting_names(point, config["scoring"]["damping"]["mode"])
+    if config["scoring"]["candidates"] == "index":  # the index's top-n, rescored exactly
+        names_of["scores"] = f"{names_of['queries']}_index~{index_name()}_top~{config['index']['top_n']}"
+    return names_of
 
 
 POINTS = run_settings.sweep_points(config)
@@ -75,7 +112,10 @@ def factors_dir(wildcards) -> str:
 
 
 def candidates_path(wildcards) -> str:
-    return f"{RUN}/tfidf/top_k~{PARAMS_OF[wildcards.setting]['top_k']}/candidates.parquet"
+    point = PARAMS_OF[wildcards.setting]
+    if config["scoring"]["candidates"] == "index":
+        return f"{RUN}/index/{index_name()}/{setting_names(point)['queries']}/candidates.parquet"
+    return f"{RUN}/tfidf/top_k~{point['top_k']}/candidates.parquet"
 
 
 def preconditioned_path(wildcards) -> str:
@@ -121,6 +161,17 @@ def sample_factor_inputs(wildcards) -> dict:
 QUERIES = f"{RUN}/queries/{{setting}}"
 SCORES = f"{RUN}/scores/{{setting}}"
 SHARDS = list(range(config["scoring"]["n_shards"]))
+if config["fitting"]["n_sequences"] is not None:
+    # More shards than batches would leave shards without a batch: cap them (the factors are the same).
+    _batches = -(-config["fitting"]["n_sequences"] // config["fitting"]["batch_size"])
+    if config["fitting"]["n_shards"] > _batches:
+        print(
+            f"fitting.n_shards {config['fitting']['n_shards']} exceeds the {_batches} batch(es) of "
+            f"fitting.n_sequences {config['fitting']['n_sequences']} / fitting.batch_size "
+            f"{config['fitting']['batch_size']}: fitting in {_batches} shard(s).",
+            file=sys.stderr,
+        )
+        config["fitting"]["n_shards"] = _batches
 FIT_SHARDS = list(range(config["fitting"]["n_shards"]))
 FISHER = "true" if config["fitting"]["fisher"] is True else "empirical"
 
@@ -139,6 +190,17 @@ def model_source():
         return str(default_gguf_path())
     except FileNotFoundError as error:
         raise WorkflowError(f"the default model: {error}") from None
+
+
+def source_files(source: str) -> dict:
+    """Size and modification time (ns) of each file of the model source (a directory's top-level files).
+
+    Snakemake sees only a directory's own time stamp, which does not change when a weight file is
+    overwritten in place; as a param of prepare_model this reruns it (and everything after it) then.
+    """
+    path = Path(source)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
 
 
 def corpus_source():
@@ -238,3 +300,37 @@ def eval_outputs(pattern, models=False):
     if models:
         return expand(f"{EVAL_SEED}/{{model}}/{pattern}", seed=EVAL_SEEDS, model=EVAL_MODELS)
     return expand(f"{EVAL_SEED}/{pattern}", seed=EVAL_SEEDS)
+
+
+# The compressed gradient index (rules/index.smk): shards per layer set, then one directory per query setting.
+INDEX_ROOT = f"{RUN}/index/{index_name()}"
+INDEX_SHARDS = list(range(config["index"]["n_shards"]))
+INDEX_QUERY = f"{INDEX_ROOT}/{{setting}}"  # setting: a query setting (layers, estimator, damping, rank)
+INDEX_FIGURES = ["index_tfidf_recall"]
+ACCURACY_FIGURES = ["projection_accuracy"]
+
+
+def index_projection() -> dict:
+    return {key: config["index"][key] for key in ("k", "dim", "seed", "kind")}
+
+
+def index_shards(wildcards) -> list[str]:
+    """Every shard of the index over the query setting's layer set."""
+    layers = PARAMS_OF[wildcards.setting]["layers"]
+    return expand(f"{INDEX_ROOT}/layers~{layers}/shard_{{shard}}.safetensors", shard=INDEX_SHARDS)
+
+
+def index_query_outputs() -> dict:
+    """The full score matrix only when index.score_matrix asks for it."""
+    return {"scores": f"{INDEX_QUERY}/scores.parquet"} if config["index"]["score_matrix"] else {}
+
+
+def index_targets() -> dict:
+    """The run's own query setting against the index, its TF-IDF comparison and the projection accuracy."""
+    point = POINTS[0]
+    names_of = setting_names(point)
+    return {
+        "top": f"{INDEX_ROOT}/{names_of['queries']}/top.parquet",
+        "figures": f"{INDEX_ROOT}/{names_of['queries']}/index_tfidf_recall.png",
+        "accuracy": f"{INDEX_ROOT}/{names_of['sample']}/projection_accuracy.png",
+    }

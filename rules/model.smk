@@ -14,5 +14,6 @@ rule prepare_model:
         **CPU_JOB,
     params:
         **{**model_params(), "layers": LAYER_SETS},  # every layer set, checked before any work
+        source_files=source_files(model_source()),  # weights changed in place rerun this rule
     script:
         "../scripts/prepare_model.py"

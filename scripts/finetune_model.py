@@ -1,6 +1,6 @@
 """Rule finetune_model: the run's model fine-tuned on the planted corpus until it answers the facts."""
 
-import pandas as pd
+from influence.engine import io
 from influence.engine.model import load_tokenizer
 from influence.evaluation.training import completion_stats, encode_texts, train
 from influence.queries import load_queries
@@ -12,7 +12,7 @@ with rule_log(smk.log[0], "finetune_model", seed=smk.wildcards.seed, **smk.param
     f = smk.params.finetune
     model, layers, _ = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
-    texts = pd.read_parquet(smk.input.documents)["text"].tolist()
+    texts = io.read_table(smk.input.documents)["text"].tolist()
     originals = [q for q in load_queries(smk.input.queries) if q.tags.get("variant") == "original"]
 
     def learned(m) -> bool:

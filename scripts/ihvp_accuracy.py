@@ -1,7 +1,7 @@
 """Rule ihvp_accuracy: EK-FAC, EK-FAC + CG, K-FAC, identity and LiSSA scores against the exact damped-Fisher influence,
 and EK-FAC + CG's accuracy after every CG step."""
 
-import pandas as pd
+from influence.engine import io
 from influence.engine.data import iter_batches, query_batches
 from influence.engine.model import load_tokenizer
 from influence.evaluation.exact import ihvp_accuracy
@@ -15,7 +15,7 @@ with rule_log(smk.log[0], "ihvp_accuracy", seed=smk.wildcards.seed, **smk.params
     settings = smk.params.ihvp
     model, layers, _ = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
-    sequences = encode_texts(tokenizer, pd.read_parquet(smk.input.documents)["text"].tolist(), smk.params.max_tokens)
+    sequences = encode_texts(tokenizer, io.read_table(smk.input.documents)["text"].tolist(), smk.params.max_tokens)
     batches = list(iter_batches(sequences, smk.params.batch_size, tokenizer.pad_token_id))
     queries = load_queries(smk.input.queries)
     table, steps = ihvp_accuracy(
@@ -31,8 +31,8 @@ with rule_log(smk.log[0], "ihvp_accuracy", seed=smk.wildcards.seed, **smk.params
         settings["lissa"],
         {**smk.params.refine, "record_steps": settings["cg_steps"]},
     )
-    table.to_parquet(smk.output.table, index=False)
-    steps.to_parquet(smk.output.steps, index=False)
+    io.write_table(table, smk.output.table)
+    io.write_table(steps, smk.output.steps)
     stats.update(
         describe_model(model, layers),
         parameters=sum(lay.d_out * lay.d_in_total for lay in layers.values()),

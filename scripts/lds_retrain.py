@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+from influence.engine import io
 from influence.engine.model import load_tokenizer
 from influence.evaluation.training import completion_stats, encode_texts, tiny_llama, train
 from influence.queries import load_queries
@@ -11,7 +12,7 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, **smk.params) as (log, stats):
     t, lds, seed = smk.params.tiny, smk.params.lds, int(smk.wildcards.seed)
     tokenizer = load_tokenizer(smk.input.model)
-    documents = pd.read_parquet(smk.input.documents)
+    documents = io.read_table(smk.input.documents)
     queries = load_queries(smk.input.queries)
     sequences = encode_texts(tokenizer, documents["text"].tolist(), smk.params.max_tokens)
     rng = np.random.default_rng([seed, 1])
@@ -35,6 +36,6 @@ with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, **smk.params) 
         log_probs, _ = completion_stats(model, tokenizer, queries)
         subsets.append(pd.DataFrame({"subset": subset, "seq_id": documents["seq_id"].to_numpy()[keep]}))
         outcomes.append(pd.DataFrame({"subset": subset, "query_id": [q.id for q in queries], "log_prob": log_probs}))
-    pd.concat(subsets, ignore_index=True).to_parquet(smk.output.subsets, index=False)
-    pd.concat(outcomes, ignore_index=True).to_parquet(smk.output.outcomes, index=False)
+    io.write_table(pd.concat(subsets, ignore_index=True), smk.output.subsets)
+    io.write_table(pd.concat(outcomes, ignore_index=True), smk.output.outcomes)
     stats.update(subsets=lds["n_subsets"], sequences_per_subset=n_keep, queries=len(queries))

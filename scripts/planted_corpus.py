@@ -1,6 +1,7 @@
 """Rule planted_corpus: documents stating invented facts (and distractors), and the queries about them."""
 
 import yaml
+from influence.engine import io
 from influence.evaluation.planted import plant_facts
 from influence.runlog import rule_log
 
@@ -8,7 +9,7 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "planted_corpus", seed=smk.wildcards.seed, **smk.params) as (log, stats):
     p = smk.params.planted
     documents, queries = plant_facts(p["n_facts"], p["k"], p["n_distractors"], int(smk.wildcards.seed))
-    documents.to_parquet(smk.output.documents, index=False)
-    with open(smk.output.queries, "w") as handle:
+    io.write_table(documents, smk.output.documents)
+    with open(smk.output.queries, "w", encoding="utf-8") as handle:
         yaml.safe_dump(queries, handle, allow_unicode=True, sort_keys=False)
     stats.update(documents=len(documents), queries=len(queries))

@@ -1,5 +1,8 @@
 """Rule prepare_model: a plain safetensors checkpoint of the model (GGUF dequantised once)."""
 
+import json
+from pathlib import Path
+
 from influence.engine.model import fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
 from influence.runlog import describe_model, rule_log
 
@@ -11,6 +14,10 @@ with rule_log(smk.log[0], "prepare_model", source=smk.input.source, **smk.params
     sets = {name: select_layers(model, pattern) for name, pattern in smk.params.layers.items()}
     layers = next(iter(sets.values()))
     save_dequantised(model, tokenizer, smk.output.model)
+    # which source files (size, mtime in ns) this checkpoint was made from: a changed one reruns the rule
+    Path(smk.output.model, "source_files.json").write_text(
+        json.dumps({"source": str(smk.input.source), "files": smk.params.source_files}, indent=1), encoding="utf-8"
+    )
     stats.update(
         describe_model(model, layers),
         fingerprint=fingerprint(layers),

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from influence import analysis, figures
+from influence.engine import io
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -18,7 +18,7 @@ def cutoffs(n: int) -> list[int]:
 
 
 with rule_log(smk.log[0], "sample_figures", **smk.params) as (log, stats):
-    scores = pd.read_parquet(smk.input.scores)
+    scores = io.read_table(smk.input.scores)
     full = scores[scores["query_rank"] == 0]
     by_estimator = {name: table for name, table in full.groupby("estimator", sort=False)}
     main = smk.params.estimator if smk.params.estimator in by_estimator else next(iter(by_estimator))
@@ -26,7 +26,7 @@ with rule_log(smk.log[0], "sample_figures", **smk.params) as (log, stats):
     n_sample = full["seq_id"].nunique()
     tables = {
         "tfidf_recall": analysis.tfidf_recall(
-            by_estimator[main], pd.read_parquet(smk.input.tfidf), smk.params.true_k, cutoffs(n_sample)
+            by_estimator[main], io.read_table(smk.input.tfidf), smk.params.true_k, cutoffs(n_sample)
         ),
         "query_batching": analysis.rank_agreement_sweep(
             ekfac[ekfac["query_rank"] == 0], {r: t for r, t in ekfac.groupby("query_rank") if r > 0}
@@ -41,6 +41,6 @@ with rule_log(smk.log[0], "sample_figures", **smk.params) as (log, stats):
         ),
     }
     for name, table in tables.items():
-        table.to_parquet(Path(smk.output.captions).with_name(f"{name}.parquet"), index=False)
-    Path(smk.output.captions).write_text(json.dumps(captions, indent=2))
+        io.write_table(table, Path(smk.output.captions).with_name(f"{name}.parquet"))
+    Path(smk.output.captions).write_text(json.dumps(captions, indent=2), encoding="utf-8")
     stats.update(sample=n_sample, queries=full["query_id"].nunique(), estimators=list(by_estimator))

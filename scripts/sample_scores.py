@@ -52,8 +52,8 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
             table = scores_table(scores, order, [q.id for q in queries])[["query_id", "seq_id", "influence"]]
             tables.append(table.assign(estimator=name, query_rank=rank))
         del variants
-    pd.concat(tables, ignore_index=True).to_parquet(smk.output.scores, index=False)
+    io.write_table(pd.concat(tables, ignore_index=True), smk.output.scores)
     texts = {q.id: q.text for q in queries}
     ranks = sample_tfidf_ranks(IdfModel.load(smk.input.idf), texts, order, store.table.loc[order, "text"].tolist())
-    ranks.to_parquet(smk.output.tfidf, index=False)
+    io.write_table(ranks, smk.output.tfidf)
     stats.update(describe_model(model, layers), queries=len(queries), sample=len(order), variants=len(tables))

@@ -19,7 +19,7 @@ with rule_log(smk.log[0], "score_probes", **smk.params) as (log, stats):
     )
     scores = score_candidates(model, layers, pre, batches)
     table = scores_table(scores, probes["probe_id"].tolist(), pre.query_ids)[["query_id", "seq_id", "influence"]]
-    table.merge(probes, left_on="seq_id", right_on="probe_id").drop(columns="probe_id").to_parquet(
-        smk.output.probes, index=False
+    io.write_table(
+        table.merge(probes, left_on="seq_id", right_on="probe_id").drop(columns="probe_id"), smk.output.probes
     )
     stats.update(describe_model(model, layers), probes=len(probes), facts=probes["fact_id"].nunique())

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pandas as pd
 from influence.engine import io
 from influence.engine.scores import score_candidates, scores_table
 from influence.engine.sequences import TokenStore, ordered_batches, shard
@@ -14,13 +13,11 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "score_shard", shard=smk.wildcards.shard, **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     pre = io.load_preconditioned(smk.input.preconditioned, digest)
-    seq_ids = shard(
-        candidate_union(pd.read_parquet(smk.input.candidates)), int(smk.wildcards.shard), smk.params.n_shards
-    )
+    seq_ids = shard(candidate_union(io.read_table(smk.input.candidates)), int(smk.wildcards.shard), smk.params.n_shards)
     store = TokenStore(Path(smk.input.sequences).parent)
     order, batches = ordered_batches(store, seq_ids, smk.params.batch_size)
     scores = score_candidates(model, layers, pre, batches)
-    scores_table(scores, order, pre.query_ids).to_parquet(smk.output.scores, index=False)
+    io.write_table(scores_table(scores, order, pre.query_ids), smk.output.scores)
     stats.update(
         describe_model(model, layers),
         candidates=len(order),

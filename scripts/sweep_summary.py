@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-import pandas as pd
+from influence.engine import io
 from influence.runlog import rule_log
 from influence.sweep import compare_to_base, plot_sweep, summarise
 
@@ -10,13 +10,13 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "sweep_summary", points=len(smk.params.settings), top_n=smk.params.top_n) as (log, stats):
     settings = list(smk.params.settings)
     scores = {
-        s: pd.read_parquet(path, columns=["query_id", "seq_id", "influence"])
+        s: io.read_table(path, columns=["query_id", "seq_id", "influence"])
         for s, path in zip(settings, smk.input.scores)
     }
     points = dict(zip(settings, smk.params.points))
     table = compare_to_base(scores, points, base=settings[0], top_n=smk.params.top_n)
     summary = summarise(table)
-    table.to_parquet(smk.output.table, index=False)
-    summary.to_parquet(smk.output.summary, index=False)
-    Path(smk.output.caption).write_text(plot_sweep(summary, smk.output.figure, smk.params.top_n))
+    io.write_table(table, smk.output.table)
+    io.write_table(summary, smk.output.summary)
+    Path(smk.output.caption).write_text(plot_sweep(summary, smk.output.figure, smk.params.top_n), encoding="utf-8")
     stats.update(rows=len(table))

@@ -15,7 +15,7 @@ with rule_log(smk.log[0], "token_scores", **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
     pre = io.load_preconditioned(smk.input.preconditioned, digest)
-    top = pd.read_parquet(smk.input.top)
+    top = io.read_table(smk.input.top)
     store = TokenStore(Path(smk.input.sequences).parent)
     wanted = set(zip(top["query_id"], top["seq_id"]))
     order, batches = ordered_batches(store, sorted(top["seq_id"].unique()), smk.params.batch_size)
@@ -29,5 +29,5 @@ with rule_log(smk.log[0], "token_scores", **smk.params) as (log, stats):
                     for t, tid in enumerate(token_ids)
                 ]
     columns = ["query_id", "seq_id", "position", "token_id", "token", "influence"]
-    pd.DataFrame(rows, columns=columns).to_parquet(smk.output.tokens, index=False)
+    io.write_table(pd.DataFrame(rows, columns=columns), smk.output.tokens)
     stats.update(describe_model(model, layers), pairs=len(wanted), rows=len(rows))

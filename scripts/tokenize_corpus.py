@@ -14,7 +14,11 @@ with rule_log(smk.log[0], "tokenize_corpus", corpus=list(smk.input.corpus), **sm
     else:
         corpus = read_corpus(smk.input.corpus[0], smk.params.text_field, smk.params.id_field)
     table = tokenize_corpus(
-        load_tokenizer(smk.input.model), corpus, smk.params.max_tokens, Path(smk.output.sequences).parent
+        load_tokenizer(smk.input.model),
+        corpus,
+        smk.params.max_tokens,
+        Path(smk.output.sequences).parent,
+        source=smk.input.corpus[0],
     )
     stats.update(
         documents=len(corpus),

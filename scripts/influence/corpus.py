@@ -206,11 +206,32 @@ def iter_corpus(
     else:
         chunks = _iter_table(path, fmt, gz, text_field, id_field, chunk_size)
     empty = True
-    for chunk in chunks:
-        empty = False
-        yield chunk
+    try:
+        for chunk in chunks:
+            empty = False
+            yield chunk
+    except UnicodeDecodeError as error:
+        raise ValueError(_encoding_message(path, gz)) from error
     if empty:
         raise ValueError(f"{path}: empty corpus (no documents); check the file and text_field={text_field!r}")
+
+
+def _encoding_message(path: Path, gz: bool) -> str:
+    """Where the first byte that is not UTF-8 sits (line and byte offset), and how to convert the file."""
+    offset = 0
+    with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                byte = raw[error.start : error.start + 1].hex()
+                return (
+                    f"{path}:{line_no}: byte 0x{byte} at byte offset {offset + error.start} is not UTF-8; "
+                    "corpora must be UTF-8. If the file is Latin-1, convert it with "
+                    f"`iconv -f latin1 -t utf-8 {path} > converted{''.join(path.suffixes)}`."
+                )
+            offset += len(raw)
+    return f"{path}: not valid UTF-8; corpora must be UTF-8 (convert with iconv -f <encoding> -t utf-8)."
 
 
 def read_corpus(path: str | os.PathLike, text_field: str = TEXT, id_field: str | None = None) -> pd.DataFrame:

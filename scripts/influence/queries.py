@@ -27,7 +27,15 @@ def load_queries(path: str | Path) -> list[Query]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"query file {path} does not exist.")
-    entries = yaml.safe_load(path.read_text())
+    try:  # always UTF-8, whatever the locale (a C locale would otherwise refuse emoji and accents)
+        entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: byte offset {error.start} is not UTF-8; save the query file as UTF-8.") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        raise ValueError(f"{where}: not valid YAML ({problem}); expected a list of queries.") from None
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty YAML list of queries with id, prompt, completion.")
     queries, seen = [], set()

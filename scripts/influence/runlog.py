@@ -23,7 +23,7 @@ def rule_log(path: str | Path, rule: str, **settings):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(f"influence.{rule}")
     logger.setLevel(logging.INFO)
-    handlers = [logging.FileHandler(path, mode="w"), logging.StreamHandler(sys.stderr)]
+    handlers = [logging.FileHandler(path, mode="w", encoding="utf-8"), logging.StreamHandler(sys.stderr)]
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)

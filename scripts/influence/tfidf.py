@@ -31,7 +31,7 @@ from sklearn.preprocessing import normalize
 from sklearn.utils import murmurhash3_32
 from tqdm import tqdm
 
-from .engine import names
+from .engine import integrity, names
 from .engine.io import atomic_path
 from .stats import ranked
 
@@ -152,6 +152,7 @@ class IdfModel:
             names.META_KIND: KIND,
             names.META_SEQUENCES: str(self.n_docs),
             names.META_SETTINGS: json.dumps(asdict(self.settings), sort_keys=True),
+            names.META_CHECKSUM: integrity.digest_arrays(tensors.items()),
         }
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -166,8 +167,12 @@ class IdfModel:
             if meta.get(names.META_KIND) != KIND:
                 raise ValueError(f"{path}: not an IDF model (kind={meta.get(names.META_KIND)!r}, expected {KIND!r})")
             settings = TfidfSettings(**json.loads(meta[names.META_SETTINGS]))
-            doc_freq = np.zeros(settings.n_features, dtype=np.int64)
-            doc_freq[fh.get_tensor("doc_freq_indices")] = fh.get_tensor("doc_freq_counts")
+            tensors = {k: fh.get_tensor(k) for k in ("doc_freq_indices", "doc_freq_counts")}
+        integrity.verify(path, meta.get(names.META_CHECKSUM), integrity.digest_arrays(tensors.items()))
+        if tensors["doc_freq_counts"].size and tensors["doc_freq_counts"].min() < 0:
+            raise integrity.damaged(path, "it holds negative document frequencies")
+        doc_freq = np.zeros(settings.n_features, dtype=np.int64)
+        doc_freq[tensors["doc_freq_indices"]] = tensors["doc_freq_counts"]
         return cls(doc_freq=doc_freq, n_docs=int(meta[names.META_SEQUENCES]), settings=settings)
 
 

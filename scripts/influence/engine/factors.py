@@ -45,7 +45,11 @@ class FactorSums:
     n_sequences: int = 0
 
     def merge(self, other: FactorSums) -> FactorSums:
-        """The sums of both jobs, as if one job had seen both shards."""
+        """The sums of both jobs, as if one job had seen both shards (a shard that saw no batch adds nothing)."""
+        if other.n_sequences == 0 and not other.sums:
+            return self
+        if self.n_sequences == 0 and not self.sums:
+            return other
         if set(self.sums) != set(other.sums):
             raise ValueError("cannot merge factor sums fitted on different module sets.")
         merged = {m: {f: t + other.sums[m][f] for f, t in fs.items()} for m, fs in self.sums.items()}

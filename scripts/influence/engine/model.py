@@ -130,7 +130,10 @@ def select_layers(model: nn.Module, pattern: str = DEFAULT_LAYER_PATTERN) -> dic
     Raises ValueError when the pattern matches nothing or only unsupported
     module types, naming the pattern and some candidate names.
     """
-    regex = re.compile(pattern)
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"layer pattern {pattern!r} is not a valid regular expression ({error}).") from None
     matched = [(n, m) for n, m in model.named_modules() if n and regex.search(n)]
     if not matched:
         names = [n for n, m in model.named_modules() if _layer_kind(m)][:8]

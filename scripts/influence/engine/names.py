@@ -22,6 +22,7 @@ KIND_EIGEN = "eigen"
 KIND_CORRECTION = EIGENVALUE_CORRECTION
 KIND_PRECONDITIONED = "preconditioned"
 KIND_IDF = "tfidf_idf"
+KIND_INDEX = "gradient_index"  # projected candidate gradients (engine/index.py)
 
 # Factor inputs of the rules that precondition (the `input:` keys estimators.Estimator.factors names).
 EIGEN_INPUT = "eigen"
@@ -37,6 +38,7 @@ META_MODULES = "modules"
 META_TOKENS = "n_tokens"
 META_SEQUENCES = "n_sequences"
 META_SETTINGS = "settings"
+META_CHECKSUM = "checksum"  # "sha256:<hex>" of the data (engine/integrity.py); parquet: in the schema metadata
 
 
 def key(module: str, factor: str) -> str:

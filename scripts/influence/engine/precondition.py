@@ -153,6 +153,11 @@ def precondition_queries(
                 curvature = curvature.to(dtype=dtype, device=grad.device)
                 result.damping[name] = damping.for_layer(curvature)
                 grad = grad / (curvature + result.damping[name])  # still in the eigenbasis
+            if not torch.isfinite(grad).all():  # else the rank-r SVD fails with a LinAlgError naming nothing
+                raise FloatingPointError(
+                    f"layer {name}: the preconditioned query gradient has NaN or Inf values; "
+                    "the layer's factors (eigen.safetensors, lambda.safetensors) or the model are broken."
+                )
             parts[name].append(final_form(grad, rotations[name] if needs_factors else None, rank))
     for name, pieces in parts.items():
         result.layers[name] = {

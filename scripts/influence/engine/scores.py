@@ -65,7 +65,7 @@ def _token_scores(a, g, factors: dict) -> torch.Tensor:
     return (g_matrix.unflatten(-1, (n_queries, d_in)) * a[:, :, None, :]).sum(-1)  # (B, T, Q)
 
 
-def _gram_norm2(a, g) -> torch.Tensor:
+def gram_norm2(a, g) -> torch.Tensor:
     """‖Σ_t g_t a_tᵀ‖²_F = Σ_{t,t'} (g_t·g_t')(a_t·a_t') without forming the gradient: (B,)."""
     return ((g @ g.transpose(1, 2)) * (a @ a.transpose(1, 2))).sum((1, 2))
 
@@ -96,7 +96,7 @@ def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dt
         for out, value in zip(contributions, values):
             out[name] = value.to(home)  # one device for the sums over layers
         if want_norm:
-            norms[name] = _gram_norm2(a, g).to(home)
+            norms[name] = gram_norm2(a, g).to(home)
 
     with LayerCapture(model, layers, on_pair, dtype) as capture:
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
@@ -158,7 +158,8 @@ def scores_table(scores: Scores, seq_ids: list[str], query_ids: list[str]) -> pd
             "influence": scores.total.reshape(-1).double().numpy(),
         }
     )
-    per_layer = scores.per_layer.reshape(n_seq * n_query, -1).double().numpy()
+    # explicit layer count: an empty shard has (0, Q, L) scores, and reshape(0, -1) is ambiguous
+    per_layer = scores.per_layer.reshape(n_seq * n_query, len(scores.layers)).double().numpy()
     layers = pd.DataFrame(per_layer, columns=[names.LAYER_PREFIX + name for name in scores.layers])
     return pd.concat([table, layers], axis=1)
 

@@ -14,18 +14,23 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import integrity
 from .data import pad_batch
+from .io import atomic_path, read_table_with_metadata, write_table
 
 TOKENS = "tokens.npy"
 SEQUENCES = "sequences.parquet"
+# tokens.npy is hashed on every open up to this size (~0.7 s); a larger one is checked by its length only.
+VERIFY_TOKENS_BYTES = 1 << 28
 
 
 def tokenize_corpus(
-    tokenizer, corpus: pd.DataFrame, max_tokens: int, out_dir: str | Path, chunk: int = 4096
+    tokenizer, corpus: pd.DataFrame, max_tokens: int, out_dir: str | Path, chunk: int = 4096, source: str = "corpus"
 ) -> pd.DataFrame:
     """Tokenise `corpus` (seq_id, text), truncate to `max_tokens`, drop sequences under 2 tokens.
 
-    A sequence needs at least two tokens to carry any next-token loss.
+    A sequence needs at least two tokens to carry any next-token loss. Raises ValueError naming
+    `source` when no document is long enough (nothing could be fitted or scored).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -41,11 +46,19 @@ def tokenize_corpus(
     table = corpus[["seq_id", "text"]].copy()
     table["n_tokens"] = np.asarray(lengths, dtype=np.int64)
     keep = table["n_tokens"].to_numpy() >= 2
+    if not keep.any():
+        raise ValueError(
+            f"{source}: all {len(table)} documents are too short (under 2 tokens after tokenising, "
+            "so they carry no next-token loss); the corpus needs at least one longer document."
+        )
     pieces = [p for p, k in zip(pieces, keep) if k]
     table = table[keep].reset_index(drop=True)
     table["offset"] = np.concatenate([[0], np.cumsum(table["n_tokens"].to_numpy())[:-1]]).astype(np.int64)
-    np.save(out_dir / TOKENS, np.concatenate(pieces) if pieces else np.zeros(0, np.int32))
-    table.to_parquet(out_dir / SEQUENCES, index=False)
+    tokens = np.concatenate(pieces)
+    with atomic_path(out_dir / TOKENS) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, tokens)
+    # tokens.npy has no metadata of its own: its checksum lives in the sequence table's
+    write_table(table, out_dir / SEQUENCES, tokens_checksum=integrity.digest_arrays([(TOKENS, tokens)]))
     return table
 
 
@@ -54,8 +67,20 @@ class TokenStore:
 
     def __init__(self, directory: str | Path):
         directory = Path(directory)
-        self.table = pd.read_parquet(directory / SEQUENCES).set_index("seq_id", drop=False)
-        self.tokens = np.load(directory / TOKENS, mmap_mode="r")
+        table, metadata = read_table_with_metadata(directory / SEQUENCES)
+        self.table = table.set_index("seq_id", drop=False)
+        path = directory / TOKENS
+        try:
+            self.tokens = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as error:
+            raise integrity.damaged(path, f"it is not a readable .npy file ({error})") from error
+        if len(self.tokens) != int(self.table["n_tokens"].sum()):
+            raise integrity.damaged(
+                path, f"it holds {len(self.tokens)} tokens, {SEQUENCES} counts {int(self.table['n_tokens'].sum())}"
+            )
+        if self.tokens.nbytes <= VERIFY_TOKENS_BYTES:
+            actual = integrity.digest_arrays([(TOKENS, np.asarray(self.tokens))])
+            integrity.verify(path, metadata.get("tokens_checksum"), actual)
 
     def ids(self, seq_id: str) -> list[int]:
         row = self.table.loc[seq_id]

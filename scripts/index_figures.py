@@ -1,0 +1,33 @@
+"""Rule index_figures: recall of the TF-IDF top-k against the index's top-n over every indexed sequence."""
+
+import numpy as np
+import pandas as pd
+from influence import index_figures
+from influence.engine import io
+from influence.gradient_index import tfidf_recall_of_index
+from influence.queries import load_queries
+from influence.runlog import rule_log
+from influence.tfidf import IdfModel, tfidf_matrix
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(smk.log[0], "index_figures") as (log, stats):
+    top = io.read_table(smk.input.top)
+    indexed = [s for path in smk.input.shards for s in io.read_metadata(path)["seq_ids"]]
+    texts = io.read_table(smk.input.sequences, columns=["seq_id", "text"]).set_index("seq_id").loc[indexed, "text"]
+    queries = [q for q in load_queries(smk.input.queries) if q.id in set(top["query_id"])]
+    idf = IdfModel.load(smk.input.idf)
+    similarity = (tfidf_matrix([q.text for q in queries], idf) @ tfidf_matrix(texts.tolist(), idf).T).toarray()
+    table = pd.DataFrame(
+        {
+            "query_id": np.repeat([q.id for q in queries], len(indexed)),
+            "seq_id": np.tile(np.asarray(indexed, dtype=object), len(queries)),
+            "tfidf": similarity.ravel(),
+        }
+    )
+    n = len(indexed)
+    grid = sorted({m * 10**e for e in range(int(np.log10(max(n, 1))) + 1) for m in (1, 2, 5)} | {n})
+    recall = tfidf_recall_of_index(top, table, [k for k in grid if k <= n])
+    io.write_table(recall, smk.output.tables[0])
+    caption = index_figures.plot_index_tfidf_recall(recall, smk.output.index_tfidf_recall)
+    log.info("caption: %s", caption)
+    stats.update(queries=len(queries), indexed=n)

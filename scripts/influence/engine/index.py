@@ -1,0 +1,167 @@
+"""The compressed gradient index: projected candidate gradients, stored in shards and searched by queries.
+
+The index holds plain projected gradients R G_z Rᵀ of the candidates' summed
+loss (engine/projection.py); the preconditioning stays on the query side, so
+one index serves every estimator and rank: score(q, z) ≈ ⟨R P_q Rᵀ, R G_z Rᵀ⟩.
+Each shard also keeps the exact Frobenius norm ‖G_z‖ over all tracked layers
+(cosine divides by it), computed without forming G_z.
+
+A shard records the model fingerprint, the projection and the corpus digest;
+a query is refused against an index of another model, layer set or
+projection, and an index of another corpus is refused until rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import names
+from .data import split_batch
+from .factors import MAX_TOKENS, micro_batch_tokens
+from .hooks import LayerCapture
+from .io import load_tensors, read_metadata, save_tensors
+from .model import TrackedLayer, input_device, layer_devices
+from .projection import ProjectionSpec, Projector
+from .scores import gram_norm2
+from .sequences import SEQUENCES, TOKENS
+
+VECTORS, NORMS = "vectors", "norms"
+DTYPES = {"float16": torch.float16, "float32": torch.float32}
+SEARCHES = ("exact", "ivf", "hnsw")
+
+
+def projector_for(spec: ProjectionSpec, layers: dict[str, TrackedLayer], dtype=torch.float32) -> Projector:
+    shapes = {name: (layer.d_out, layer.d_in_total) for name, layer in layers.items()}
+    return Projector(spec, shapes, dtype, layer_devices(layers))
+
+
+def project_corpus(
+    model,
+    layers: dict[str, TrackedLayer],
+    projector: Projector,
+    batches: Iterable[dict],
+    dtype=torch.float32,
+    progress: bool = True,
+    max_tokens: int | str | None = MAX_TOKENS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vectors (N, width), norms (N,)) of the sequences of `batches`, in batch order: one forward and
+    backward pass per micro-batch, each layer's (a, g) projected as it is captured."""
+    home, max_tokens = input_device(model), micro_batch_tokens(model, max_tokens)
+    blocks: dict[str, torch.Tensor] = {}
+    norms: dict[str, torch.Tensor] = {}
+    vectors, norm_parts = [], []
+
+    def on_pair(name, a, g):
+        blocks[name] = projector.candidates(name, a, g).to(home)  # (B, k_out·k_in)
+        norms[name] = gram_norm2(a, g).to(home)  # (B,)
+
+    with LayerCapture(model, layers, on_pair, dtype) as capture:
+        for batch in tqdm(batches, desc="index", disable=not progress, unit="batch"):
+            for micro in split_batch(batch, max_tokens):
+                capture.run(micro)
+                vectors.append(projector.combine(blocks).cpu())
+                norm_parts.append(torch.sqrt(sum(norms.values())).cpu())
+    if not vectors:
+        return torch.zeros(0, projector.width, dtype=dtype), torch.zeros(0, dtype=dtype)
+    out = torch.cat(vectors)
+    if not torch.isfinite(out).all():
+        raise FloatingPointError("a projected candidate gradient is NaN or Inf; check the model weights and dtype.")
+    return out, torch.cat(norm_parts)
+
+
+def corpus_digest(corpus_dir: str | Path) -> str:
+    """A digest of the tokenised corpus (token ids and the sequence table's ids, offsets and lengths)."""
+    import pandas as pd
+
+    corpus_dir = Path(corpus_dir)
+    digest = hashlib.sha256(np.load(corpus_dir / TOKENS, mmap_mode="r").tobytes())
+    table = pd.read_parquet(corpus_dir / SEQUENCES, columns=["seq_id", "offset", "n_tokens"])
+    digest.update("\n".join(table["seq_id"].astype(str)).encode())
+    digest.update(table[["offset", "n_tokens"]].to_numpy(np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_shard(path, vectors, norms, seq_ids: list[str], spec: ProjectionSpec, model_fingerprint: str, **meta) -> None:
+    """One shard of the index: vectors in the index dtype, norms in float32, and what they were built from."""
+    save_tensors(
+        path,
+        {VECTORS: vectors, NORMS: norms.float()},
+        **{
+            names.META_KIND: names.KIND_INDEX,
+            names.META_MODEL: model_fingerprint,
+            "index_fingerprint": spec.fingerprint(model_fingerprint),
+            "projection": spec.as_dict(),
+            "seq_ids": list(seq_ids),
+            **meta,
+        },
+    )
+
+
+def load_index(
+    paths: list, fingerprint: str, corpus: str | None = None
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """(seq_ids, vectors (N, width) float32, norms (N,)) of every shard, in shard order.
+
+    `fingerprint` is ProjectionSpec.fingerprint of the queries' model and projection; a shard built
+    with another model, layer set or projection is refused naming both, a shard of another corpus
+    (`corpus`, corpus_digest of the current one) is refused until it is rebuilt.
+    """
+    ids, vectors, norms = [], [], []
+    for path in paths:
+        meta = read_metadata(path)
+        if meta.get("index_fingerprint") != fingerprint:
+            raise ValueError(
+                f"the index shard {path} was built with another model, layer set or projection (index "
+                f"fingerprint {meta.get('index_fingerprint')}, model {meta.get(names.META_MODEL)}, projection "
+                f"{meta.get('projection')}); the queries need index fingerprint {fingerprint}. Rebuild the index."
+            )
+        if corpus is not None and meta.get("corpus_digest") != corpus:
+            raise ValueError(
+                f"the index shard {path} was built on another corpus (digest {meta.get('corpus_digest')}, the "
+                f"corpus now has {corpus}); delete the index directory and rerun to rebuild it."
+            )
+        tensors, meta = load_tensors(path, names.KIND_INDEX)
+        ids.extend(meta["seq_ids"])
+        vectors.append(tensors[VECTORS].float())
+        norms.append(tensors[NORMS].float())
+    return ids, torch.cat(vectors), torch.cat(norms)
+
+
+def search(queries: np.ndarray, vectors: np.ndarray, n: int, method: str = "exact", threads: int = 1, seed: int = 0):
+    """(scores (Q, n), row indices (Q, n)) of the n largest inner products per query, best first, via faiss.
+
+    `exact` is a flat inner-product index; `ivf` (inverted lists, √N cells, 8 probed) and `hnsw`
+    (graph, 32 links) are approximate: measure their recall against `exact` (recall_at_n).
+    """
+    import faiss
+
+    if method not in SEARCHES:
+        raise ValueError(f"index.search must be one of {SEARCHES}, got {method!r}.")
+    faiss.omp_set_num_threads(threads)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n = min(n, len(vectors))
+    width = vectors.shape[1]
+    if method == "exact":
+        index = faiss.IndexFlatIP(width)
+    elif method == "ivf":
+        cells = max(1, int(len(vectors) ** 0.5))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(width), width, cells, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(vectors)
+        index.nprobe = min(8, cells)
+    else:
+        index = faiss.IndexHNSWFlat(width, 32, faiss.METRIC_INNER_PRODUCT)
+    index.add(vectors)
+    return index.search(queries, n)
+
+
+def recall_at_n(found: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Per query, the share of the exact top-n rows that an approximate search also returned."""
+    return np.array([len(set(f) & set(e)) / max(1, len(e)) for f, e in zip(found.tolist(), exact.tolist())])

@@ -1,0 +1,165 @@
+"""Seeded random projections of per-layer gradients, for the compressed gradient index.
+
+Per tracked layer, two sides R_out (k_out × d_out) and R_in (k_in × d_in) with
+independent entries of variance 1/k (Gaussian or Rademacher), so that
+E[RᵀR] = I on each side and ⟨R_out P R_inᵀ, R_out G R_inᵀ⟩ is an unbiased
+estimate of ⟨P, G⟩ (the two sides are independent). A side whose k reaches
+its dimension is not projected at all (the identity), so k ≥ d is exact.
+
+A candidate's projected gradient is formed from its captured tokens without
+ever forming G = Σ_t g_t a_tᵀ: R_out G R_inᵀ = (R_out gᵀ)(a R_inᵀ), which
+costs B·T·k·(d_out + d_in + k) instead of B·T·d_out·d_in.
+
+Optionally the concatenated layer blocks go through one more projection to
+D dims (entries of variance 1/D, also unbiased); it is applied block by
+block, so the (D × Σ k_out·k_in) matrix is never stored in one piece.
+
+Matrices are seeded by (seed, layer name, side), never by layer order, so
+the index and the queries agree on them whatever else is tracked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from . import names
+from .precondition import Preconditioned
+
+KINDS = ("gaussian", "rademacher")
+_SIDES = {"out": 0, "in": 1, "dim": 2}
+
+
+@dataclass(frozen=True)
+class ProjectionSpec:
+    """k rows per side per layer (None: no projection), optional D, the seed and the entry distribution."""
+
+    k: int | None = 16
+    dim: int | None = None
+    seed: int = 0
+    kind: str = "gaussian"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"index projection kind must be one of {KINDS}, got {self.kind!r}.")
+        for key in ("k", "dim"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"index.{key} must be a positive integer or null, got {value}.")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self, model_fingerprint: str) -> str:
+        """What an index and its queries must share: the model's tracked layers and the projection."""
+        text = json.dumps({"model": model_fingerprint, **self.as_dict()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _seed(seed: int, layer: str, side: str) -> int:
+    words = np.frombuffer(hashlib.sha256(layer.encode()).digest()[:8], dtype=np.uint32)
+    return int(np.random.SeedSequence([seed, *words.tolist(), _SIDES[side]]).generate_state(1)[0])
+
+
+def random_matrix(rows: int, cols: int, seed: int, kind: str) -> torch.Tensor:
+    """(rows, cols) float64 with independent entries of mean 0 and variance 1/rows, from a CPU generator
+    (the same numbers on every device)."""
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "gaussian":
+        matrix = torch.randn(rows, cols, generator=generator, dtype=torch.float64)
+    else:
+        matrix = torch.randint(0, 2, (rows, cols), generator=generator).to(torch.float64) * 2 - 1
+    return matrix / rows**0.5
+
+
+def side_matrix(d: int, k: int | None, seed: int, layer: str, side: str, kind: str) -> torch.Tensor | None:
+    """R of one side (min(k, d), d), or None when k is None or reaches d (that side stays exact)."""
+    if k is None or k >= d:
+        return None
+    return random_matrix(k, d, _seed(seed, layer, side), kind)
+
+
+class Projector:
+    """The projection matrices of every tracked layer, and the maps from gradients to index vectors.
+
+    `shapes` maps each tracked module to its gradient shape (d_out, d_in [+1 bias column]).
+    """
+
+    def __init__(self, spec: ProjectionSpec, shapes: dict[str, tuple[int, int]], dtype=torch.float32, devices=None):
+        self.spec, self.dtype, self.layers = spec, dtype, list(shapes)
+        devices = devices or {}
+        self.out: dict[str, torch.Tensor | None] = {}
+        self.inp: dict[str, torch.Tensor | None] = {}
+        self.block: dict[str, tuple[int, int]] = {}
+        for name, (d_out, d_in) in shapes.items():
+            device = devices.get(name, "cpu")
+            r_out = side_matrix(d_out, spec.k, spec.seed, name, "out", spec.kind)
+            r_in = side_matrix(d_in, spec.k, spec.seed, name, "in", spec.kind)
+            self.out[name] = None if r_out is None else r_out.to(dtype=dtype, device=device)
+            self.inp[name] = None if r_in is None else r_in.to(dtype=dtype, device=device)
+            self.block[name] = (d_out if r_out is None else r_out.shape[0], d_in if r_in is None else r_in.shape[0])
+        self.mix: dict[str, torch.Tensor] = {}
+        if spec.dim is not None:
+            for name, (k_out, k_in) in self.block.items():
+                mix = random_matrix(spec.dim, k_out * k_in, _seed(spec.seed, name, "dim"), spec.kind)
+                self.mix[name] = mix.to(dtype=dtype, device=devices.get(name, "cpu"))  # (D, k_out·k_in)
+
+    @property
+    def width(self) -> int:
+        """Floats per indexed sequence."""
+        return self.spec.dim if self.spec.dim is not None else sum(o * i for o, i in self.block.values())
+
+    def candidates(self, name: str, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """(B, k_out·k_in): R_out G R_inᵀ of each sequence's G = Σ_t g_t a_tᵀ, from a (B,T,d_in), g (B,T,d_out)."""
+        r_out, r_in = self.out[name], self.inp[name]
+        g = g if r_out is None else g @ r_out.T  # (B, T, k_out)
+        a = a if r_in is None else a @ r_in.T  # (B, T, k_in)
+        return (g.transpose(1, 2) @ a).flatten(1)  # (B, k_out·k_in)
+
+    def matrices(self, name: str, matrix: torch.Tensor) -> torch.Tensor:
+        """(Q, k_out·k_in): R_out P R_inᵀ of full-rank (Q, d_out, d_in) matrices."""
+        r_out, r_in = self.out[name], self.inp[name]
+        matrix = matrix if r_out is None else r_out @ matrix  # (Q, k_out, d_in)
+        matrix = matrix if r_in is None else matrix @ r_in.T  # (Q, k_out, k_in)
+        return matrix.flatten(1)
+
+    def factors(self, name: str, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """(Q, k_out·k_in): R_out L Rᵀ R_inᵀ of rank-r factors L (Q, d_out, r), R (Q, d_in, r), never forming L Rᵀ."""
+        r_out, r_in = self.out[name], self.inp[name]
+        left = left if r_out is None else r_out @ left  # (Q, k_out, r)
+        right = right if r_in is None else r_in @ right  # (Q, k_in, r)
+        return (left @ right.transpose(1, 2)).flatten(1)
+
+    def combine(self, blocks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, width): the layer blocks concatenated in tracked order, or projected to D dims."""
+        missing = [name for name in self.layers if name not in blocks]
+        if missing:
+            raise ValueError(f"no projected gradient for tracked layers {missing[:3]}.")
+        if not self.mix:
+            return torch.cat([blocks[name] for name in self.layers], dim=1)
+        home = blocks[self.layers[0]].device
+        return sum((blocks[name] @ self.mix[name].T).to(home) for name in self.layers)  # (N, D)
+
+    def queries(self, pre: Preconditioned) -> torch.Tensor:
+        """(Q, width): preconditioned queries, full rank or rank-r, projected like the candidates."""
+        missing = [name for name in self.layers if name not in pre.layers]
+        if missing:
+            raise ValueError(f"the preconditioned queries lack the indexed layers {missing[:3]}; recompute them.")
+        blocks = {}
+        for name in self.layers:
+            parts = {k: t.to(dtype=self.dtype, device=self._device(name)) for k, t in pre.layers[name].items()}
+            if names.LEFT in parts:
+                blocks[name] = self.factors(name, parts[names.LEFT], parts[names.RIGHT])
+            else:
+                blocks[name] = self.matrices(name, parts[names.PRECONDITIONED])
+        return self.combine(blocks)
+
+    def _device(self, name: str):
+        for tensor in (self.out[name], self.inp[name], self.mix.get(name)):
+            if tensor is not None:
+                return tensor.device
+        return "cpu"

@@ -1,0 +1,55 @@
+"""Rule projection_accuracy: projected scores for each k against the sample analysis's exact EK-FAC scores."""
+
+from pathlib import Path
+
+import pandas as pd
+from influence import index_figures
+from influence.engine import io, names
+from influence.engine.data import query_batches
+from influence.engine.index import project_corpus, projector_for
+from influence.engine.model import load_tokenizer
+from influence.engine.precondition import Damping, precondition_queries
+from influence.engine.projection import ProjectionSpec
+from influence.engine.sequences import TokenStore, fitting_sample, ordered_batches
+from influence.gradient_index import projection_accuracy
+from influence.queries import english_originals_first, load_queries
+from influence.runlog import describe_model, rule_log
+from influence.workflow import load_tracked_model
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+settings = smk.params.analysis
+with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
+    model, layers, digest = load_tracked_model(smk.input.model, smk.params)
+    # The sample analysis's queries and sample (rule sample_scores), so the pairs match its exact scores.
+    queries = english_originals_first(load_queries(smk.input.queries), settings["n_queries"])
+    store = TokenStore(Path(smk.input.sequences).parent)
+    sample = fitting_sample(store.table.index.tolist(), settings["sample_size"], settings["seed"])
+    order, batches = ordered_batches(store, sample, smk.params.batch_size)
+    pre = precondition_queries(
+        model,
+        layers,
+        [q.id for q in queries],
+        query_batches(load_tokenizer(smk.input.model), queries),
+        estimator="ekfac",
+        damping=Damping(**smk.params.damping),
+        **io.load_curvature({k: smk.input[k] for k in (names.EIGEN_INPUT, names.CORRECTION_INPUT)}, digest),
+    )
+    exact = io.read_table(smk.input.exact)
+    exact = exact[(exact["estimator"] == "ekfac") & (exact["query_rank"] == 0)][["query_id", "seq_id", "influence"]]
+    projected = {}
+    for k in smk.params.ks:
+        projector = projector_for(ProjectionSpec(**{**smk.params.projection, "k": k}), layers)
+        vectors, _ = project_corpus(model, layers, projector, batches)
+        scores = (vectors @ projector.queries(pre).T).double().numpy()  # (N, Q)
+        projected[k] = pd.DataFrame(
+            {
+                "query_id": [q for _ in order for q in pre.query_ids],
+                "seq_id": [s for s in order for _ in pre.query_ids],
+                "influence": scores.ravel(),
+            }
+        )
+    table = projection_accuracy(exact, projected)
+    io.write_table(table, smk.output.tables[0])
+    caption = index_figures.plot_projection_accuracy(table, smk.output.projection_accuracy, len(order))
+    log.info("caption: %s", caption)
+    stats.update(describe_model(model, layers), queries=len(queries), sample=len(order), ks=list(smk.params.ks))

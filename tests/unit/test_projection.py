@@ -1,0 +1,121 @@
+"""Random projections of the gradient index against dense float64 projections and exact scores."""
+
+import pytest
+import torch
+from conftest import MODELS, batches_of, query_batch, random_sequences
+from dense import autograd_gradients
+from influence.engine import names
+from influence.engine.eigen import eigendecompose
+from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+from influence.engine.index import project_corpus, projector_for
+from influence.engine.model import select_layers
+from influence.engine.precondition import Damping, precondition_queries
+from influence.engine.projection import ProjectionSpec, Projector
+from influence.engine.scores import score_candidates
+
+F64 = dict(dtype=torch.float64, progress=False)
+
+
+@pytest.fixture(scope="module", params=["llama_bias", "gpt2"])
+def setup(request):
+    model = MODELS[request.param]()
+    layers = select_layers(model)
+    fit = batches_of(random_sequences(12, seed=20), 6)
+    eigen = eigendecompose(fit_covariance(model, layers, fit, fisher="empirical", **F64), progress=False)
+    correction = fit_eigenvalue_correction(model, layers, eigen, fit, fisher="empirical", **F64)
+    candidates = batches_of(random_sequences(7, seed=21), 3)
+    grads = {}
+    for batch in candidates:
+        for name, g in autograd_gradients(model, batch).items():
+            grads.setdefault(name, []).append(g)
+
+    def precondition(rank):
+        queries = [query_batch(3, seed=22)]
+        return precondition_queries(
+            model,
+            layers,
+            ["a", "b", "c"],
+            queries,
+            estimator="ekfac",
+            eigen=eigen,
+            correction=correction,
+            damping=Damping(),
+            rank=rank,
+            **F64,
+        )
+
+    return dict(
+        model=model,
+        layers=layers,
+        candidates=candidates,
+        grads={n: torch.cat(g) for n, g in grads.items()},
+        full=precondition(None),
+        low=precondition(2),
+    )
+
+
+def _dense(projector, name, matrices):
+    r_out, r_in = projector.out[name], projector.inp[name]
+    r_out = torch.eye(matrices.shape[1], dtype=matrices.dtype) if r_out is None else r_out
+    r_in = torch.eye(matrices.shape[2], dtype=matrices.dtype) if r_in is None else r_in
+    return (r_out @ matrices @ r_in.T).flatten(1)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+def test_projected_candidates_equal_dense_projection_of_materialised_gradients(setup, kind):
+    projector = projector_for(ProjectionSpec(k=3, seed=5, kind=kind), setup["layers"], torch.float64)
+    vectors, norms = project_corpus(setup["model"], setup["layers"], projector, setup["candidates"], **F64)
+    dense = torch.cat([_dense(projector, n, setup["grads"][n]) for n in projector.layers], dim=1)
+    torch.testing.assert_close(vectors, dense, rtol=1e-10, atol=1e-12)
+    exact_norms = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in setup["grads"].values()))
+    torch.testing.assert_close(norms, exact_norms, rtol=1e-10, atol=1e-12)
+
+
+def test_projected_queries_full_and_rank_r_equal_dense_projection(setup):
+    projector = projector_for(ProjectionSpec(k=4, dim=10, seed=1), setup["layers"], torch.float64)
+    for pre in (setup["full"], setup["low"]):
+        blocks = {}
+        for name in projector.layers:
+            parts = pre.layers[name]
+            matrix = parts.get(names.PRECONDITIONED)
+            if matrix is None:
+                matrix = parts[names.LEFT] @ parts[names.RIGHT].transpose(1, 2)
+            blocks[name] = _dense(projector, name, matrix) @ projector.mix[name].T
+        torch.testing.assert_close(projector.queries(pre), sum(blocks.values()), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+def test_full_dimension_projection_gives_the_exact_score(setup, rank):
+    """k ≥ every layer's dimension: identity projections, and index scores equal score_candidates'."""
+    pre = setup["full"] if rank is None else setup["low"]
+    projector = projector_for(ProjectionSpec(k=10_000), setup["layers"], torch.float64)
+    assert all(m is None for m in [*projector.out.values(), *projector.inp.values()])
+    vectors, _ = project_corpus(setup["model"], setup["layers"], projector, setup["candidates"], **F64)
+    exact = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64).total
+    torch.testing.assert_close(vectors @ projector.queries(pre).T, exact, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("spec", [dict(kind="gaussian"), dict(kind="rademacher"), dict(kind="gaussian", dim=3)])
+def test_projected_inner_product_is_unbiased_over_seeds(spec):
+    gen = torch.Generator().manual_seed(0)
+    p, g = torch.randn(2, 1, 6, 5, generator=gen, dtype=torch.float64)
+    exact = float((p * g).sum())
+    values = []
+    for seed in range(3000):
+        projector = Projector(ProjectionSpec(k=2, seed=seed, **spec), {"w": (6, 5)}, torch.float64)
+        q = projector.combine({"w": projector.matrices("w", p)})
+        z = projector.combine({"w": projector.matrices("w", g)})
+        values.append(float(q @ z.T))
+    values = torch.tensor(values)
+    stderr = float(values.std() / len(values) ** 0.5)
+    assert abs(float(values.mean()) - exact) < 4 * stderr, (float(values.mean()), exact, stderr)
+    assert float(values.std()) > 0.1 * abs(exact)  # the projection really is random
+
+
+def test_matrices_are_seeded_per_layer_name_not_order():
+    a = Projector(ProjectionSpec(k=2, seed=3), {"x": (6, 5), "y": (4, 4)})
+    b = Projector(ProjectionSpec(k=2, seed=3), {"y": (4, 4)})
+    c = Projector(ProjectionSpec(k=2, seed=4), {"y": (4, 4)})
+    assert torch.equal(a.out["y"], b.out["y"]) and not torch.equal(b.out["y"], c.out["y"])
+    with pytest.raises(ValueError, match="kind"):
+        ProjectionSpec(kind="sparse")
