@@ -82,6 +82,7 @@ rule sample_scores:
         analysis=config["analysis"],
         damping=damping_of,
         batch_size=config["scoring"]["batch_size"],
+        refine=sample_refine_params(),
     script:
         "../scripts/sample_scores.py"
 

@@ -130,8 +130,27 @@ FACTOR_FILES = {names.EIGEN_INPUT: "eigen.safetensors", names.CORRECTION_INPUT: 
 
 
 def factor_files(wildcards, estimator: str) -> dict:
-    """The factor files an estimator's registry row asks for (EK-FAC: eigenbasis and Λ; identity: none)."""
-    return {key: f"{factors_dir(wildcards)}/{FACTOR_FILES[key]}" for key in estimators.factor_inputs(estimator)}
+    """The factor files an estimator's registry row asks for (EK-FAC: eigenbasis and Λ; identity: none);
+    ekfac_cg also reads its refinement sequences from the tokenised corpus."""
+    inputs = {key: f"{factors_dir(wildcards)}/{FACTOR_FILES[key]}" for key in estimators.factor_inputs(estimator)}
+    if estimators.get(estimator).refines:
+        inputs.update(sequences=f"{RUN}/corpus/sequences.parquet", tokens=f"{RUN}/corpus/tokens.npy")
+    return inputs
+
+
+def refine_params(wildcards=None) -> dict:
+    """ekfac_cg's settings, and the fitting sample and labels its refinement sequences are drawn like;
+    empty for a setting whose estimator does not refine, so changing them reruns only ekfac_cg jobs."""
+    if wildcards is not None and not estimators.get(PARAMS_OF[wildcards.setting]["estimator"]).refines:
+        return {}
+    refine = config["scoring"]["refine"]
+    fitting = {**config["fitting"], "n_sequences": refine["n_sequences"] or config["fitting"]["n_sequences"]}
+    return {**refine, "fitting": fitting, "fisher": FISHER}
+
+
+def sample_refine_params() -> dict:
+    """refine_params for the sample analyses: only when one of their estimators refines."""
+    return refine_params() if any(estimators.get(e).refines for e in config["analysis"]["estimators"]) else {}
 
 
 def sample_factor_inputs(wildcards) -> dict:
@@ -304,6 +323,13 @@ def finetuned_seeds() -> list:
     if unknown:
         raise WorkflowError(f"evaluation.finetune.seeds {unknown} are not in evaluation.seeds {EVAL_SEEDS}.")
     return chosen
+
+
+def eval_scoring(wildcards) -> dict:
+    """The evaluation's scoring settings for one model; `refine` (scoring.refine) only where ekfac_cg is scored."""
+    settings = dict(EVAL_SETTINGS["scoring"])
+    refine = config["scoring"]["refine"] if wildcards.model in settings.pop("cg_models") else None
+    return {**settings, "refine": refine}
 
 
 def eval_outputs(pattern, models=False):

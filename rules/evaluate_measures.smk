@@ -21,20 +21,22 @@ rule fact_scores:
         **GPU_JOB,
     params:
         **model_params(),
-        scoring=EVAL_SETTINGS["scoring"],
+        scoring=eval_scoring,
         max_tokens=EVAL_SETTINGS["max_tokens"],
     script:
         "../scripts/fact_scores.py"
 
 
 rule ihvp_accuracy:
-    """EK-FAC, K-FAC, identity and LiSSA influence against the exact damped-Fisher influence on the tiny model."""
+    """EK-FAC, EK-FAC + CG, K-FAC, identity and LiSSA influence against the exact damped-Fisher influence on the
+    tiny model, and EK-FAC + CG's accuracy after every CG step."""
     input:
         model=f"{EVAL_SEED}/tiny/model",
         documents=rules.planted_corpus.output.documents,
         queries=rules.planted_corpus.output.queries,
     output:
         table=f"{EVAL_SEED}/tiny/ihvp.parquet",
+        steps=f"{EVAL_SEED}/tiny/ihvp_steps.parquet",
     log:
         f"{EVAL_SEED}/logs/ihvp_accuracy.log",
     benchmark:
@@ -47,6 +49,7 @@ rule ihvp_accuracy:
     params:
         **model_params(),
         ihvp=ihvp_settings(),
+        refine=config["scoring"]["refine"],
         max_tokens=EVAL_SETTINGS["max_tokens"],
         batch_size=EVAL_SETTINGS["scoring"]["batch_size"],
     script:
@@ -85,8 +88,30 @@ rule evaluation_summary:
         "../scripts/evaluation_summary.py"
 
 
+rule ihvp_steps_figure:
+    """EK-FAC + CG's Spearman ρ and relative error against the exact influence after every CG step, per damping."""
+    input:
+        steps=eval_outputs("tiny/ihvp_steps.parquet"),
+    output:
+        figure=report(f"{EVAL}/ihvp_steps.png", caption="captions/ihvp_steps.rst", category="Evaluation"),
+        table=f"{EVAL}/ihvp_steps.parquet",
+    log:
+        f"{EVAL}/logs/ihvp_steps_figure.log",
+    conda:
+        ENV
+    resources:
+        gpu=0,
+        mem_mb=2000,
+        runtime=10,
+    params:
+        seeds=EVAL_SEEDS,
+    script:
+        "../scripts/ihvp_steps_figure.py"
+
+
 rule evaluate:
     """Target: the ground-truth evaluation of every estimator (not part of `all`)."""
     input:
         table=f"{EVAL}/evaluation.parquet",
         verdict=f"{EVAL}/verdict.md",
+        ihvp_steps=f"{EVAL}/ihvp_steps.png",

@@ -21,5 +21,6 @@ rule precondition_queries:
         damping=damping_of,
         rank=setting_value("rank"),
         query_batch_size=config["scoring"]["query_batch_size"],
+        refine=refine_params,
     script:
         "../scripts/precondition_queries.py"

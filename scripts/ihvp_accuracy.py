@@ -1,4 +1,5 @@
-"""Rule ihvp_accuracy: EK-FAC, K-FAC, identity and LiSSA scores against the exact damped-Fisher influence."""
+"""Rule ihvp_accuracy: EK-FAC, EK-FAC + CG, K-FAC, identity and LiSSA scores against the exact damped-Fisher influence,
+and EK-FAC + CG's accuracy after every CG step."""
 
 from influence.engine import io
 from influence.engine.data import iter_batches, query_batches
@@ -17,7 +18,7 @@ with rule_log(smk.log[0], "ihvp_accuracy", seed=smk.wildcards.seed, **smk.params
     sequences = encode_texts(tokenizer, io.read_table(smk.input.documents)["text"].tolist(), smk.params.max_tokens)
     batches = list(iter_batches(sequences, smk.params.batch_size, tokenizer.pad_token_id))
     queries = load_queries(smk.input.queries)
-    table = ihvp_accuracy(
+    table, steps = ihvp_accuracy(
         model,
         layers,
         batches,
@@ -28,8 +29,10 @@ with rule_log(smk.log[0], "ihvp_accuracy", seed=smk.wildcards.seed, **smk.params
         settings["fishers"],
         int(smk.wildcards.seed),
         settings["lissa"],
+        {**smk.params.refine, "record_steps": settings["cg_steps"]},
     )
     io.write_table(table, smk.output.table)
+    io.write_table(steps, smk.output.steps)
     stats.update(
         describe_model(model, layers),
         parameters=sum(lay.d_out * lay.d_in_total for lay in layers.values()),

@@ -1,12 +1,14 @@
 """Rule precondition_queries: every query's completion-loss gradient times (curvature + λ)⁻¹."""
 
+from pathlib import Path
+
 from influence.engine import io
 from influence.engine.data import query_batches
 from influence.engine.model import load_tokenizer
-from influence.engine.precondition import Damping, precondition_queries
+from influence.engine.precondition import Damping
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
-from influence.workflow import load_tracked_model
+from influence.workflow import load_tracked_model, precondition
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
@@ -15,7 +17,7 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
     queries = load_queries(smk.input.queries)
     batches = query_batches(tokenizer, queries, smk.params.query_batch_size)  # reduced to rank r batch by batch
     curvature = io.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
-    pre = precondition_queries(
+    pre = precondition(
         model,
         layers,
         [q.id for q in queries],
@@ -23,6 +25,9 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
         estimator=smk.params.estimator,
         damping=Damping(**smk.params.damping),
         rank=smk.params.rank,
+        refine=smk.params.refine,  # ekfac_cg: its refinement set is drawn from the corpus like the fitting sample
+        corpus_dir=Path(smk.input.sequences).parent if "sequences" in smk.input.keys() else None,
+        logger=log,
         **curvature,
     )
     io.save_preconditioned(smk.output.preconditioned, pre, digest, dict(smk.params))

@@ -7,13 +7,13 @@ import pandas as pd
 from influence.engine import io
 from influence.engine.data import query_batches
 from influence.engine.model import load_tokenizer
-from influence.engine.precondition import Damping, precondition_queries
+from influence.engine.precondition import Damping
 from influence.engine.scores import score_many, scores_table
 from influence.engine.sequences import TokenStore, fitting_sample, ordered_batches
 from influence.queries import english_originals_first, load_queries
 from influence.runlog import describe_model, rule_log
 from influence.tfidf import IdfModel, sample_tfidf_ranks
-from influence.workflow import load_tracked_model
+from influence.workflow import load_tracked_model, precondition
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 settings = smk.params.analysis
@@ -28,8 +28,8 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
     sample = fitting_sample(store.table.index.tolist(), settings["sample_size"], settings["seed"])
     order, candidates = ordered_batches(store, sample, smk.params.batch_size)
 
-    def precondition(estimator, rank=None):
-        return precondition_queries(
+    def preconditioned(estimator, rank=None):
+        return precondition(
             model,
             layers,
             [q.id for q in queries],
@@ -37,14 +37,17 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
             estimator=estimator,
             damping=Damping(**smk.params.damping),
             rank=rank,
+            refine=smk.params.refine,
+            corpus_dir=Path(smk.input.sequences).parent,
+            logger=log,
             **curvature,
         )
 
     tables = []
     for estimator in settings["estimators"]:  # one model pass each: full-rank variants are large
-        variants = {(estimator, 0): precondition(estimator)}
+        variants = {(estimator, 0): preconditioned(estimator)}
         if estimator == "ekfac":  # the rank sweep rides along with full-rank EK-FAC
-            variants.update({("ekfac", r): precondition("ekfac", r) for r in settings["ranks"]})
+            variants.update({("ekfac", r): preconditioned("ekfac", r) for r in settings["ranks"]})
         for (name, rank), scores in score_many(model, layers, variants, candidates).items():
             table = scores_table(scores, order, [q.id for q in queries])[["query_id", "seq_id", "influence"]]
             tables.append(table.assign(estimator=name, query_rank=rank))

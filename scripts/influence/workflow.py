@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from .engine import estimators
 from .engine.model import fingerprint, load_model, select_layers
+from .engine.precondition import Damping, Preconditioned, precondition_queries
+from .engine.refine import Refine, refine_queries
 from .engine.sequences import TokenStore, fitting_sample, shard_bounds
 
 
@@ -36,3 +39,47 @@ def fitting_settings(params) -> dict:
         "layers": params["layers"],
         "dtype": params["dtype"],
     }
+
+
+def precondition(
+    model,
+    layers,
+    query_ids: list[str],
+    batches: list[dict],
+    *,
+    estimator: str,
+    damping: Damping,
+    rank: int | None,
+    refine: dict | None = None,
+    corpus_dir=None,
+    logger=None,
+    **curvature,
+) -> Preconditioned:
+    """Any scoring estimator's preconditioned queries; `curvature` = io.load_curvature's keywords.
+
+    ekfac_cg draws its refinement sequences from `corpus_dir` as the factors' fitting sample is drawn
+    (`refine` = the rule's refine params: scoring.refine, its `fitting` sample and `fisher`), with the
+    covariance's label seeds, so with the fitting sample itself F has exactly the factors' labels.
+    """
+    if not estimators.get(estimator).refines:
+        return precondition_queries(
+            model, layers, query_ids, batches, estimator=estimator, damping=damping, rank=rank, **curvature
+        )
+    if not refine or corpus_dir is None:
+        raise ValueError(f"estimator {estimator!r} needs the refine settings and the tokenised corpus.")
+    _, refinement = fitting_batches(corpus_dir, refine["fitting"])
+    return refine_queries(
+        model,
+        layers,
+        query_ids,
+        batches,
+        refinement,
+        curvature.get("eigen"),
+        curvature.get("correction"),
+        damping,
+        Refine.from_settings(refine),
+        refine["fisher"],
+        refine["fitting"]["seed"],  # the covariance's label seeds, batch by batch
+        rank,
+        logger=logger,
+    )

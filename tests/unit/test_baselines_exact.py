@@ -77,7 +77,7 @@ def test_exact_fisher_sees_the_engines_label_samples(tiny):
 def test_every_estimator_approaches_exact_influence_at_large_damping(tiny):
     """(F + λI)⁻¹ → I/λ as λ grows, so every estimator must converge to the exact scores."""
     model, layers, fit = tiny
-    table = ihvp_accuracy(
+    table, steps = ihvp_accuracy(
         model,
         layers,
         fit,
@@ -88,8 +88,17 @@ def test_every_estimator_approaches_exact_influence_at_large_damping(tiny):
         ["true", "empirical"],
         0,
         {"depth": 50, "batch_size": 4},
+        {"steps": 3, "tolerance": 0.0, "record_steps": 4},
     )
-    assert set(table["estimator"]) == {"ekfac", "kfac", "identity", "lissa", "block_exact"}
+    assert set(table["estimator"]) == {"ekfac", "ekfac_cg", "kfac", "identity", "lissa", "block_exact"}
+    assert sorted(steps["steps"].unique()) == [0, 1, 2, 3, 4] and (steps["estimator"] == "ekfac_cg").all()
+    assert set(steps["preconditioner"]) == {"ekfac", "none"}
+    at_zero = steps[(steps["steps"] == 0) & (steps["preconditioner"] == "ekfac")]
+    at_zero = at_zero.set_index(["fisher", "damping", "query_id"])["relative_error"]
+    ekfac = table[table["estimator"] == "ekfac"].set_index(["fisher", "damping", "query_id"])["relative_error"]
+    np.testing.assert_allclose(at_zero.loc[ekfac.index], ekfac, rtol=1e-6)  # step 0 is EK-FAC
+    small_steps = steps[steps["damping"] == 1e-2].groupby("steps")["relative_error"].mean()
+    assert small_steps[4] < small_steps[0]  # CG improves on EK-FAC where the curvature matters
     large = table[table["damping"] == 1e7]
     assert (large["relative_error"] < 1e-4).all() and (large["spearman"] > 0.999).all()
     small = table[table["damping"] == 1e-2]

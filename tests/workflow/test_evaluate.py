@@ -20,7 +20,7 @@ TINY_EVALUATION = {
     "scoring": {"query_rank": 8},
     "lds": {"n_subsets": 5},
     "qld": {"n_controls": 2, "max_queries_per_retrain": 4},
-    "ihvp": {"dampings": [0.1, 1.0], "headline_damping": 0.1, "lissa": {"depth": 200}},
+    "ihvp": {"dampings": [0.1, 1.0], "headline_damping": 0.1, "lissa": {"depth": 200}, "cg_steps": 10},
 }
 EVAL_RULES = (
     "planted_corpus",
@@ -84,10 +84,12 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
     for difficulty in ("easy", "hard"):
         for model in ("tiny", "finetuned"):
             chosen = tracing[(tracing["model"] == model) & (tracing["difficulty"] == difficulty)]
-            assert set(chosen["estimator"]) == every
+            expected = every if model == "tiny" else every - {"ekfac_cg"}  # evaluation.scoring.cg_models: [tiny]
+            assert set(chosen["estimator"]) == expected
     assert set(tracing["variant"]) == {"all", "original", "paraphrase", "translated", "flipped"}
     assert set(table[table["measure"] == "spearman"]["estimator"]) == {
         "ekfac",
+        "ekfac_cg",
         "kfac",
         "identity",
         "lissa",
@@ -148,6 +150,13 @@ def test_evaluation_figures_and_tables(evaluation):
     cell = evaluation / "difficulty~easy" / "seed~0" / "tiny"
     ihvp = pd.read_parquet(cell / "ihvp.parquet")
     assert set(ihvp["fisher"]) == {"true", "empirical"} and set(ihvp["damping"]) == {0.1, 1.0}
+    assert "ekfac_cg" in set(ihvp["estimator"])
+    steps = pd.read_parquet(evaluation / "ihvp_steps.parquet")
+    assert set(steps["preconditioner"]) == {"ekfac", "none"} and steps["steps"].max() >= 10
+    assert (evaluation / "ihvp_steps.png").stat().st_size > 10_000
+    for model, scored in (("tiny", True), ("finetuned", False)):  # evaluation.scoring.cg_models: [tiny]
+        estimators = set(pd.read_parquet(cell.parent / model / "scores.parquet")["estimator"])
+        assert ("ekfac_cg" in estimators) == scored and "ekfac" in estimators
     outcomes = pd.read_parquet(cell / "lds_outcomes.parquet")
     subsets = pd.read_parquet(cell / "lds_subsets.parquet")
     assert outcomes["subset"].nunique() == 5 and (subsets.groupby("subset").size() == 10).all()  # half of 20

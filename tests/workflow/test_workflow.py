@@ -259,3 +259,34 @@ def test_gpu_rules_ask_for_the_configured_gpus_and_cpu_rules_for_none(tmp_path):
     asked = {rule: "gpu=2" in res and "gpu_model=a100" in res for rule, res in jobs}
     assert {rule for rule, gpu in asked.items() if gpu} == GPU_RULES
     assert all("gpu=0" in res for rule, res in jobs if not asked[rule] and rule != "all"), jobs
+
+
+def test_ekfac_cg_preconditions_from_the_fitting_sample_and_starts_at_ekfac(tiny_run):
+    """ekfac_cg reuses the factors, reads the corpus for its refinement set, logs its cache mode and residuals;
+    at 0 steps its queries are EK-FAC's."""
+    from safetensors.torch import load_file
+
+    tmp, _, results = tiny_run
+    queries = "queries/layers~mlp_estimator~{}_damping~relative-0.1_rank~full/preconditioned.safetensors"
+    config = tmp / "config_cg.yaml"
+    base = yaml.safe_load(tiny_config(tmp, query_rank=None).read_text())
+    outputs = {}
+    for steps, estimator in ((0, "ekfac_cg"), (5, "ekfac")):  # ekfac ignores the refine settings
+        base["scoring"] = {**base["scoring"], "estimator": estimator, "refine": {"steps": steps}}
+        config.write_text(yaml.safe_dump(base))
+        target = f"results/tiny/{queries.format(estimator)}"
+        jobs = planned_jobs("--configfile", config, "--directory", tmp, target)
+        assert set(jobs) == {"precondition_queries"}, jobs  # factors and corpus are reused
+        snakemake("--cores", 2, "--configfile", config, "--directory", tmp, target)
+        outputs[estimator] = load_file(results / queries.format(estimator))
+    for key, tensor in outputs["ekfac"].items():
+        np.testing.assert_allclose(outputs["ekfac_cg"][key].numpy(), tensor.numpy(), rtol=1e-4, atol=1e-7)
+    base["scoring"]["estimator"] = "ekfac_cg"
+    config.write_text(yaml.safe_dump(base))
+    target = f"results/tiny/{queries.format('ekfac_cg')}"
+    snakemake("--cores", 2, "--configfile", config, "--directory", tmp, target)  # refine steps changed: reruns
+    log = results / "logs" / "layers~mlp_estimator~ekfac_cg_damping~relative-0.1_rank~full" / "precondition_queries.log"
+    text = log.read_text()
+    assert "96 sequences" in text and "mode 'gradients'" in text and "CG steps" in text, text
+    refined = load_file(results / queries.format("ekfac_cg"))
+    assert any(not np.allclose(refined[k].numpy(), t.numpy(), rtol=1e-3) for k, t in outputs["ekfac"].items())

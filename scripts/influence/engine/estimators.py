@@ -29,6 +29,7 @@ class Estimator:
     factors: tuple[str, ...] = ()  # factor inputs it needs: names.EIGEN_INPUT, names.CORRECTION_INPUT
     curvature: str | None = None  # eigenvalues in the Kronecker eigenbasis: "ekfac" (fitted Λ) or "kfac"
     unit_norm: bool = False  # divide query and candidate gradients by their norms (cosine)
+    refines: bool = False  # refines EK-FAC by CG on the Fisher of refinement sequences (needs the tokenised corpus)
 
     @property
     def needs_factors(self) -> bool:
@@ -37,6 +38,14 @@ class Estimator:
 
 _ROWS = (
     Estimator("ekfac", "EK-FAC", "C0", factors=(names.EIGEN_INPUT, names.CORRECTION_INPUT), curvature="ekfac"),
+    Estimator(
+        "ekfac_cg",
+        "EK-FAC + CG",
+        "C9",
+        factors=(names.EIGEN_INPUT, names.CORRECTION_INPUT),
+        curvature="ekfac",
+        refines=True,
+    ),
     Estimator("kfac", "K-FAC", "C1", factors=(names.EIGEN_INPUT,), curvature="kfac"),
     Estimator("identity", "gradient dot", "C2"),
     Estimator("cosine", "gradient cosine", "C3", unit_norm=True),

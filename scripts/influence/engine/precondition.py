@@ -124,6 +124,8 @@ def precondition_queries(
     computed, so a rank-r run never holds more than one batch at full rank.
     """
     spec = estimators.get(estimator)
+    if spec.refines:
+        raise ValueError(f"estimator {estimator!r} refines by CG on a refinement set: use refine.refine_queries.")
     needs_factors = spec.curvature is not None
     if tokens_per_sequence is None and correction is not None:
         tokens_per_sequence = correction.n_tokens / correction.n_sequences
@@ -156,7 +158,7 @@ def precondition_queries(
                     f"layer {name}: the preconditioned query gradient has NaN or Inf values; "
                     "the layer's factors (eigen.safetensors, lambda.safetensors) or the model are broken."
                 )
-            parts[name].append(_final_form(grad, rotations[name] if needs_factors else None, rank))
+            parts[name].append(final_form(grad, rotations[name] if needs_factors else None, rank))
     for name, pieces in parts.items():
         result.layers[name] = {
             k: torch.cat([p[k] for p in pieces]) if len(pieces) > 1 else pieces[0][k] for k in pieces[0]
@@ -164,7 +166,7 @@ def precondition_queries(
     return result
 
 
-def _final_form(grad: torch.Tensor, rotation: tuple | None, rank: int | None) -> dict[str, torch.Tensor]:
+def final_form(grad: torch.Tensor, rotation: tuple | None, rank: int | None) -> dict[str, torch.Tensor]:
     """Rotate back to parameter space, at full rank or as rank-r factors.
 
     Truncating in the eigenbasis is exact (rotations keep singular values) and

@@ -1,10 +1,10 @@
 """Every estimator's scores of a small corpus against every query, in memory: the evaluation's scorer.
 
-Influence estimators (every `scoring` row of the registry `engine.estimators`: EK-FAC, K-FAC,
-identity = gradient dot, cosine = gradient cosine, and any added later) run through the engine:
-factors fitted on the scored corpus itself (true Fisher), queries preconditioned at rank r, one
-estimator at a time (a real model's preconditioned queries take GBs each). Baselines (the registry's
-`baseline` rows): RepSim in three representations, TF-IDF, BM25 (`baselines`).
+Influence estimators (every `scoring` row of the registry `engine.estimators`: EK-FAC, EK-FAC + CG, K-FAC,
+identity = gradient dot, cosine = gradient cosine, and any added later) run through the engine: factors
+fitted on the scored corpus itself (true Fisher; ekfac_cg refines on that corpus too, with the covariance's
+labels), queries preconditioned at rank r, one estimator at a time (a real model's preconditioned queries take
+GBs each). Baselines (the registry's `baseline` rows): RepSim in three representations, TF-IDF, BM25.
 """
 
 from __future__ import annotations
@@ -14,19 +14,20 @@ import pandas as pd
 
 from ..engine.data import iter_batches, query_batches
 from ..engine.eigen import eigendecompose
-from ..engine.estimators import BASELINES, SCORING_ESTIMATORS
+from ..engine.estimators import BASELINES, ESTIMATORS, SCORING_ESTIMATORS
 from ..engine.factors import fit_covariance, fit_eigenvalue_correction
 from ..engine.precondition import Damping, precondition_queries
+from ..engine.refine import Refine, refine_queries
 from ..engine.scores import score_many
 from .baselines import bm25_scores, repsim_scores, tfidf_scores
 
-ALL_ESTIMATORS = (*SCORING_ESTIMATORS, *BASELINES)
 # Queries per preconditioning pass: their full-rank gradients (~80M floats each on SmolLM2-135M) are held at once.
 QUERY_BATCH = 2
 
 
 def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int]], settings: dict) -> dict:
-    """{estimator: (Q, N) scores} for the engine's estimators; settings: batch_size, seed, damping, query_rank."""
+    """{estimator: (Q, N) scores} for the engine's estimators; settings: batch_size, seed, damping, query_rank,
+    refine (scoring.refine, the refinement set being the corpus; None skips ekfac_cg)."""
     batches = list(iter_batches(sequences, settings["batch_size"], tokenizer.pad_token_id or 0))
     covariance = fit_covariance(model, layers, batches, "true", settings["seed"])
     eigen = eigendecompose(covariance)
@@ -34,17 +35,38 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
     q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
     ids, out = [q.id for q in queries], {}
     for estimator in SCORING_ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
-        pre = precondition_queries(
-            model,
-            layers,
-            ids,
-            q_batches,
-            estimator=estimator,
-            eigen=eigen,
-            correction=correction,
-            damping=Damping(**settings["damping"]),
-            rank=settings["query_rank"],
-        )
+        damping = Damping(**settings["damping"])
+        refines = ESTIMATORS[estimator].refines
+        if refines and settings.get("refine") is None:
+            continue  # not scored on this model (evaluation.scoring.cg_models)
+        if refines:  # one CG per 8 queries: one pass over the corpus per step serves them all
+            options = Refine.from_settings({"query_chunk": 8, **settings["refine"]})
+            pre = refine_queries(
+                model,
+                layers,
+                ids,
+                q_batches,
+                batches,
+                eigen,
+                correction,
+                damping,
+                options,
+                "true",
+                settings["seed"],  # the covariance's labels
+                settings["query_rank"],
+            )
+        else:
+            pre = precondition_queries(
+                model,
+                layers,
+                ids,
+                q_batches,
+                estimator=estimator,
+                eigen=eigen,
+                correction=correction,
+                damping=damping,
+                rank=settings["query_rank"],
+            )
         out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
         del pre
     return out

@@ -25,6 +25,7 @@ from ..engine.hooks import per_sequence_gradients
 from ..engine.precondition import Damping, precondition_queries, query_gradients
 from ..stats import spearman
 from .baselines import lissa
+from .refinement import PRECONDITIONERS, headline, scores_by_step
 
 
 def _flatten(grads: dict[str, torch.Tensor], layers) -> torch.Tensor:
@@ -168,14 +169,20 @@ def ihvp_accuracy(
     fishers,
     seed: int,
     lissa_settings: dict,
-) -> pd.DataFrame:
-    """Long table: fisher, damping (relative to tr F / P), estimator, query_id, spearman, relative_error.
+    refine: dict | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(accuracy, accuracy of ekfac_cg by CG step), long tables.
 
+    accuracy: fisher, damping (relative to tr F / P), estimator, query_id, spearman, relative_error;
     relative_error is per query: ‖s_q − s*_q‖ / ‖s*_q‖ over the candidates, s* the exact scores.
+    by step: the same columns with estimator ekfac_cg, plus preconditioner (ekfac, none), steps and
+    relative_residual (‖b − (F + λI)x‖ / ‖b‖). ekfac_cg refines on the exact reference's fitting set and
+    labels; `refine`: steps and preconditioner (its accuracy row), tolerance, block_diagonal, record_steps
+    (the steps table's extent).
     """
     candidates = candidate_gradients(model, layers, candidate_batches)  # (N, P)
     queries = query_gradient_matrix(model, layers, query_batches)  # (Q, P)
-    rows = []
+    rows, step_rows = [], []
     for fisher in fishers:
         exact = ExactFisher(fitting_gradients(model, layers, fit_batches, fisher, seed))
         covariance = fit_covariance(
@@ -201,17 +208,43 @@ def ihvp_accuracy(
                 lissa_settings,
                 (eigen, correction),
             )
+            key = {"fisher": fisher, "damping": relative}
+            steps, preconditioner = headline(refine)
+            for kind in PRECONDITIONERS:
+                by_step, residuals = scores_by_step(
+                    model,
+                    layers,
+                    query_batches,
+                    query_ids,
+                    candidates,
+                    fit_batches,
+                    (eigen, correction),
+                    damping,
+                    fisher,
+                    seed,
+                    refine,
+                    kind,
+                )
+                if kind == preconditioner:
+                    approx["ekfac_cg"] = by_step[steps]
+                for step, scores in by_step.items():
+                    extra = {**key, "estimator": "ekfac_cg", "preconditioner": kind, "steps": step}
+                    for row, residual in zip(_accuracy_rows(scores, truth, query_ids, extra), residuals[step]):
+                        step_rows.append({**row, "relative_residual": float(residual)})
             for estimator, scores in approx.items():
-                error = (scores - truth).norm(dim=1) / truth.norm(dim=1).clamp(min=1e-300)
-                for q, query_id in enumerate(query_ids):
-                    rows.append(
-                        {
-                            "fisher": fisher,
-                            "damping": relative,
-                            "estimator": estimator,
-                            "query_id": query_id,
-                            "spearman": spearman(scores[q].numpy(), truth[q].numpy()),
-                            "relative_error": float(error[q]),
-                        }
-                    )
-    return pd.DataFrame(rows)
+                rows += _accuracy_rows(scores, truth, query_ids, {**key, "estimator": estimator})
+    return pd.DataFrame(rows), pd.DataFrame(step_rows)
+
+
+def _accuracy_rows(scores: torch.Tensor, truth: torch.Tensor, query_ids, key: dict) -> list[dict]:
+    """One row per query: `key`, query_id, Spearman ρ and relative error of (Q, N) scores against the truth."""
+    error = (scores - truth).norm(dim=1) / truth.norm(dim=1).clamp(min=1e-300)
+    return [
+        {
+            **key,
+            "query_id": query_id,
+            "spearman": spearman(scores[q].numpy(), truth[q].numpy()),
+            "relative_error": float(error[q]),
+        }
+        for q, query_id in enumerate(query_ids)
+    ]

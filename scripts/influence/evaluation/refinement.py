@@ -1,0 +1,163 @@
+"""ekfac_cg in the iHVP-accuracy evaluation: the scores of every CG iterate, so accuracy can be read against steps.
+
+The refinement set is the exact reference's fitting set with its labels (`seed` is the one the exact Fisher's
+labels are sampled with), so CG converges to the exact influence and the curve shows how fast.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import torch
+
+from ..engine.precondition import Damping
+from ..engine.refine import PRECONDITIONERS, Refine, refine_queries
+from ..figures import figure_axes
+from ..stats import t_interval
+
+__all__ = ["PRECONDITIONERS", "headline", "plot_steps", "scores_by_step", "steps_seeds", "summarise_steps"]
+# The steps the accuracy-vs-steps table records by default: 0 (= EK-FAC) up to this many.
+RECORD_STEPS = 30
+
+
+def refine_settings(settings: dict | None) -> tuple[Refine, int]:
+    """(CG settings, steps recorded) from evaluation.ihvp.refine-like settings (steps, tolerance, record_steps)."""
+    settings = dict(settings or {})
+    record = int(settings.pop("record_steps", RECORD_STEPS))
+    refine = Refine.from_settings(settings)
+    return refine, max(record, refine.steps)
+
+
+def scores_by_step(
+    model,
+    layers,
+    query_batches,
+    query_ids,
+    candidates: torch.Tensor,
+    fit_batches,
+    factors: tuple,
+    damping: float,
+    fisher: str,
+    seed: int,
+    settings: dict | None = None,
+    preconditioner: str | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """({step: (Q, N) scores}, {step: (Q,) relative residual}) of ekfac_cg at absolute damping λ, float64.
+
+    Step 0 is EK-FAC. A query that met the tolerance keeps its iterate; the recorded steps stop when every
+    query has (later steps equal the last recorded one).
+    """
+    refine, record = refine_settings(settings)
+    preconditioner = preconditioner or refine.preconditioner
+    eigen, correction = factors
+    scores, residuals = {}, {}
+
+    def keep(step, iterate, residual):
+        flat = torch.cat([iterate[name].flatten(1) for name in layers], dim=1)  # (Q, P)
+        scores[step], residuals[step] = flat @ candidates.T, residual.max(1).values
+
+    solved = refine_queries(
+        model,
+        layers,
+        query_ids,
+        query_batches,
+        fit_batches,
+        eigen,
+        correction,
+        Damping("absolute", damping),
+        Refine(record, refine.tolerance, refine.block_diagonal, refine.cache_bytes, preconditioner=preconditioner),
+        fisher,
+        seed,
+        None,
+        torch.float64,
+        max_tokens=None,  # the exact reference's micro-batching, hence its label draws
+        progress=False,
+        callback=keep,
+    )
+    if not scores:  # 0 steps: no iterate was reported
+        flat = torch.cat([solved.layers[name]["preconditioned"].flatten(1) for name in layers], dim=1)
+        scores[0], residuals[0] = flat @ candidates.T, torch.full((len(query_ids),), float("nan"))
+    last = max(scores)
+    for step in range(last + 1, record + 1):
+        scores[step], residuals[step] = scores[last], residuals[last]
+    return scores, residuals
+
+
+def headline(settings: dict | None) -> tuple[int, str]:
+    """The step and preconditioner whose scores are the ekfac_cg row of the accuracy table: the configured ones."""
+    refine = refine_settings(settings)[0]
+    return refine.steps, refine.preconditioner
+
+
+STEPS_COLUMNS = {
+    "fisher": "true (labels sampled from the model) or empirical (the data's labels)",
+    "damping": "λ relative to the exact Fisher's mean eigenvalue tr(F)/P",
+    "preconditioner": "CG's preconditioner: ekfac (damped EK-FAC inverse) or none (1/λ: plain CG)",
+    "steps": "CG steps from the EK-FAC solution (0 = EK-FAC)",
+    "measure": "spearman (ρ with the exact scores), relative_error (‖s − s*‖/‖s*‖) or relative_residual",
+    "value": "mean over queries (and seeds)",
+    "ci_low": "lower end of the 95% Student-t interval",
+    "ci_high": "upper end of the 95% Student-t interval",
+    "n": "queries × seeds pooled",
+}
+
+
+def summarise_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% t interval of each measure per Fisher, damping, preconditioner and step (STEPS_COLUMNS)."""
+    rows = []
+    keys = ["fisher", "damping", "preconditioner", "steps"]
+    for key, group in steps.groupby(keys, sort=True):
+        for measure in ("spearman", "relative_error", "relative_residual"):
+            mean, low, high, n = t_interval(group[measure].to_numpy())
+            values = {"measure": measure, "value": mean, "ci_low": low, "ci_high": high, "n": n}
+            rows.append({**dict(zip(keys, key)), **values})
+    return pd.DataFrame(rows, columns=list(STEPS_COLUMNS))
+
+
+def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
+    """Spearman ρ and relative error of ekfac_cg against the exact influence vs CG steps, one line per damping,
+    one pair of panels per preconditioner."""
+    dampings = sorted(summary["damping"].unique())
+    colours = dict(zip(dampings, [f"C{i}" for i in range(len(dampings))]))
+    preconditioners = sorted(summary["preconditioner"].unique())
+    panels = [(p, m) for p in preconditioners for m in ("spearman", "relative_error")]
+    labels = {"spearman": "Spearman ρ with exact influence", "relative_error": "relative error ‖s − s*‖ / ‖s*‖"}
+    with figure_axes(path, ncols=len(panels), size=(4.5 * len(panels), 4.0)) as (fig, axes):
+        for ax, (preconditioner, measure) in zip(axes, panels):
+            rows = summary[(summary["measure"] == measure) & (summary["preconditioner"] == preconditioner)]
+            for (fisher, damping), group in rows.groupby(["fisher", "damping"]):
+                group = group.sort_values("steps")
+                style = "-" if fisher == "true" else "--"
+                label = f"λ = {damping:g} ({fisher} Fisher)"
+                ax.plot(group["steps"], group["value"], color=colours[damping], linestyle=style, label=label)
+                ax.fill_between(group["steps"], group["ci_low"], group["ci_high"], color=colours[damping], alpha=0.12)
+            ax.set_xlabel("CG steps from the EK-FAC solution")
+            ax.set_ylabel(labels[measure])
+            ax.set_title(f"preconditioner: {preconditioner}", fontsize=9)
+            if measure == "relative_error":
+                ax.set_yscale("log")
+        axes[0].legend(fontsize=7)
+        fig.suptitle("EK-FAC + CG on the tiny model: accuracy against CG steps")
+    rho = summary[summary["measure"] == "spearman"]
+    parts = []
+    for (preconditioner, fisher, damping), line in rho.groupby(["preconditioner", "fisher", "damping"]):
+        line = line.set_index("steps")["value"]
+        reach = line[line >= 0.9]
+        first = f"ρ ≥ 0.9 from step {int(reach.index.min())}" if len(reach) else "ρ < 0.9 at every step"
+        parts.append(
+            f"{preconditioner} preconditioner, {fisher} Fisher, λ = {damping:g}: ρ = {line.iloc[0]:.3f} at step 0 "
+            f"(EK-FAC), {line.iloc[-1]:.3f} after {int(line.index.max())} steps, {first}"
+        )
+    return (
+        "Spearman ρ and relative error of EK-FAC + CG's influence against the exact influence on the tiny model "
+        "after each CG step from the EK-FAC solution, with the damped EK-FAC inverse as CG's preconditioner and "
+        "without one; solid: true Fisher, dashed: empirical; mean over queries with 95% t intervals. "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def steps_seeds(tables: list[pd.DataFrame], seeds) -> pd.DataFrame:
+    """The per-seed step tables as one, with a seed column."""
+    return pd.concat([t.assign(seed=s) for t, s in zip(tables, seeds)], ignore_index=True) if tables else pd.DataFrame()
