@@ -252,6 +252,20 @@ def plot_estimator_correlations(table: pd.DataFrame, path: str | os.PathLike) ->
     )
 
 
+def plot_recall_curve(
+    wide: pd.DataFrame, path: str | os.PathLike, xlabel: str, ylabel: str, title: str, plain_ticks: bool = False
+) -> None:
+    """Recall against a cut-off (log x): one grey line per query (columns of `wide`), their mean in colour."""
+    with figure_axes(path, size=(5.6, 3.8)) as (_fig, (ax,)):
+        ax.plot(wide.index, wide.to_numpy(), color="0.75", lw=0.8)
+        ax.plot(wide.index, wide.mean(axis=1), "o-", color="#1f77b4", lw=2, label="mean over queries")
+        ax.set(xscale="log", ylim=(0, 1.03), xlabel=xlabel, ylabel=ylabel, title=title)
+        if plain_ticks:  # k′ = 10, 100 reads better than 10¹, 10²
+            ax.set_xticks(wide.index, [str(k) for k in wide.index])
+            ax.minorticks_off()
+        ax.legend(loc="lower right")
+
+
 def plot_tfidf_recall(
     table: pd.DataFrame, path: str | os.PathLike, n_sample: int | None = None, estimator: str = "ekfac"
 ) -> str:
@@ -259,19 +273,14 @@ def plot_tfidf_recall(
     wide = table.pivot(index="k_prime", columns="query_id", values="recall").sort_index()
     true_k = int(table["true_k"].iloc[0]) if "true_k" in table and len(table) else None
     of = f" of {n_sample} sampled" if n_sample else ""
-    with figure_axes(path, size=(5.6, 3.8)) as (_fig, (ax,)):
-        ax.plot(wide.index, wide.to_numpy(), color="0.75", lw=0.8)
-        ax.plot(wide.index, wide.mean(axis=1), "o-", color="#1f77b4", lw=2, label="mean over queries")
-        ax.set(
-            xscale="log",
-            ylim=(0, 1.03),
-            xlabel=f"k′ (TF-IDF candidates kept{of} sequences)",
-            ylabel=f"recall of true top-{true_k or 'k'} (fraction)",
-            title="TF-IDF prefilter recall",
-        )
-        ax.set_xticks(wide.index, [str(k) for k in wide.index])  # k′ = 10, 100 reads better than 10¹, 10²
-        ax.minorticks_off()
-        ax.legend(loc="lower right")
+    plot_recall_curve(
+        wide,
+        path,
+        xlabel=f"k′ (TF-IDF candidates kept{of} sequences)",
+        ylabel=f"recall of true top-{true_k or 'k'} (fraction)",
+        title="TF-IDF prefilter recall",
+        plain_ticks=True,
+    )
     half = wide.index[(wide.mean(axis=1) >= 0.5).to_numpy()]
     reach = f"mean recall reaches 0.5 at k′ = {half[0]}" if len(half) else "mean recall stays below 0.5"
     scale = f"; k′/{n_sample} is the fraction of the corpus the filter would keep" if n_sample else ""

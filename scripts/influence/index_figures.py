@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from .figures import figure_axes
+from .figures import figure_axes, plot_recall_curve
 
 
 def plot_index_tfidf_recall(table: pd.DataFrame, path: str | os.PathLike) -> str:
@@ -15,17 +15,13 @@ def plot_index_tfidf_recall(table: pd.DataFrame, path: str | os.PathLike) -> str
     wide = table.pivot(index="k", columns="query_id", values="recall").sort_index()
     n = int(table["n"].max()) if len(table) else 0
     n_indexed = int(table["n_indexed"].max()) if len(table) else 0
-    with figure_axes(path, size=(5.6, 3.8)) as (_fig, (ax,)):
-        ax.plot(wide.index, wide.to_numpy(), color="0.75", lw=0.8)
-        ax.plot(wide.index, wide.mean(axis=1), "o-", color="#1f77b4", lw=2, label="mean over queries")
-        ax.set(
-            xscale="log",
-            ylim=(0, 1.03),
-            xlabel=f"k (TF-IDF candidates kept of {n_indexed} indexed sequences)",
-            ylabel=f"recall of the index's top-{n} (fraction)",
-            title="TF-IDF prefilter against the gradient index",
-        )
-        ax.legend(loc="lower right")
+    plot_recall_curve(
+        wide,
+        path,
+        xlabel=f"k (TF-IDF candidates kept of {n_indexed} indexed sequences)",
+        ylabel=f"recall of the index's top-{n} (fraction)",
+        title="TF-IDF prefilter against the gradient index",
+    )
     half = wide.index[(wide.mean(axis=1) >= 0.5).to_numpy()]
     reach = f"mean recall reaches 0.5 at k = {half[0]}" if len(half) else "mean recall stays below 0.5"
     return (

@@ -6,23 +6,12 @@ from conftest import MODELS, batches_of, query_batch, random_sequences
 from influence.engine import io, names
 from influence.engine.data import encode_query
 from influence.engine.eigen import eigendecompose
-from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+from influence.engine.factors import fit_covariance
 from influence.engine.model import fingerprint, select_layers
 from influence.engine.precondition import precondition_queries
 from torch import nn
 
 F64 = dict(dtype=torch.float64, progress=False)
-
-
-@pytest.fixture(scope="module")
-def fitted():
-    model = MODELS["llama"]()
-    layers = select_layers(model)
-    fit = batches_of(random_sequences(8, seed=30), 4)
-    covariance = fit_covariance(model, layers, fit, **F64)
-    eigen = eigendecompose(covariance, progress=False)
-    correction = fit_eigenvalue_correction(model, layers, eigen, fit, **F64)
-    return model, layers, covariance, eigen, correction
 
 
 def test_artefacts_round_trip(fitted, tmp_path):

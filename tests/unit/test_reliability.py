@@ -7,11 +7,10 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from conftest import MODELS, ROOT, batches_of, query_batch, random_sequences
+from conftest import MODELS, ROOT, query_batch
 from influence.corpus import read_corpus
 from influence.engine import names
-from influence.engine.eigen import eigendecompose
-from influence.engine.factors import FactorSums, fit_covariance, fit_eigenvalue_correction
+from influence.engine.factors import FactorSums
 from influence.engine.model import select_layers
 from influence.engine.precondition import precondition_queries
 from influence.engine.scores import Scores, scores_table
@@ -86,17 +85,6 @@ def test_empty_scoring_shard_gives_an_empty_table_with_the_columns():
     table = scores_table(empty, [], ["q1", "q2", "q3"])
     assert table.empty
     assert list(table.columns) == ["query_id", "seq_id", "influence"] + [names.LAYER_PREFIX + m for m in layers]
-
-
-@pytest.fixture(scope="module")
-def fitted():
-    model = MODELS["llama"]()
-    layers = select_layers(model)
-    fit = batches_of(random_sequences(8, seed=30), 4)
-    covariance = fit_covariance(model, layers, fit, **F64)
-    eigen = eigendecompose(covariance, progress=False)
-    correction = fit_eigenvalue_correction(model, layers, eigen, fit, **F64)
-    return model, layers, covariance, eigen, correction
 
 
 def test_a_fitting_shard_without_batches_merges_as_nothing(fitted):
