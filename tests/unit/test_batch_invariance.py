@@ -10,10 +10,11 @@ import torch
 from conftest import MODELS, random_sequences
 from influence.engine.data import pad_batch
 from influence.engine.eigen import eigendecompose
-from influence.engine.estimators import SCORING_ESTIMATORS
+from influence.engine.estimators import ESTIMATORS, SCORING_ESTIMATORS
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
 from influence.engine.model import select_layers
 from influence.engine.precondition import precondition_queries
+from influence.engine.refine import Refine, refine_queries
 from influence.engine.scores import score_candidates
 
 F32 = dict(dtype=torch.float32, progress=False)
@@ -57,7 +58,7 @@ def fitted(request):
     covariance = fit_covariance(model, layers, fit, **F32)
     eigen = eigendecompose(covariance, progress=False)
     correction = fit_eigenvalue_correction(model, layers, eigen, fit, **F32)
-    return model, layers, eigen, correction
+    return model, layers, eigen, correction, fit
 
 
 def _queries(sequences, extra=0):
@@ -75,11 +76,15 @@ def _queries(sequences, extra=0):
 
 @pytest.mark.parametrize("estimator", SCORING_ESTIMATORS)
 def test_scores_do_not_depend_on_batching_order_or_padding(fitted, estimator):
-    model, layers, eigen, correction = fitted
+    model, layers, eigen, correction, fit = fitted
     queries = random_sequences(3, seed=21, low=6, high=10)
     ids = ["q0", "q1", "q2"]
 
     def pre(batches):
+        if ESTIMATORS[estimator].refines:  # CG on the fitting batches' Fisher, a fixed number of steps per query
+            return refine_queries(
+                model, layers, ids, batches, fit, eigen, correction, settings=Refine(steps=5, tolerance=0.0), **F32
+            )
         return precondition_queries(
             model, layers, ids, batches, estimator=estimator, eigen=eigen, correction=correction, **F32
         )
@@ -110,7 +115,7 @@ def test_scores_do_not_depend_on_batching_order_or_padding(fitted, estimator):
 
 def test_micro_batching_does_not_change_scores(fitted):
     """Batches split into micro-batches by the token budget score as the whole batch."""
-    model, layers, eigen, correction = fitted
+    model, layers, eigen, correction, _ = fitted
     preconditioned = precondition_queries(
         model,
         layers,
