@@ -1,7 +1,10 @@
 """Inputs of a tiny but complete workflow run: random tiny Llama with SmolLM2's tokenizer, real glosses."""
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -55,10 +58,26 @@ GPU_RULES = {
 }
 
 
+def _no_controller_env() -> dict:
+    """The environment for Snakemake runs that use no SLURM cluster.
+
+    The SLURM executor plugin runs `scontrol show config` at every CLI start to word its help; with the
+    SLURM client installed (tests/integration) but no controller running, scontrol retries for its 10 s
+    timeout. Here `scontrol` answers "no cluster" at once; the SLURM integration test starts a real cluster
+    and runs the real scontrol.
+    """
+    shim = Path(tempfile.mkdtemp(prefix="no-slurm-controller-"))
+    (shim / "scontrol").symlink_to(shutil.which("false") or "/bin/false")
+    return {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+NO_CONTROLLER_ENV = _no_controller_env()
+
+
 def snakemake(*args, cwd=ROOT, check=True) -> subprocess.CompletedProcess:
     """Run the real Snakemake CLI on the repository's workflow."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *map(str, args)]
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=NO_CONTROLLER_ENV)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result

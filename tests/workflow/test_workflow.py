@@ -276,7 +276,9 @@ def test_ekfac_cg_preconditions_from_the_fitting_sample_and_starts_at_ekfac(tiny
         config.write_text(yaml.safe_dump(base))
         target = f"results/tiny/{queries.format(estimator)}"
         jobs = planned_jobs("--configfile", config, "--directory", tmp, target)
-        assert set(jobs) == {"precondition_queries"}, jobs  # factors and corpus are reused
+        # factors and corpus are reused; full-rank EK-FAC queries may exist already (the sweep test builds them)
+        expected = {"precondition_queries"} if estimator == "ekfac_cg" else {"precondition_queries", None}
+        assert set(jobs) | {None} <= expected | {None} and (estimator != "ekfac_cg" or jobs), jobs
         snakemake("--cores", 2, "--configfile", config, "--directory", tmp, target)
         outputs[estimator] = load_file(results / queries.format(estimator))
     for key, tensor in outputs["ekfac"].items():
