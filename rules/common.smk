@@ -61,16 +61,12 @@ for _key, _pattern in [("model.layers", config["model"]["layers"])] + [
 
 
 def index_name() -> str:
-    """The gradient index's directory: every setting that changes the projected vectors (rules/index.smk)."""
-    i = config["index"]
-    return f"k~{i['k'] or 'full'}_dim~{i['dim'] or 'none'}_{i['kind']}_seed~{i['seed']}_{i['dtype']}_n~{i['max_sequences'] or 'all'}"
+    return run_settings.index_name(config["index"])
 
 
 def setting_names(point: dict) -> dict:
-    names_of = run_settings.setting_names(point, config["scoring"]["damping"]["mode"])
-    if config["scoring"]["candidates"] == "index":  # the index's top-n, rescored exactly
-        names_of["scores"] = f"{names_of['queries']}_index~{index_name()}_top~{config['index']['top_n']}"
-    return names_of
+    mode = config["scoring"]["damping"]["mode"]
+    return run_settings.setting_names(point, mode, run_settings.index_candidates(config))
 
 
 POINTS = run_settings.sweep_points(config)

@@ -11,12 +11,30 @@ import itertools
 PARAMETERS = ("layers", "top_k", "estimator", "damping", "rank")
 
 
-def setting_names(point: dict, damping_mode: str) -> dict[str, str]:
-    """Directory names of a point's artefacts: preconditioned queries, scores, and the sample analyses."""
+def index_name(index: dict) -> str:
+    """The gradient index's directory (config `index`): every setting that changes the projected vectors."""
+    i = index
+    return f"k~{i['k'] or 'full'}_dim~{i['dim'] or 'none'}_{i['kind']}_seed~{i['seed']}_{i['dtype']}_n~{i['max_sequences'] or 'all'}"
+
+
+def setting_names(point: dict, damping_mode: str, index_candidates: str | None = None) -> dict[str, str]:
+    """Directory names of a point's artefacts: preconditioned queries, scores, and the sample analyses.
+
+    With `index_candidates` (`index~<index>_top~<n>`: scoring.candidates is `index`) the scores are named by
+    the index's top-n, which they rescore, instead of the TF-IDF k.
+    """
     damping = f"damping~{damping_mode}-{point['damping']}"
     layers = f"layers~{point['layers']}"
     queries = f"{layers}_estimator~{point['estimator']}_{damping}_rank~{point['rank'] or 'full'}"
-    return {"queries": queries, "scores": f"{queries}_topk~{point['top_k']}", "sample": f"{layers}_{damping}"}
+    candidates = index_candidates or f"topk~{point['top_k']}"
+    return {"queries": queries, "scores": f"{queries}_{candidates}", "sample": f"{layers}_{damping}"}
+
+
+def index_candidates(config: dict) -> str | None:
+    """The scores' candidate part of their name when they come from the gradient index, else None."""
+    if config["scoring"]["candidates"] != "index":
+        return None
+    return f"index~{index_name(config['index'])}_top~{config['index']['top_n']}"
 
 
 def sweep_points(config: dict) -> list[dict]:
@@ -44,5 +62,5 @@ def sweep_points(config: dict) -> list[dict]:
         points = [dict(zip(base, combo)) for combo in itertools.product(*values)]
     else:
         points = [base] + [{**base, key: v} for key, vs in axes.items() for v in vs if v != base[key]]
-    mode = scoring["damping"]["mode"]
-    return list({setting_names(p, mode)["scores"]: p for p in points}.values())
+    mode, candidates = scoring["damping"]["mode"], index_candidates(config)
+    return list({setting_names(p, mode, candidates)["scores"]: p for p in points}.values())

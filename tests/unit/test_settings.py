@@ -1,13 +1,18 @@
 """Sweep points and directory names (influence.settings), which the workflow builds every path from."""
 
-from influence.settings import setting_names, sweep_points
+from influence.settings import index_candidates, setting_names, sweep_points
 
 
 def _config(grid=False, **sweep):
     return {
         "model": {"layers_name": "mlp"},
         "tfidf": {"top_k": 25},
-        "scoring": {"estimator": "ekfac", "damping": {"mode": "relative", "value": 0.1}, "query_rank": 8},
+        "scoring": {
+            "estimator": "ekfac",
+            "damping": {"mode": "relative", "value": 0.1},
+            "query_rank": 8,
+            "candidates": "tfidf",
+        },
         "sweep": {"layers": {}, "tfidf_top_k": [], "estimator": [], "damping": [], "query_rank": [], "grid": grid}
         | sweep,
     }
@@ -34,3 +39,14 @@ def test_grid_sweep_is_the_product_without_duplicates():
     points = sweep_points(_config(grid=True, estimator=["kfac"], damping=[1.0], query_rank=[8, None]))
     assert len(points) == 2 * 2 * 2  # estimator × damping × rank (8 is the base's and counted once)
     assert len({tuple(p.values()) for p in points}) == len(points)
+
+
+def test_index_candidates_name_the_scores_and_merge_tfidf_k_points():
+    config = _config(tfidf_top_k=[10, 40])
+    config["scoring"]["candidates"] = "index"
+    config["index"] = {"k": 16, "dim": None, "kind": "gaussian", "seed": 0, "dtype": "float16", "max_sequences": 1024}
+    config["index"]["top_n"] = 40
+    part = index_candidates(config)
+    assert part == "index~k~16_dim~none_gaussian_seed~0_float16_n~1024_top~40"
+    assert setting_names(sweep_points(config)[0], "relative", part)["scores"].endswith(part)
+    assert len(sweep_points(config)) == 1  # the TF-IDF k changes nothing when the index gives the candidates
