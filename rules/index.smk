@@ -5,15 +5,15 @@
 rule build_index:
     """One shard of the index: each sequence's per-layer gradient projected to k x k, from one forward and backward pass."""
     input:
-        model=f"{RUN}/model",
-        sequences=f"{RUN}/corpus/sequences.parquet",
-        tokens=f"{RUN}/corpus/tokens.npy",
+        model=f"{MRUN}/model",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
+        tokens=f"{MRUN}/corpus/tokens.npy",
     output:
         shard=f"{INDEX_ROOT}/layers~{{layers}}/shard_{{shard}}.safetensors",
     log:
-        f"{LOGS}/index/layers~{{layers}}/build_index_{{shard}}.log",
+        f"{MLOGS}/index/layers~{{layers}}/build_index_{{shard}}.log",
     benchmark:
-        f"{BENCH}/index/layers~{{layers}}/build_index_{{shard}}.tsv"
+        f"{MBENCH}/index/layers~{{layers}}/build_index_{{shard}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -35,15 +35,15 @@ rule query_index:
     input:
         preconditioned=preconditioned_path,
         shards=index_shards,
-        sequences=f"{RUN}/corpus/sequences.parquet",
-        tokens=f"{RUN}/corpus/tokens.npy",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
+        tokens=f"{MRUN}/corpus/tokens.npy",
     output:
         **index_query_outputs(),
         top=f"{INDEX_QUERY}/top.parquet",
         candidates=f"{INDEX_QUERY}/candidates.parquet",
         search=f"{INDEX_QUERY}/search.parquet",
     log:
-        f"{LOGS}/index/{{setting}}/query_index.log",
+        f"{MLOGS}/index/{{setting}}/query_index.log",
     conda:
         ENV
     threads: THREADS
@@ -63,13 +63,13 @@ rule index_figures:
     input:
         top=f"{INDEX_QUERY}/top.parquet",
         shards=index_shards,
-        sequences=f"{RUN}/corpus/sequences.parquet",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
         idf=f"{RUN}/tfidf/idf.safetensors",
         queries=queries_source(),
     output:
         **figure_outputs(INDEX_QUERY, INDEX_FIGURES, category="Gradient index"),
     log:
-        f"{LOGS}/index/{{setting}}/index_figures.log",
+        f"{MLOGS}/index/{{setting}}/index_figures.log",
     conda:
         ENV
     resources:
@@ -83,14 +83,14 @@ rule projection_accuracy:
     input:
         unpack(sample_factor_inputs),
         exact=f"{SAMPLE}/sample_scores.parquet",
-        model=f"{RUN}/model",
+        model=f"{MRUN}/model",
         queries=queries_source(),
-        sequences=f"{RUN}/corpus/sequences.parquet",
-        tokens=f"{RUN}/corpus/tokens.npy",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
+        tokens=f"{MRUN}/corpus/tokens.npy",
     output:
         **figure_outputs(INDEX_QUERY, ACCURACY_FIGURES, category="Gradient index"),
     log:
-        f"{LOGS}/index/{{setting}}/projection_accuracy.log",
+        f"{MLOGS}/index/{{setting}}/projection_accuracy.log",
     conda:
         ENV
     threads: THREADS

@@ -1,19 +1,39 @@
 rule prepare_model:
     """Load the model once (dequantising a GGUF) and save a plain safetensors checkpoint."""
     input:
-        source=model_source(),
+        source=model_source_input,
     output:
-        model=directory(f"{RUN}/model"),
+        model=directory(f"{MRUN}/model"),
     log:
-        f"{LOGS}/prepare_model.log",
+        f"{MLOGS}/prepare_model.log",
     benchmark:
-        f"{BENCH}/prepare_model.tsv"
+        f"{MBENCH}/prepare_model.tsv"
     conda:
         ENV
     resources:
         **CPU_JOB,
     params:
-        **{**model_params(), "layers": LAYER_SETS},  # every layer set, checked before any work
-        source_files=source_files(model_source()),  # weights changed in place rerun this rule
+        **prepare_params(),  # every layer set, checked before any work; source files: a change reruns it
     script:
         "../scripts/prepare_model.py"
+
+
+rule check_models:
+    """Model sweep: every model prepared and every query tokenised by each model's tokenizer, before any
+    fitting starts; the model table (parameters, depth) the cross-model figures are drawn against."""
+    input:
+        models=per_model(f"{MRUN}/model"),
+        queries=queries_source(),
+    output:
+        table=MODEL_TABLE,
+    log:
+        f"{LOGS}/check_models.log",
+    conda:
+        ENV
+    resources:
+        **LIGHT_JOB,
+    params:
+        names=list(MODELS),
+        layers_name=config["model"]["layers_name"],
+    script:
+        "../scripts/check_models.py"

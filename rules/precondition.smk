@@ -2,14 +2,14 @@ rule precondition_queries:
     """Each query's completion-loss gradient times (curvature + λ)⁻¹, rank-r if configured."""
     input:
         unpack(factor_inputs),
-        model=f"{RUN}/model",
+        model=f"{MRUN}/model",
         queries=queries_source(),
     output:
         preconditioned=f"{QUERIES}/preconditioned.safetensors",
     log:
-        f"{LOGS}/{{setting}}/precondition_queries.log",
+        f"{MLOGS}/{{setting}}/precondition_queries.log",
     benchmark:
-        f"{BENCH}/{{setting}}/precondition_queries.tsv"
+        f"{MBENCH}/{{setting}}/precondition_queries.tsv"
     conda:
         ENV
     threads: THREADS

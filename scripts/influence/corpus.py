@@ -304,3 +304,10 @@ def write_corpus_jsonl(df: pd.DataFrame, path: str | os.PathLike) -> None:
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False))
             fh.write("\n")
+
+
+def read_source(paths: list[str], wordnet: bool, text_field: str = TEXT, id_field: str | None = None) -> pd.DataFrame:
+    """The run's corpus (seq_id, text): WordNet's glosses (paths: its data files) or the corpus file."""
+    if wordnet:
+        return read_wordnet_glosses(Path(paths[0]).parent)
+    return read_corpus(paths[0], text_field, id_field)

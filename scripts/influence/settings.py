@@ -64,3 +64,48 @@ def sweep_points(config: dict) -> list[dict]:
         points = [base] + [{**base, key: v} for key, vs in axes.items() for v in vs if v != base[key]]
     mode, candidates = scoring["damping"]["mode"], index_candidates(config)
     return list({setting_names(p, mode, candidates)["scores"]: p for p in points}.values())
+
+
+# --- The model sweep (sweep.models) -------------------------------------------------------------
+
+# What a sweep model inherits from the run's `model` section when it does not set it itself.
+MODEL_KEYS = ("source", "dtype", "layers", "device", "device_map", "trust_remote_code", "layers_name")
+
+
+def sweep_models(config: dict) -> dict[str, dict]:
+    """sweep.models with every key filled in from the run's `model` section (source null: the run's model).
+
+    Names are compared case-insensitively: `Gemma` and `gemma` would be two directories that read as one.
+    """
+    models, seen = {}, {}
+    for name, settings in (config["sweep"].get("models") or {}).items():
+        if name.lower() in seen:
+            raise ValueError(f"sweep.models names {seen[name.lower()]!r} and {name!r}: two models with one name.")
+        seen[name.lower()] = name
+        own = {k: v for k, v in (settings or {}).items() if v is not None}
+        models[name] = {**{k: config["model"][k] for k in MODEL_KEYS}, **own}
+    return models
+
+
+def duplicate_model_names(text: str) -> list[str]:
+    """Names given twice under sweep.models in a YAML document (YAML itself keeps the last one silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    duplicates: list[str] = []
+
+    def mapping(loader, node):
+        keys = [loader.construct_object(k) for k, _ in node.value]
+        pairs = loader.construct_pairs(node)
+        if any(k == "models" for k in keys):  # the sweep section: check the names under its `models`
+            for key_node, value_node in node.value:
+                if loader.construct_object(key_node) == "models" and isinstance(value_node, yaml.MappingNode):
+                    names = [loader.construct_object(k) for k, _ in value_node.value]
+                    duplicates.extend(sorted({n for n in names if names.count(n) > 1}))
+        return dict(pairs)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+    return duplicates

