@@ -20,4 +20,4 @@ with rule_log(smk.log[0], "check_models", **smk.params) as (log, stats):
     table = scale.model_table(abouts, smk.params.layers_name)
     io.write_table(table, smk.output.table)
     log.info("models:\n%s", table.to_string())
-    stats.update(models=len(table), completion_tokens=tokens)
+    stats.update(models=len(table), completion_tokens={name: sum(t.values()) for name, t in tokens.items()})

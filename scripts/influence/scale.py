@@ -122,11 +122,12 @@ def layer_depth(tables: Mapping[str, pd.DataFrame], models) -> pd.DataFrame:
         table = table.dropna(subset=["share"])
         block = table["block"].astype("float")  # <NA> -> NaN keeps modules outside any block in the sum
         summed = table.assign(block=block).groupby(["query_id", "block"], dropna=False, sort=True)["share"].sum()
-        summed = summed.reset_index().assign(model=name)
+        summed = summed.reset_index().assign(model=name, n_layers=int(n_layers[name]))
         summed["relative_depth"] = summed["block"] / n_layers[name]
         parts.append(summed)
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    table = _by_model(rows.to_dict("records"), models, ["query_id", "block", "relative_depth", "share"])
+    columns = ["n_layers", "query_id", "block", "relative_depth", "share"]
+    table = _by_model(rows.to_dict("records"), models, columns)
     table["block"] = table["block"].astype("Int64")
     return table
 

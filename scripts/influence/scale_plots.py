@@ -21,7 +21,7 @@ def _model_ticks(ax, table: pd.DataFrame) -> None:
     """Log x axis with each model's name under its parameter count."""
     points = table.drop_duplicates("model")
     ax.set_xscale("log")
-    ax.set_xticks(points["parameters"], [f"{m}\n{p / 1e6:.0f}M" for m, p in zip(points["model"], points["parameters"])])
+    ax.set_xticks(points["parameters"], [f"{m}\n{p / 1e6:.3g}M" for m, p in zip(points["model"], points["parameters"])])
     ax.minorticks_off()
     low, high = points["parameters"].min(), points["parameters"].max()
     ax.set_xlim(low / 1.5, high * 1.5)  # room around one or two points
@@ -108,26 +108,24 @@ def plot_phrase_order(table: pd.DataFrame, path: str | os.PathLike) -> str:
 
 
 def plot_layer_depth(table: pd.DataFrame, path: str | os.PathLike) -> str:
-    """Mean share of influence per relative depth, one line per model."""
+    """Mean share of influence per relative depth, one line per model, scaled so that 1 is a uniform share."""
     rows = table.dropna(subset=["relative_depth"])
-    means = rows.groupby(["model", "parameters", "relative_depth"], sort=False)["share"].mean().reset_index()
+    keys = ["model", "parameters", "n_layers", "relative_depth"]
+    means = rows.groupby(keys, sort=False)["share"].mean().reset_index()
+    # A model with L blocks gives each block 1/L on average: share × L puts models of any depth on one scale.
+    means["scaled"] = means["share"] * means["n_layers"]
     models = means.drop_duplicates("model").sort_values("parameters")
     with figure_axes(path, size=(6.4, 3.8)) as (_fig, (ax,)):
         colours = mpl.colormaps["plasma"](np.linspace(0, 0.8, max(len(models), 1)))
         for colour, model in zip(colours, models.itertuples()):
             line = means[means["model"] == model.model].sort_values("relative_depth")
-            ax.plot(
-                line["relative_depth"],
-                line["share"],
-                "o-",
-                ms=3,
-                color=colour,
-                label=f"{model.model} ({model.parameters / 1e6:.0f}M)",
-            )
+            label = f"{model.model} ({model.parameters / 1e6:.3g}M, {model.n_layers} blocks)"
+            ax.plot(line["relative_depth"], line["scaled"], "o-", ms=3, color=colour, label=label)
+        ax.axhline(1, color="0.6", lw=0.8, ls="--")
         ax.set(
             xlabel="relative depth (block index / number of blocks)",
-            ylabel="share of top sequences' influence (mean over queries)",
-            title="Where the influence sits, by depth",
+            ylabel="influence share × number of blocks",
+            title="Where the influence sits, by depth (1 = uniform)",
             xlim=(-0.02, 1.0),
         )
         ax.legend(loc="best")
@@ -137,8 +135,10 @@ def plot_layer_depth(table: pd.DataFrame, path: str | os.PathLike) -> str:
     return (
         f"Share of each query's top sequences' influence (absolute per-layer influence, summed over a block's "
         f"tracked modules) by relative depth = block index / number of blocks, so models of different depth share "
-        f"one axis; mean over queries, one line per model. Peak share: {peak}. Grosse et al. find the influence of "
-        f"larger models' abstract matches concentrated in the middle layers."
+        f"one axis; mean over queries, one line per model, multiplied by the model's number of blocks so that 1 "
+        f"(dashed) is an even spread (the table holds the shares themselves, which sum to 1 per model and query). "
+        f"Largest share: {peak}. Grosse et al. find the influence spread over the layers, with the middle layers "
+        f"carrying the more abstract matches in larger models."
     )
 
 
