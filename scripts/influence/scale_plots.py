@@ -27,6 +27,12 @@ def _model_ticks(ax, table: pd.DataFrame) -> None:
     ax.set_xlim(low / 1.5, high * 1.5)  # room around one or two points
 
 
+def _size_axes(ax, table: pd.DataFrame, ylabel: str, title: str, **limits) -> None:
+    """Labels of an axis whose x is the parameter count, with the models' ticks."""
+    ax.set(xlabel=PARAMETERS, ylabel=ylabel, title=title, **limits)
+    _model_ticks(ax, table)
+
+
 def _interval_line(ax, rows: pd.DataFrame, y: str, label: str | None = None, **style) -> None:
     """Values with their interval as error bars, joined across models."""
     error = np.vstack([rows[y] - rows["ci_low"], rows["ci_high"] - rows[y]]).clip(min=0)
@@ -45,25 +51,22 @@ def plot_sparsity(table: pd.DataFrame, path: str | os.PathLike) -> str:
     """Left: tail exponent α per model; right: top-k shares per model."""
     with figure_axes(path, ncols=2, size=(8.0, 3.8)) as (fig, axes):
         _interval_line(axes[0], table[table["measure"] == "exponent"], "median", color="#08519c")
-        axes[0].set(xlabel=PARAMETERS, ylabel="power-law tail exponent α (median)", title="Tail exponent")
+        _size_axes(axes[0], table, "power-law tail exponent α (median)", "Tail exponent")
         colours = mpl.colormaps["viridis"](np.linspace(0, 0.8, 3))
         for colour, measure in zip(colours, ["top_1_share", "top_10_share", "top_100_share"]):
             label = measure.replace("_share", "").replace("_", " ")
             _interval_line(axes[1], table[table["measure"] == measure], "median", label=label, color=colour)
-        axes[1].set(
-            xlabel=PARAMETERS, ylabel="share of positive influence (median)", title="Top-k share", ylim=(0, 1.05)
-        )
+        _size_axes(axes[1], table, "share of positive influence (median)", "Top-k share", ylim=(0, 1.05))
         axes[1].legend(loc="best")
-        for ax in axes:
-            _model_ticks(ax, table)
         fig.suptitle("Sparsity of influence against model size")
     return (
         f"Sparsity of influence per model, x = parameter count (log). Left: the median over queries of the "
         f"power-law tail exponent α of each query's sorted positive influences ({_values(table, 'median', measure='exponent')}); "
-        f"a larger α is a steeper tail, sparser influence. Right: the median share of a query's positive influence "
+        f"α is the density exponent, so the rank-size slope is −1/(α−1): α near 1 means a few sequences hold most "
+        f"of the influence, a larger α spreads it over many. Right: the median share of a query's positive influence "
         f"held by its top 1, 10 and 100 sequences (top 10: {_values(table, 'median', measure='top_10_share')}). "
         f"Error bars: bootstrap 95% intervals of the median over queries. Grosse et al. find influence less sparse "
-        f"(flatter tails) in larger models."
+        f"in larger models (larger α, smaller top-k shares)."
     )
 
 
@@ -76,8 +79,7 @@ def plot_cross_lingual(table: pd.DataFrame, path: str | os.PathLike) -> str:
         ):
             _interval_line(ax, table[table["measure"] == measure], "mean", color="#2ca02c")
             ax.axhline(0, color="0.6", lw=0.8)
-            ax.set(xlabel=PARAMETERS, ylabel=label, title=measure.replace("_", " "))
-            _model_ticks(ax, table)
+            _size_axes(ax, table, label, measure.replace("_", " "))
         fig.suptitle("Cross-lingual transfer against model size")
     return (
         f"Cross-lingual transfer per model, x = parameter count (log). Left: the summed influence of the English "
@@ -95,8 +97,7 @@ def plot_phrase_order(table: pd.DataFrame, path: str | os.PathLike) -> str:
         ax.plot(table["parameters"], table["same_order"], "s--", color="#1f77b4", label="same order")
         ax.plot(table["parameters"], table["flipped"], "v--", color="#ff7f0e", label="flipped")
         ax.axhline(0, color="0.6", lw=0.8)
-        ax.set(xlabel=PARAMETERS, ylabel="probe influence / top corpus influence", title="Phrase-order asymmetry")
-        _model_ticks(ax, table)
+        _size_axes(ax, table, "probe influence / top corpus influence", "Phrase-order asymmetry")
         ax.legend(loc="best")
     return (
         f"Phrase-order probes per model, x = parameter count (log): synthetic sequences stating each query's fact "
@@ -156,13 +157,7 @@ def plot_estimator_agreement(table: pd.DataFrame, path: str | os.PathLike) -> st
                 color=colour,
                 label=f"{pair.estimator_a} vs {pair.estimator_b}",
             )
-        ax.set(
-            xlabel=PARAMETERS,
-            ylabel="Spearman ρ (mean over queries)",
-            title="Agreement between estimators",
-            ylim=(-1.05, 1.05),
-        )
-        _model_ticks(ax, table)
+        _size_axes(ax, table, "Spearman ρ (mean over queries)", "Agreement between estimators", ylim=(-1.05, 1.05))
         ax.legend(loc="best", fontsize=7)
     ekfac_identity = table[(table["estimator_a"] == "ekfac") & (table["estimator_b"] == "identity")]
     return (
@@ -180,13 +175,7 @@ def plot_query_batching(table: pd.DataFrame, path: str | os.PathLike) -> str:
         colours = mpl.colormaps["viridis"](np.linspace(0, 0.85, max(len(ranks), 1)))
         for colour, rank in zip(colours, ranks):
             _interval_line(ax, table[table["approx_rank"] == rank], "spearman_mean", label=f"rank {rank}", color=colour)
-        ax.set(
-            xlabel=PARAMETERS,
-            ylabel="Spearman ρ with full-rank EK-FAC",
-            title="Query batching accuracy",
-            ylim=(-1.05, 1.05),
-        )
-        _model_ticks(ax, table)
+        _size_axes(ax, table, "Spearman ρ with full-rank EK-FAC", "Query batching accuracy", ylim=(-1.05, 1.05))
         ax.legend(loc="best")
     return (
         f"Accuracy of low-rank query batching per model, x = parameter count (log): Spearman ρ between influences "
