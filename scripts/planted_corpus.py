@@ -11,7 +11,7 @@ with rule_log(
 ) as (log, stats):
     p = smk.params.planted
     documents, queries = plant_facts(
-        p["n_facts"], p["k"], p["n_distractors"], int(smk.wildcards.seed), smk.wildcards.difficulty
+        p["n_facts"], p["k"], p["n_distractors"], int(smk.wildcards.seed), smk.wildcards.difficulty, p["fillers"]
     )
     io.write_table(documents, smk.output.documents)
     with open(smk.output.queries, "w") as handle:

@@ -6,6 +6,7 @@ import torch
 from influence.engine import io
 from influence.engine.model import load_tokenizer
 from influence.evaluation.attribution import score_matrix
+from influence.evaluation.planted_hard import filler_fact_id
 from influence.evaluation.qld import RANDOM, plan_retrains, qld_values, random_sets, top_k_sets
 from influence.evaluation.retrain import cached_retrains
 from influence.evaluation.training import encode_texts, retrain_tiny
@@ -27,7 +28,11 @@ with rule_log(smk.log[0], "qld_retrain", seed=smk.wildcards.seed, **smk.params) 
     controls = random_sets(len(queries), len(seq_ids), k, settings["n_controls"], np.random.default_rng([seed, 2]))
     sets.update({(RANDOM, c): controls[c] for c in range(len(controls))})
     plan = plan_retrains(
-        sets, [q.tags["fact_id"] for q in queries], documents["fact_id"].tolist(), settings["max_queries_per_retrain"]
+        sets,
+        [q.tags["fact_id"] for q in queries],
+        documents["fact_id"].tolist(),
+        settings["max_queries_per_retrain"],
+        shared=[filler_fact_id(q.tags["relation"]) for q in queries],
     )
     log.info("%d (method, query) removals of k=%d share %d retrains", sum(len(r.members) for r in plan), k, len(plan))
     everything = np.arange(len(seq_ids))

@@ -71,7 +71,7 @@ def test_tiny_model_names_a_bad_head_count():
 def _hard():
     from influence.evaluation.planted import DIFFICULTIES  # noqa: F401 (the difficulty is a config value)
 
-    return plant_facts(n_facts=8, k=3, n_distractors=2, seed=3, difficulty="hard")
+    return plant_facts(n_facts=8, k=3, n_distractors=2, seed=3, difficulty="hard", fillers=3)
 
 
 def test_hard_corpus_has_both_entity_distractors_that_state_no_fact():
@@ -96,9 +96,14 @@ def test_hard_corpus_has_both_entity_distractors_that_state_no_fact():
             # it is no statement of any relation about any pair in the fact table, nor uses the relation's words
             assert all(text not in stated for stated in statements.values())
             assert not content_words(text, (tags["subject"], tags["object"])) & relation_words, text
-    relation = documents[documents["role"] == "relation_words"]["text"]
+    fillers = documents[documents["role"] == "relation_words"]
     entities = {t[k] for t in facts.values() for k in ("subject", "object")}
-    assert len(relation) == 16 and not any(e in text.split() or e + "." in text for text in relation for e in entities)
+    # 4 relations x 3 filler facts, each in the main wording and the 3 plant wordings, one document each
+    assert len(fillers) == 4 * 3 * 4 and fillers["fact_id"].str.startswith("fillers_").all()
+    assert not any(e in text.split() or e + "." in text for text in fillers["text"] for e in entities)
+    for relation in RELATIONS:
+        texts = fillers[fillers["fact_id"] == f"fillers_{relation.name}"]["text"]
+        assert sum(relation.statements[0].split("{s}")[0] in t for t in texts) == 3  # the query's wording, once each
 
 
 def test_hard_plants_never_use_the_query_wording():
@@ -116,7 +121,8 @@ def test_hard_plants_never_use_the_query_wording():
             assert not content_words(text, entities) & words, (q["prompt"], text)
             assert q["prompt"] not in text
     easy, _ = plant_facts(n_facts=8, k=3, n_distractors=2, seed=3)
-    assert set(easy["fact_id"]) == set(documents["fact_id"])  # the same facts on both difficulties
+    planted = documents[documents["role"] != "relation_words"]
+    assert set(easy["fact_id"]) == set(planted["fact_id"])  # the same facts on both difficulties
     with pytest.raises(ValueError, match="evaluation.planted.difficulty"):
         plant_facts(2, 1, 1, difficulty="medium")
 
@@ -128,7 +134,7 @@ def test_bm25_no_longer_finds_the_hard_plants_but_the_model_learns_the_facts():
 
     recalls = {}
     for difficulty in ("easy", "hard"):
-        documents, raw = plant_facts(n_facts=12, k=3, n_distractors=2, seed=0, difficulty=difficulty)
+        documents, raw = plant_facts(n_facts=12, k=3, n_distractors=2, seed=0, difficulty=difficulty, fillers=12)
         scores = bm25_scores(documents["text"].tolist(), [q["prompt"] + q["completion"] for q in raw])
         relevant = np.array(
             [(documents["role"] == "planted") & (documents["fact_id"] == q["tags"]["fact_id"]) for q in raw]
@@ -137,7 +143,7 @@ def test_bm25_no_longer_finds_the_hard_plants_but_the_model_learns_the_facts():
     assert recalls["easy"][1] == 1.0  # easy: every plant in BM25's top 10
     assert recalls["hard"][0] < 0.65  # hard: about half of the plants in its top k = 3 (plants per fact)
     torch.set_num_threads(1)
-    documents, raw = plant_facts(n_facts=4, k=3, n_distractors=2, seed=0, difficulty="hard")
+    documents, raw = plant_facts(n_facts=12, k=3, n_distractors=2, seed=0, difficulty="hard", fillers=12)
     queries = [Query(q["id"], q["prompt"], q["completion"], q["tags"]) for q in raw]
     tokenizer = word_tokenizer(documents["text"].tolist() + [q.text for q in queries])
     sequences = encode_texts(tokenizer, documents["text"].tolist(), 32)
@@ -145,12 +151,15 @@ def test_bm25_no_longer_finds_the_hard_plants_but_the_model_learns_the_facts():
     learned = {}
     for name, data in (("with", sequences), ("without", without)):
         model = tiny_llama(len(tokenizer), 32, 64, 2, 4, seed=0)
-        train(model, data, 80, 3e-3, 8, seed=0, progress=False)
-        learned[name] = completion_stats(model, tokenizer, queries)[0]
-    # The paraphrase-only plants still teach the facts: the original-wording and flipped queries' answers are
-    # >1 nat more likely with them (measured 1.6 and 2.3). The paraphrased query's wording occurs nowhere in the
-    # hard corpus and gains nothing on this toy (measured -0.2): the per-variant accuracy in the table shows it.
+        train(model, data, 150, 3e-3, 16, seed=0, progress=False)  # eval_quick's recipe
+        learned[name] = completion_stats(model, tokenizer, queries)
+    # The paraphrase-only plants teach the facts, asked in the query's wording the plants never use: the filler
+    # facts (stated in both wordings, in separate documents) teach that the wordings say the same thing.
     variants = np.array([q.tags["variant"] for q in queries])
+    original = variants == "original"
+    print({name: (lp[original].mean(), ok[original].mean()) for name, (lp, ok) in learned.items()})
+    assert learned["with"][1][original].mean() >= 0.5  # measured 0.83 (seeds 1, 2 of the README: 0.75, 0.92)
+    assert learned["without"][1][original].mean() <= 0.1  # a guess among names the distractors mention (1 of 12)
     for variant in ("original", "flipped"):
         chosen = variants == variant
-        assert learned["with"][chosen].mean() > learned["without"][chosen].mean() + 1.0, variant
+        assert learned["with"][0][chosen].mean() > learned["without"][0][chosen].mean() + 1.0, variant

@@ -44,6 +44,19 @@ def test_retrains_are_shared_only_between_independent_queries():
     assert all(len(r.facts) == 1 for r in alone)
 
 
+def test_a_query_is_never_measured_on_a_retrain_that_removes_documents_it_depends_on():
+    # q0 (fact f0) and q1 (fact f1) both depend on the filler documents of their relation ("fill"); method a
+    # removes a filler document for q0, so q1 cannot share that retrain; q2 depends on nothing removed.
+    doc_facts = ["f0", "f1", "fill", "f2", "x", "y"]
+    sets = {("a", 0): np.array([[2], [4], [5]])}
+    plan = plan_retrains(sets, ["f0", "f1", "f2"], doc_facts, max_per_retrain=3, shared=["fill", "fill", "other"])
+    with_filler = next(r for r in plan if 2 in r.removed)
+    assert [q for _, _, q in with_filler.members] == [0, 2]
+    assert len(plan) == 2
+    # without the dependency, all three share one retrain
+    assert len(plan_retrains(sets, ["f0", "f1", "f2"], doc_facts, max_per_retrain=3)) == 1
+
+
 def test_qld_values_by_hand():
     outcomes = pd.DataFrame(
         [

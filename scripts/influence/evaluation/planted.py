@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .planted_hard import HARD, relation_word_distractor
+from .planted_hard import HARD, filler_fact_id, filler_statements
 
 SYLLABLES = [
     "ka",
@@ -136,28 +136,30 @@ def invented_names(n: int, rng: np.random.Generator, taken: set[str] | None = No
 
 
 def plant_facts(
-    n_facts: int, k: int, n_distractors: int, seed: int = 0, difficulty: str = "easy"
+    n_facts: int, k: int, n_distractors: int, seed: int = 0, difficulty: str = "easy", fillers: int = 0
 ) -> tuple[pd.DataFrame, list[dict]]:
     """(documents, queries) of `n_facts` facts cycling through the relations.
 
     documents: seq_id, text, fact_id, role (`ROLES`: 'planted', 'distractor' naming one entity, and on
-    `hard` 'both_entities' and 'relation_words', `n_distractors` of each per fact); queries: YAML-ready
+    `hard` 'both_entities', `n_distractors` per fact, and 'relation_words': `fillers` filler facts per
+    relation, fact_id `filler_fact_id(relation)`, each in 1 + k documents); queries: YAML-ready
     dicts {id, prompt, completion, tags{group, fact_id, variant, lang, order, difficulty}}. Documents
     are shuffled.
     """
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"evaluation.planted.difficulty must be among {DIFFICULTIES}, got {difficulty!r}.")
-    if n_facts < 1 or k < 1 or n_distractors < 0:
+    if n_facts < 1 or k < 1 or n_distractors < 0 or fillers < 0:
         raise ValueError(
-            f"planted facts need n_facts >= 1, k >= 1, n_distractors >= 0 (got {n_facts}, {k}, {n_distractors})."
+            "planted facts need n_facts >= 1, k >= 1, n_distractors >= 0, fillers >= 0 "
+            f"(got {n_facts}, {k}, {n_distractors}, {fillers})."
         )
     max_k = min(len(r.statements) for r in RELATIONS)
     if k > max_k:
         raise ValueError(f"planted k (documents per fact) is {k}; the relations have {max_k} wordings.")
     rng = np.random.default_rng(seed)
     names = invented_names(2 * n_facts, rng)
-    # Filler entities for the relation-word distractors: drawn after the facts' names, never queried.
-    fillers = invented_names(2 * n_facts * n_distractors, rng, taken=set(names)) if difficulty == "hard" else []
+    # Filler entities for the relation-word documents: drawn after the facts' names, never queried.
+    filler_names = invented_names(2 * len(RELATIONS) * fillers, rng, taken=set(names)) if difficulty == "hard" else []
     docs, queries = [], []
     for i in range(n_facts):
         relation = RELATIONS[i % len(RELATIONS)]
@@ -174,10 +176,6 @@ def plant_facts(
         if difficulty == "hard":
             for j, text in enumerate(rng.permutation(list(both))[:n_distractors]):
                 docs.append((f"{fact_id}_both{j}", str(text).format(s=s, o=o), fact_id, "both_entities"))
-            for j in range(n_distractors):
-                fs, fo = fillers[2 * (i * n_distractors + j)], fillers[2 * (i * n_distractors + j) + 1]
-                text = relation_word_distractor(relation, fs, fo, int(rng.integers(len(plants))))
-                docs.append((f"{fact_id}_relation{j}", text, fact_id, "relation_words"))
         prompts = {
             "original": (relation.query.format(s=s), o, "en", "original"),
             "paraphrase": (relation.paraphrased_query.format(s=s), o, "en", "original"),
@@ -194,6 +192,12 @@ def plant_facts(
                     "tags": {**tags, "difficulty": difficulty, "subject": s, "object": o, "relation": relation.name},
                 }
             )
+    for r, relation in enumerate(RELATIONS[: min(n_facts, len(RELATIONS))] if filler_names else ()):  # used ones
+        for j in range(fillers):
+            fs, fo = filler_names[2 * (r * fillers + j)], filler_names[2 * (r * fillers + j) + 1]
+            for w, text in enumerate(filler_statements(relation, fs, fo)):
+                seq_id = f"{filler_fact_id(relation.name)}{j:02d}_doc{w}"
+                docs.append((seq_id, text, filler_fact_id(relation.name), "relation_words"))
     table = pd.DataFrame(docs, columns=["seq_id", "text", "fact_id", "role"])
     return table.iloc[rng.permutation(len(table))].reset_index(drop=True), queries
 

@@ -7,8 +7,13 @@ only one, so lexical matching finds the plants by construction. On `hard`:
   their relation (`content_words`, tested);
 - both-entity distractors name the fact's subject and object together in another relation or
   context, without stating the fact;
-- relation-word distractors use the queries' relation words (and the plants' wording, so the model
-  can learn that both say the same thing) about filler entities that no query asks about.
+- filler facts (`fillers` per relation, entities no query asks about) are each stated in their own
+  documents, once in the queries' main wording and once in every plant wording: relation-word
+  distractors for lexical matching, and what lets a model trained from scratch learn that the two
+  wordings say the same thing. Separate documents matter: stated together in one document, the second
+  wording is predictable by copying from the first, and the tiny model answered 0 of 12 original
+  queries; stated apart, 10 fillers per relation gave 0.83 and 20 gave 1.0 (seed 0, 12 facts, eval_quick's
+  tiny recipe).
 """
 
 from __future__ import annotations
@@ -79,7 +84,12 @@ HARD = {
 }
 
 
-def relation_word_distractor(relation, s: str, o: str, j: int) -> str:
-    """A filler fact (entities no query asks about) in the query's wording and in plant `j`'s wording."""
-    plants = HARD[relation.name][0]
-    return f"{relation.statements[0].format(s=s, o=o)} {plants[j % len(plants)].format(s=s, o=o)}"
+def filler_fact_id(relation_name: str) -> str:
+    """The `fact_id` of a relation's filler documents: queries of that relation depend on them (QLD sharing)."""
+    return f"fillers_{relation_name}"
+
+
+def filler_statements(relation, s: str, o: str) -> list[str]:
+    """A filler fact (entities no query asks about) in the query's main wording and in every plant wording,
+    one document each."""
+    return [w.format(s=s, o=o) for w in (relation.statements[0], *HARD[relation.name][0])]

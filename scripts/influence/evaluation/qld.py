@@ -47,6 +47,7 @@ class Retrain:
     removed: set[int] = field(default_factory=set)
     members: list[tuple[str, int, int]] = field(default_factory=list)
     facts: set[str] = field(default_factory=set)  # facts of the member queries
+    depends: set[str] = field(default_factory=set)  # facts the member queries depend on (theirs and `shared`)
     removed_facts: set[str] = field(default_factory=set)  # facts the removed documents were generated for
     sets: list[set[int]] = field(default_factory=list)  # each member's own removal set
 
@@ -56,10 +57,12 @@ def plan_retrains(
     query_facts: list[str],
     document_facts: list[str],
     max_per_retrain: int,
+    shared: list[str] | None = None,
 ) -> list[Retrain]:
     """Greedy first-fit packing of every (method, control) × query removal set into shared retrains.
 
     sets: {(method, control): (Q, k) document indices}; control is 0 for a method, c for random control c.
+    shared: per query, one more document fact it depends on (None: its own fact only).
     """
     if max_per_retrain < 1:
         raise ValueError(f"evaluation.qld.max_queries_per_retrain must be >= 1, got {max_per_retrain}.")
@@ -69,6 +72,7 @@ def plan_retrains(
             removed = {int(i) for i in row}
             own = {document_facts[i] for i in removed}
             fact = query_facts[q]
+            depends = {fact} | ({shared[q]} if shared is not None else set())
             same = [r for r in retrains if any(m[2] == q and r.sets[i] == removed for i, m in enumerate(r.members))]
             if same:  # another method chose the very same documents for this query: its retrain measures both
                 same[0].members.append((method, control, q))
@@ -78,9 +82,9 @@ def plan_retrains(
                 if (
                     len(r.facts) < max_per_retrain
                     and fact not in r.facts
-                    and fact not in r.removed_facts
+                    and not depends & r.removed_facts
                     and not removed & r.removed
-                    and not own & r.facts
+                    and not own & r.depends
                 ):
                     break
             else:
@@ -90,6 +94,7 @@ def plan_retrains(
             r.members.append((method, control, q))
             r.sets.append(removed)
             r.facts.add(fact)
+            r.depends |= depends
             r.removed_facts |= own
     return retrains
 
