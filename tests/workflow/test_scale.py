@@ -101,6 +101,15 @@ def test_scale_figures_have_one_row_group_per_model(scale_run):
     assert sorted(captions) == sorted(SCALE_TABLES)
 
 
+def test_snakemake_report_collects_the_scale_figures(scale_run):
+    tmp, config, _, _ = scale_run
+    out = tmp / "scale_report.html"
+    snakemake("--report", out, "--configfile", config, "--directory", tmp, SCALE_TARGET)
+    page = out.read_text()
+    for name in SCALE_TABLES:
+        assert f"{name}.png" in page, name
+
+
 def test_layer_depth_sums_to_one_per_model_and_query(scale_run):
     _, _, results, _ = scale_run
     depth = pd.read_parquet(results / "scale" / "scale_layer_depth.parquet")
