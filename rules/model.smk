@@ -23,7 +23,6 @@ rule check_models:
     fitting starts; the model table (parameters, depth) the cross-model figures are drawn against."""
     input:
         models=per_model(f"{MRUN}/model"),
-        queries=queries_source(),
     output:
         table=MODEL_TABLE,
     log:
@@ -35,5 +34,7 @@ rule check_models:
     params:
         names=list(MODELS),
         layers_name=config["model"]["layers_name"],
+        # a path, not an input: a new query file must not rerun this gate (see models_checked in models.smk)
+        queries=queries_source(),
     script:
         "../scripts/check_models.py"

@@ -49,10 +49,18 @@ MODEL_TABLE = f"{RUN}/scale/models.parquet"
 
 
 def models_checked(wildcards) -> dict:
-    """Model sweep: fitting waits until check_models has prepared every model and tokenised every query
-    with it, so a model that cannot be used stops the run before any fitting. ancient(): the table's
-    time stamp alone (a new query file, another model) never refits a model's factors."""
+    """Model sweep: fitting waits until check_models has prepared every model (and tokenised the queries with
+    it), so a model that cannot be used stops the run before any fitting.
+
+    ancient(): the gate's time stamp never refits a model (another model added or remade reruns the gate).
+    Snakemake does not re-examine jobs below a gate that reruns, in that invocation, for their own
+    reasons: so the gate's only inputs are the prepared models, never a file users edit (queries)."""
     return {"models_checked": ancient(MODEL_TABLE)} if MODELS else {}
+
+
+def model_label() -> dict:
+    """In a model sweep, the job's model name for its error messages."""
+    return {"model_name": model_name} if MODELS else {}
 
 
 def per_model(pattern: str, **values) -> list:

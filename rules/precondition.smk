@@ -17,6 +17,7 @@ rule precondition_queries:
         **GPU_JOB,
     params:
         **model_params(),
+        **model_label(),
         estimator=setting_value("estimator"),
         damping=damping_of,
         rank=setting_value("rank"),

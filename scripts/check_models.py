@@ -11,7 +11,7 @@ from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "check_models", **smk.params) as (log, stats):
-    queries = load_queries(smk.input.queries)
+    queries = load_queries(smk.params.queries)
     abouts, tokens = {}, {}
     for name, directory in zip(smk.params.names, smk.input.models):
         abouts[name] = json.loads(Path(directory, "about.json").read_text(encoding="utf-8"))

@@ -15,7 +15,11 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
     queries = load_queries(smk.input.queries)
-    batches = query_batches(tokenizer, queries, smk.params.query_batch_size)  # reduced to rank r batch by batch
+    try:
+        batches = query_batches(tokenizer, queries, smk.params.query_batch_size)  # reduced to rank r batch by batch
+    except ValueError as error:  # a query this model's tokenizer cannot measure: name the sweep's model
+        name = smk.params.get("model_name")
+        raise ValueError(f"model {name!r}: {error}" if name else str(error)) from None
     curvature = io.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
     pre = precondition(
         model,
