@@ -102,3 +102,29 @@ def test_a_completion_that_tokenises_to_nothing_names_the_model():
     assert scale.completion_tokens(drops_digits, queries[:1], "wordy") == {"moon": 5}
     with pytest.raises(ValueError, match="model 'digitless': query 'year'"):
         scale.completion_tokens(drops_digits, queries, "digitless")
+
+
+def test_a_large_vocabulary_shrinks_the_micro_batch_and_no_pass_holds_more_logits():
+    """Gemma-3's 262,144-entry vocabulary: label sampling and the loss see one micro-batch of logits at a time."""
+    import torch
+    from influence.engine.data import pad_batch
+    from influence.engine.factors import ACTIVATION_BUDGET, fit_covariance, micro_batch_tokens
+    from influence.engine.model import select_layers
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def tiny(vocab):
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=vocab, tie_word_embeddings=True,
+        )  # fmt: skip
+        return LlamaForCausalLM(config).eval()
+
+    model = tiny(262_144)
+    limit = micro_batch_tokens(model)
+    assert limit == ACTIVATION_BUDGET // (262_144 + 12 * 16 * 2) < micro_batch_tokens(tiny(50_000))
+    seen = []
+    model.lm_head.register_forward_hook(lambda _m, _i, out: seen.append(out.shape[0] * out.shape[1]))
+    rows = torch.randint(0, 262_144, (6, 100), generator=torch.Generator().manual_seed(0)).tolist()
+    fit_covariance(model, select_layers(model), [pad_batch(rows)], progress=False)
+    assert sum(seen) == 6 * 100 and max(seen) <= limit < 6 * 100  # 600 tokens, never more than `limit` at once
