@@ -36,7 +36,8 @@ def sweep_config(tmp, name="sweep", **models) -> str:
     config["run"] = "tiny_scale"
     config["fitting"] = {"n_sequences": 48, "batch_size": 16}
     config["scoring"]["n_shards"] = 1
-    config["analysis"] = {**config["analysis"], "sample_size": 32, "ranks": [1, 4]}
+    # the smallest sample analyses that still fill both sample tables: two estimators, one query rank
+    config["analysis"] = {**config["analysis"], "sample_size": 32, "ranks": [2], "estimators": ["ekfac", "identity"]}
     config["sweep"] = {
         "models": models or {"llama": {"source": str(tmp / "model")}, "gpt2": {"source": str(tmp / "gpt2")}}
     }
