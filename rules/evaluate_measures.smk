@@ -62,9 +62,9 @@ rule evaluation_summary:
         documents=eval_outputs("planted/documents.parquet"),
         queries=eval_outputs("planted/queries.yaml"),
         ihvp=eval_outputs("tiny/ihvp.parquet"),
-        lds_subsets=eval_outputs("tiny/lds_subsets.parquet"),
-        lds_outcomes=eval_outputs("tiny/lds_outcomes.parquet"),
-        qld=eval_outputs("tiny/qld.parquet"),
+        lds_subsets=eval_outputs("lds_subsets.parquet", models=True),
+        lds_outcomes=eval_outputs("lds_outcomes.parquet", models=True),
+        qld=eval_outputs("qld.parquet", models=True),
         scores=eval_outputs("scores.parquet", models=True),
         accuracy=eval_outputs("accuracy.parquet", models=True),
     output:

@@ -14,9 +14,9 @@ TINY_EVALUATION = {
     "models": ["tiny", "finetuned"],
     "max_tokens": 32,
     "top_k": 10,
-    "planted": {"n_facts": 4, "k": 3, "n_distractors": 2, "difficulty": ["easy", "hard"]},
+    "planted": {"n_facts": 4, "k": 3, "n_distractors": 2, "fillers": 2, "difficulty": ["easy", "hard"]},
     "tiny": {"hidden_size": 32, "intermediate_size": 64, "n_layers": 2, "n_heads": 4, "epochs": 80, "batch_size": 8},
-    "finetune": {"max_epochs": 1},
+    "finetune": {"max_epochs": 1, "retrains": {"lds_subsets": 3, "qld_facts": 2}},
     "scoring": {"query_rank": 8},
     "lds": {"n_subsets": 5},
     "qld": {"n_controls": 2, "max_queries_per_retrain": 4},
@@ -95,13 +95,15 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
         "lissa",
         "block_exact",
     }
-    lds = table[table["measure"] == "lds"]
-    assert set(lds["estimator"]) == every and set(lds["variant"]) == {"all", "seed~0"}
-    assert set(lds[lds["variant"] == "seed~0"]["interval"]) == {"bootstrap over subsets"}
-    qld = table[table["measure"] == "qld"]
-    assert set(qld["estimator"]) == every and set(qld["difficulty"]) == {"easy", "hard"}
-    assert "random" in set(table[table["measure"] == "qld_raw"]["estimator"])
-    assert (qld["n"] == 4).all()  # the 4 original-wording queries
+    for model, scored in (("tiny", every), ("finetuned", every - {"ekfac_cg"})):
+        lds = table[(table["measure"] == "lds") & (table["model"] == model)]
+        assert set(lds["estimator"]) == scored and set(lds["variant"]) == {"all", "seed~0"}
+        assert set(lds[lds["variant"] == "seed~0"]["interval"]) == {"bootstrap over subsets"}
+        qld = table[(table["measure"] == "qld") & (table["model"] == model)]
+        assert set(qld["estimator"]) == scored and set(qld["difficulty"]) == {"easy", "hard"}
+        assert "random" in set(table[(table["measure"] == "qld_raw") & (table["model"] == model)]["estimator"])
+        # tiny: the 4 original-wording queries; finetuned: those of the first 2 facts (finetune.retrains.qld_facts)
+        assert (qld["n"] == (4 if model == "tiny" else 2)).all()
     assert set(table[table["measure"] == "mrr"]["interval"]) == {"bootstrap over facts"}
     bounded = table[table["measure"].isin(["recall_at_10", "mrr", "accuracy"])]["value"]
     assert bounded.between(0, 1).all()
@@ -127,6 +129,20 @@ def test_qld_retrains_are_shared_and_recorded(evaluation):
         per_retrain = outcomes.groupby("retrain")["query_id"].nunique()
         assert per_retrain.max() <= 4
         assert len(list((cell / "retrains" / "qld").glob("*.npy"))) == outcomes["retrain"].nunique()
+
+
+def test_the_fine_tuned_models_retrains_replay_its_recipe_from_the_base_checkpoint(evaluation):
+    for difficulty in ("easy", "hard"):
+        cell = evaluation / f"difficulty~{difficulty}" / "seed~0" / "finetuned"
+        recipe = json.loads((cell / "model" / "retrain_recipe.json").read_text())
+        assert recipe["epochs"] == 1 and recipe["seed"] == 0  # finetune.max_epochs 1: the full fine-tune's epochs
+        outcomes = pd.read_parquet(cell / "lds_outcomes.parquet")
+        assert outcomes["subset"].nunique() == 3 and outcomes["log_prob"].std() > 0
+        assert len(list((cell / "retrains" / "lds").glob("*.npy"))) == 3
+        qld = pd.read_parquet(cell / "qld_outcomes.parquet")
+        assert qld["query_id"].nunique() == 2 and len(list((cell / "retrains" / "qld").glob("*.npy"))) == qld[
+            "retrain"
+        ].nunique()
 
 
 def test_verdict_names_the_measured_winners(evaluation):
