@@ -20,7 +20,13 @@ TINY_EVALUATION = {
     "scoring": {"query_rank": 8},
     "lds": {"n_subsets": 5},
     "qld": {"n_controls": 2, "max_queries_per_retrain": 4},
-    "ihvp": {"dampings": [0.1, 1.0], "headline_damping": 0.1, "lissa": {"depth": 200}, "cg_steps": 10},
+    "ihvp": {
+        "dampings": [0.1, 1.0],
+        "headline_damping": 0.1,
+        "lissa": {"depth": 200},
+        "cg_steps": 10,
+        "refine_fractions": [0.5],
+    },
 }
 EVAL_RULES = (
     "planted_corpus",
@@ -172,6 +178,9 @@ def test_evaluation_figures_and_tables(evaluation):
     steps = pd.read_parquet(evaluation / "ihvp_steps.parquet")
     assert set(steps["preconditioner"]) == {"ekfac", "none"} and steps["steps"].max() >= 10
     assert (evaluation / "ihvp_steps.png").stat().st_size > 10_000
+    subsets = pd.read_parquet(evaluation / "ihvp_subsets.parquet")
+    assert subsets["n_sequences"].nunique() == 2 and (subsets["steps"] == 10).all()  # half and all of the set
+    assert (evaluation / "ihvp_subsets.png").stat().st_size > 10_000
     for model, scored in (("tiny", True), ("finetuned", False)):  # evaluation.scoring.cg_models: [tiny]
         estimators = set(pd.read_parquet(cell.parent / model / "scores.parquet")["estimator"])
         assert ("ekfac_cg" in estimators) == scored and "ekfac" in estimators
