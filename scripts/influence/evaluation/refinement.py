@@ -112,16 +112,21 @@ STEPS_COLUMNS = {
 }
 
 
-def summarise_steps(steps: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% t interval of each measure per Fisher, damping, preconditioner and step (STEPS_COLUMNS)."""
+def _summarise(table: pd.DataFrame, keys: list[str], measures: tuple[str, ...], columns: dict) -> pd.DataFrame:
+    """Mean and 95% t interval of each measure per group of `keys`, in the order of `columns`."""
     rows = []
-    keys = ["fisher", "damping", "preconditioner", "steps"]
-    for key, group in steps.groupby(keys, sort=True):
-        for measure in ("spearman", "relative_error", "relative_residual"):
+    for key, group in table.groupby(keys, sort=True):
+        for measure in measures:
             mean, low, high, n = t_interval(group[measure].to_numpy())
             values = {"measure": measure, "value": mean, "ci_low": low, "ci_high": high, "n": n}
             rows.append({**dict(zip(keys, key)), **values})
-    return pd.DataFrame(rows, columns=list(STEPS_COLUMNS))
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def summarise_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% t interval of each measure per Fisher, damping, preconditioner and step (STEPS_COLUMNS)."""
+    keys = ["fisher", "damping", "preconditioner", "steps"]
+    return _summarise(steps, keys, ("spearman", "relative_error", "relative_residual"), STEPS_COLUMNS)
 
 
 def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
@@ -182,15 +187,8 @@ SUBSETS_COLUMNS = {
 
 def summarise_subsets(subsets: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% t interval of ρ and relative error per Fisher, damping and refinement-set size (SUBSETS_COLUMNS)."""
-    rows = []
     keys = ["fisher", "damping", "n_sequences", "steps"]
-    for key, group in subsets.groupby(keys, sort=True):
-        for measure in ("spearman", "relative_error"):
-            mean, low, high, n = t_interval(group[measure].to_numpy())
-            rows.append(
-                {**dict(zip(keys, key)), "measure": measure, "value": mean, "ci_low": low, "ci_high": high, "n": n}
-            )
-    return pd.DataFrame(rows, columns=list(SUBSETS_COLUMNS))
+    return _summarise(subsets, keys, ("spearman", "relative_error"), SUBSETS_COLUMNS)
 
 
 def plot_subsets(summary: pd.DataFrame, path: str | os.PathLike) -> str:
