@@ -299,6 +299,34 @@ def finetuned_seeds() -> list:
     return chosen
 
 
+def retrain_inputs(wildcards) -> dict:
+    """The model whose tokenizer the retrains use; a fine-tuned model's retrains start from the base checkpoint."""
+    inputs = {"model": eval_model_dir(wildcards)}
+    if wildcards.model == "finetuned":
+        inputs["base"] = f"{RUN}/model"
+    return inputs
+
+
+def retrain_settings(wildcards) -> dict:
+    """How lds_retrain / qld_retrain retrain model `wildcards.model` (`training.retrainer`) and how many times:
+    `lds_subsets`, and `qld_facts` (None: every fact's queries)."""
+    if wildcards.model == "tiny":
+        return {"tiny": EVAL_SETTINGS["tiny"], "lds_subsets": EVAL_SETTINGS["lds"]["n_subsets"], "qld_facts": None}
+    counts = EVAL_SETTINGS["finetune"]["retrains"]
+    recipe = f"{eval_model_dir(wildcards)}/retrain_recipe.json"
+    loading = {k: v for k, v in model_params().items() if k != "layers"}  # a fine-tune trains every weight
+    return {"base": f"{RUN}/model", "model": loading, "recipe": recipe, **counts}
+
+
+def retrain_threads(wildcards) -> int:
+    """A 32-wide model trains fastest on one thread; a real model's fine-tunes use the run's threads."""
+    return 1 if wildcards.model == "tiny" else THREADS
+
+
+# The tiny model's retrains are CPU jobs; the fine-tuned model's are GPU jobs (any GPU: no gpu_model here).
+RETRAIN_JOB = {**CPU_JOB, "gpu": lambda wildcards: GPU_JOB["gpu"] if wildcards.model == "finetuned" else 0}
+
+
 def eval_scoring(wildcards) -> dict:
     """The evaluation's scoring settings for one model; `refine` (scoring.refine) only where ekfac_cg is scored."""
     settings = dict(EVAL_SETTINGS["scoring"])

@@ -37,6 +37,7 @@ rule ihvp_accuracy:
     output:
         table=f"{EVAL_SEED}/tiny/ihvp.parquet",
         steps=f"{EVAL_SEED}/tiny/ihvp_steps.parquet",
+        subsets=f"{EVAL_SEED}/tiny/ihvp_subsets.parquet",
     log:
         f"{EVAL_SEED}/logs/ihvp_accuracy.log",
     benchmark:
@@ -62,9 +63,9 @@ rule evaluation_summary:
         documents=eval_outputs("planted/documents.parquet"),
         queries=eval_outputs("planted/queries.yaml"),
         ihvp=eval_outputs("tiny/ihvp.parquet"),
-        lds_subsets=eval_outputs("tiny/lds_subsets.parquet"),
-        lds_outcomes=eval_outputs("tiny/lds_outcomes.parquet"),
-        qld=eval_outputs("tiny/qld.parquet"),
+        lds_subsets=eval_outputs("lds_subsets.parquet", models=True),
+        lds_outcomes=eval_outputs("lds_outcomes.parquet", models=True),
+        qld=eval_outputs("qld.parquet", models=True),
         scores=eval_outputs("scores.parquet", models=True),
         accuracy=eval_outputs("accuracy.parquet", models=True),
     output:
@@ -89,12 +90,16 @@ rule evaluation_summary:
 
 
 rule ihvp_steps_figure:
-    """EK-FAC + CG's Spearman ρ and relative error against the exact influence after every CG step, per damping."""
+    """EK-FAC + CG's Spearman ρ and relative error against the exact influence after every CG step, per damping, and
+    against the refinement set's size."""
     input:
         steps=eval_outputs("tiny/ihvp_steps.parquet"),
+        subsets=eval_outputs("tiny/ihvp_subsets.parquet"),
     output:
         figure=report(f"{EVAL}/ihvp_steps.png", caption="captions/ihvp_steps.rst", category="Evaluation"),
         table=f"{EVAL}/ihvp_steps.parquet",
+        subsets_figure=report(f"{EVAL}/ihvp_subsets.png", caption="captions/ihvp_subsets.rst", category="Evaluation"),
+        subsets_table=f"{EVAL}/ihvp_subsets.parquet",
     log:
         f"{EVAL}/logs/ihvp_steps_figure.log",
     conda:

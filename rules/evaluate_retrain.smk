@@ -1,59 +1,60 @@
-# The evaluation's counterfactual measures on the tiny model: LDS (retrains on random subsets) and QLD
-# (retrains without each method's top-k documents per query). Finished retrains are cached under
-# tiny/retrains/ (outside the declared outputs) so a failed or interrupted run resumes.
+# The evaluation's counterfactual measures: LDS (retrains on random subsets) and QLD (retrains without each
+# method's top-k documents per query), on the tiny model (retrained from scratch) and on the fine-tuned one
+# (fine-tuned again from the base checkpoint; counts in evaluation.finetune.retrains). Finished retrains are
+# cached under <model>/retrains/ (outside the declared outputs) so a failed or interrupted run resumes.
 
 
 rule lds_retrain:
-    """The tiny model retrained from scratch on random subsets of the corpus; each query's log-probability."""
+    """The model retrained on random subsets of the corpus; each query's log-probability."""
     input:
-        model=f"{EVAL_SEED}/tiny/model",
+        unpack(retrain_inputs),
         documents=rules.planted_corpus.output.documents,
         queries=rules.planted_corpus.output.queries,
     output:
-        subsets=f"{EVAL_SEED}/tiny/lds_subsets.parquet",
-        outcomes=f"{EVAL_SEED}/tiny/lds_outcomes.parquet",
+        subsets=f"{EVAL_SEED}/{{model}}/lds_subsets.parquet",
+        outcomes=f"{EVAL_SEED}/{{model}}/lds_outcomes.parquet",
     log:
-        f"{EVAL_SEED}/logs/lds_retrain.log",
+        f"{EVAL_SEED}/logs/lds_retrain_{{model}}.log",
     benchmark:
-        f"{EVAL_SEED}/benchmarks/lds_retrain.tsv"
+        f"{EVAL_SEED}/benchmarks/lds_retrain_{{model}}.tsv"
     conda:
         ENV
-    threads: 1
+    threads: retrain_threads
     resources:
-        **CPU_JOB,
+        **RETRAIN_JOB,
     params:
-        tiny=EVAL_SETTINGS["tiny"],
+        retrain=retrain_settings,
         lds=EVAL_SETTINGS["lds"],
         max_tokens=EVAL_SETTINGS["max_tokens"],
-        cache=f"{EVAL_SEED}/tiny/retrains/lds",
+        cache=f"{EVAL_SEED}/{{model}}/retrains/lds",
     script:
         "../scripts/lds_retrain.py"
 
 
 rule qld_retrain:
-    """The tiny model retrained without each method's top-k documents per query, and without k random ones."""
+    """The model retrained without each method's top-k documents per query, and without k random ones."""
     input:
-        model=f"{EVAL_SEED}/tiny/model",
+        unpack(retrain_inputs),
         documents=rules.planted_corpus.output.documents,
         queries=rules.planted_corpus.output.queries,
-        scores=f"{EVAL_SEED}/tiny/scores.parquet",
-        accuracy=f"{EVAL_SEED}/tiny/accuracy.parquet",
+        scores=f"{EVAL_SEED}/{{model}}/scores.parquet",
+        accuracy=f"{EVAL_SEED}/{{model}}/accuracy.parquet",
     output:
-        outcomes=f"{EVAL_SEED}/tiny/qld_outcomes.parquet",
-        qld=f"{EVAL_SEED}/tiny/qld.parquet",
+        outcomes=f"{EVAL_SEED}/{{model}}/qld_outcomes.parquet",
+        qld=f"{EVAL_SEED}/{{model}}/qld.parquet",
     log:
-        f"{EVAL_SEED}/logs/qld_retrain.log",
+        f"{EVAL_SEED}/logs/qld_retrain_{{model}}.log",
     benchmark:
-        f"{EVAL_SEED}/benchmarks/qld_retrain.tsv"
+        f"{EVAL_SEED}/benchmarks/qld_retrain_{{model}}.tsv"
     conda:
         ENV
-    threads: 1
+    threads: retrain_threads
     resources:
-        **CPU_JOB,
+        **RETRAIN_JOB,
     params:
-        tiny=EVAL_SETTINGS["tiny"],
+        retrain=retrain_settings,
         qld=qld_settings(),
         max_tokens=EVAL_SETTINGS["max_tokens"],
-        cache=f"{EVAL_SEED}/tiny/retrains/qld",
+        cache=f"{EVAL_SEED}/{{model}}/retrains/qld",
     script:
         "../scripts/qld_retrain.py"

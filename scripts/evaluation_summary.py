@@ -28,16 +28,16 @@ with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
         variants = {q.id: q.tags["variant"] for q in queries}
         facts = {q.id: q.tags["fact_id"] for q in queries}
         cell = ihvp_rows(io.read_table(inputs.ihvp[i]), facts, seed)
-        cell += qld_rows(io.read_table(inputs.qld[i]), seed)
         for j, (d, s, model) in enumerate(smk.params.model_cells):
             if (d, s) != (difficulty, seed):
                 continue
             scores = io.read_table(inputs.scores[j])
             cell += tracing_rows(scores, documents, variants, facts, model, k, seed)
             cell += accuracy_rows(io.read_table(inputs.accuracy[j]), model, facts, seed)
-            if model == "tiny":
-                subsets, outcomes = io.read_table(inputs.lds_subsets[i]), io.read_table(inputs.lds_outcomes[i])
-                cell += lds_rows(scores, subsets, outcomes, facts, seed)
+            cell += qld_rows(io.read_table(inputs.qld[j]), seed, model)
+            subsets, outcomes = io.read_table(inputs.lds_subsets[j]), io.read_table(inputs.lds_outcomes[j])
+            if len(outcomes):  # empty when the model's LDS is skipped (evaluation.finetune.retrains.lds_subsets 0)
+                cell += lds_rows(scores, subsets, outcomes, facts, seed, model)
         rows += pool_seeds(cell, difficulty)
     table = summarise(pool_seeds(rows))
     io.write_table(table, smk.output.table)

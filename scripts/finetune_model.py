@@ -2,7 +2,7 @@
 
 from influence.engine import io
 from influence.engine.model import load_tokenizer
-from influence.evaluation.training import completion_stats, encode_texts, train
+from influence.evaluation.training import completion_stats, encode_texts, train, write_recipe
 from influence.queries import load_queries
 from influence.runlog import describe_model, rule_log
 from influence.workflow import load_tracked_model
@@ -33,4 +33,5 @@ with rule_log(smk.log[0], "finetune_model", seed=smk.wildcards.seed, **smk.param
     )
     model.save_pretrained(smk.output.model)
     tokenizer.save_pretrained(smk.output.model)
+    write_recipe(smk.output.model, len(history), f["lr"], f["batch_size"], int(smk.wildcards.seed))
     stats.update(describe_model(model, layers), sequences=len(sequences), epochs=len(history), final_loss=history[-1])

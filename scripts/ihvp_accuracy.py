@@ -18,7 +18,7 @@ with rule_log(smk.log[0], "ihvp_accuracy", seed=smk.wildcards.seed, **smk.params
     sequences = encode_texts(tokenizer, io.read_table(smk.input.documents)["text"].tolist(), smk.params.max_tokens)
     batches = list(iter_batches(sequences, smk.params.batch_size, tokenizer.pad_token_id))
     queries = load_queries(smk.input.queries)
-    table, steps = ihvp_accuracy(
+    table, steps, subsets = ihvp_accuracy(
         model,
         layers,
         batches,
@@ -30,9 +30,12 @@ with rule_log(smk.log[0], "ihvp_accuracy", seed=smk.wildcards.seed, **smk.params
         int(smk.wildcards.seed),
         settings["lissa"],
         {**smk.params.refine, "record_steps": settings["cg_steps"]},
+        subset_fractions=settings["refine_fractions"],
+        subset_damping=settings["headline_damping"],
     )
     io.write_table(table, smk.output.table)
     io.write_table(steps, smk.output.steps)
+    io.write_table(subsets, smk.output.subsets)
     stats.update(
         describe_model(model, layers),
         parameters=sum(lay.d_out * lay.d_in_total for lay in layers.values()),

@@ -1,7 +1,8 @@
-"""Rule ihvp_steps_figure: EK-FAC + CG's accuracy against the exact influence after every CG step, per damping."""
+"""Rule ihvp_steps_figure: EK-FAC + CG's accuracy against the exact influence after every CG step, per damping, and
+against the refinement set's size."""
 
 import pandas as pd
-from influence.evaluation.refinement import plot_steps, steps_seeds, summarise_steps
+from influence.evaluation.refinement import plot_steps, plot_subsets, steps_seeds, summarise_steps, summarise_subsets
 from influence.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -10,4 +11,7 @@ with rule_log(smk.log[0], "ihvp_steps_figure", **smk.params) as (log, stats):
     summary = summarise_steps(steps)
     summary.to_parquet(smk.output.table, index=False)
     log.info("caption: %s", plot_steps(summary, smk.output.figure))
+    subsets = summarise_subsets(steps_seeds([pd.read_parquet(path) for path in smk.input.subsets], smk.params.seeds))
+    subsets.to_parquet(smk.output.subsets_table, index=False)
+    log.info("caption: %s", plot_subsets(subsets, smk.output.subsets_figure))
     stats.update(rows=len(summary), seeds=len(smk.params.seeds))

@@ -1,4 +1,5 @@
-"""Rule qld_retrain: the tiny model retrained without each method's top-k documents per query (and random ones)."""
+"""Rule qld_retrain: the evaluation's model retrained without each method's top-k documents per query (and
+random ones)."""
 
 import numpy as np
 import pandas as pd
@@ -9,17 +10,23 @@ from influence.evaluation.attribution import score_matrix
 from influence.evaluation.planted_hard import filler_fact_id
 from influence.evaluation.qld import RANDOM, plan_retrains, qld_values, random_sets, top_k_sets
 from influence.evaluation.retrain import cached_retrains
-from influence.evaluation.training import encode_texts, retrain_tiny
+from influence.evaluation.training import encode_texts, retrain_shape, retrainer
 from influence.queries import load_queries
 from influence.runlog import rule_log
 
-torch.set_num_threads(1)  # a 32-wide model trains ~30x faster on one thread than on two contended ones
 smk = snakemake  # noqa: F821 (injected by Snakemake)
-with rule_log(smk.log[0], "qld_retrain", seed=smk.wildcards.seed, **smk.params) as (log, stats):
-    t, settings, seed = smk.params.tiny, smk.params.qld, int(smk.wildcards.seed)
+torch.set_num_threads(smk.threads)  # 1 for the tiny model: a 32-wide model trains ~30x faster on one thread
+with rule_log(smk.log[0], "qld_retrain", seed=smk.wildcards.seed, model=smk.wildcards.model, **smk.params) as (
+    log,
+    stats,
+):
+    r, settings, seed = smk.params.retrain, smk.params.qld, int(smk.wildcards.seed)
     tokenizer = load_tokenizer(smk.input.model)
     documents = io.read_table(smk.input.documents)
     queries = [q for q in load_queries(smk.input.queries) if q.tags["variant"] in settings["variants"]]
+    if r["qld_facts"] is not None:  # the fine-tuned model: the first n facts' queries only (retrains cost minutes)
+        chosen = list(dict.fromkeys(q.tags["fact_id"] for q in queries))[: r["qld_facts"]]
+        queries = [q for q in queries if q.tags["fact_id"] in chosen]
     scores = io.read_table(smk.input.scores)
     sequences = encode_texts(tokenizer, documents["text"].tolist(), smk.params.max_tokens)
     seq_ids, query_ids = documents["seq_id"].tolist(), [q.id for q in queries]
@@ -34,21 +41,27 @@ with rule_log(smk.log[0], "qld_retrain", seed=smk.wildcards.seed, **smk.params) 
         settings["max_queries_per_retrain"],
         shared=[filler_fact_id(q.tags["relation"]) for q in queries],
     )
-    log.info("%d (method, query) removals of k=%d share %d retrains", sum(len(r.members) for r in plan), k, len(plan))
+    log.info(
+        "%d (method, query) removals of k=%d share %d retrains (%s model)",
+        sum(len(p.members) for p in plan),
+        k,
+        len(plan),
+        smk.wildcards.model,
+    )
     everything = np.arange(len(seq_ids))
-    keeps = [np.setdiff1d(everything, sorted(r.removed)) for r in plan]
+    keeps = [np.setdiff1d(everything, sorted(p.removed)) for p in plan]
     outcomes = cached_retrains(
         keeps,
-        lambda keep: retrain_tiny(tokenizer, sequences, queries, keep, t, seed),
+        retrainer(smk.wildcards.model, tokenizer, sequences, queries, r, seed),
         smk.params.cache,
-        {"tiny": t, "max_tokens": smk.params.max_tokens, "documents": seq_ids, "queries": query_ids},
-        [f"QLD retrain {i} (removing {len(r.removed)} documents)" for i, r in enumerate(plan)],
+        {**retrain_shape(r), "max_tokens": smk.params.max_tokens, "documents": seq_ids, "queries": query_ids},
+        [f"QLD retrain {i} (removing {len(p.removed)} documents)" for i, p in enumerate(plan)],
         seed,
     )
     rows = [
-        (i, method, control, query_ids[q], -float(outcomes[i][q]), len(r.removed), len(r.facts))
-        for i, r in enumerate(plan)
-        for method, control, q in r.members
+        (i, method, control, query_ids[q], -float(outcomes[i][q]), len(p.removed), len(p.facts))
+        for i, p in enumerate(plan)
+        for method, control, q in p.members
     ]
     table = pd.DataFrame(rows, columns=["retrain", "method", "control", "query_id", "loss", "n_removed", "n_queries"])
     io.write_table(table, smk.output.outcomes)

@@ -77,7 +77,7 @@ def test_exact_fisher_sees_the_engines_label_samples(tiny):
 def test_every_estimator_approaches_exact_influence_at_large_damping(tiny):
     """(F + λI)⁻¹ → I/λ as λ grows, so every estimator must converge to the exact scores."""
     model, layers, fit = tiny
-    table, steps = ihvp_accuracy(
+    table, steps, subsets = ihvp_accuracy(
         model,
         layers,
         fit,
@@ -89,6 +89,8 @@ def test_every_estimator_approaches_exact_influence_at_large_damping(tiny):
         0,
         {"depth": 50, "batch_size": 4},
         {"steps": 3, "tolerance": 0.0, "record_steps": 4},
+        subset_fractions=[0.5, 1.0],
+        subset_damping=1e-2,
     )
     assert set(table["estimator"]) == {"ekfac", "ekfac_cg", "kfac", "identity", "lissa", "block_exact"}
     assert sorted(steps["steps"].unique()) == [0, 1, 2, 3, 4] and (steps["estimator"] == "ekfac_cg").all()
@@ -103,6 +105,13 @@ def test_every_estimator_approaches_exact_influence_at_large_damping(tiny):
     assert (large["relative_error"] < 1e-4).all() and (large["spearman"] > 0.999).all()
     small = table[table["damping"] == 1e-2]
     assert (small[small["estimator"] == "identity"]["relative_error"] > 0.1).all()  # curvature matters here
+    # by refinement-set size: half the fitting batches, and the full set = the table's ekfac_cg row
+    assert sorted(subsets["fraction"].unique()) == [0.5, 1.0] and (subsets["damping"] == 1e-2).all()
+    n = subsets.groupby("fraction")["n_sequences"].first()
+    assert n[0.5] == sum(len(b["input_ids"]) for b in fit[: round(len(fit) / 2)]) and n[1.0] > n[0.5]
+    full = subsets[subsets["fraction"] == 1.0].set_index(["fisher", "query_id"])["relative_error"]
+    cg = small[small["estimator"] == "ekfac_cg"].set_index(["fisher", "query_id"])["relative_error"]
+    np.testing.assert_allclose(full.loc[cg.index], cg)
 
 
 def test_block_exact_equals_exact_for_one_layer_and_a_dense_block_solve(tiny):

@@ -120,6 +120,9 @@ def test_verdict_reports_accuracy_and_headline_damping_only():
     assert "original 75%" in text and "**ekfac** is best with 0.905" in text and "0.995" not in text
     assert "**block_exact**" not in text and "Reference, not an estimator" in text and "0.975" in text
     assert isinstance(summarise(rows), pd.DataFrame)
+    assert "Caution" not in text  # 75% learned
+    rows[-1]["values"] = np.array([1.0, 0, 0, 0])
+    assert "Caution: the tiny model answers fewer than 50%" in verdict(summarise(rows), 0.1)
 
 
 def test_verdict_warns_when_the_best_relative_error_is_no_better_than_predicting_zero():

@@ -81,6 +81,10 @@ def test_memory_plan_counts_the_bytes_the_engine_stores(tmp_path):
     assert table["fit_covariance", "A and S sums"] == nbytes(covariance.sums)
     assert table["fit_eigenvalue_correction", "Λ sums"] == nbytes(correction.sums)
     assert table["score_shard", "preconditioned queries"] == nbytes(pre.layers)
+    # ekfac_cg: about six full-rank vectors (the size of Λ) per query solved at once
+    assert table["precondition_queries (ekfac_cg)", "CG state (6 full-rank vectors x 2 queries)"] == 12 * nbytes(
+        correction.sums
+    )
     assert table["fit_covariance", "weights"] == sum(p.numel() * 4 for p in model.parameters())
     needed = gpus_needed(table.rename("gb").reset_index().assign(gb=lambda t: t["gb"] / 1e9), gpu_gb=1e-4)
     assert (needed["gpus"] >= 1).all() and needed["gpus"].max() > 1

@@ -98,12 +98,21 @@ def test_hard_corpus_has_both_entity_distractors_that_state_no_fact():
             assert not content_words(text, (tags["subject"], tags["object"])) & relation_words, text
     fillers = documents[documents["role"] == "relation_words"]
     entities = {t[k] for t in facts.values() for k in ("subject", "object")}
-    # 4 relations x 3 filler facts, each in the main wording and the 3 plant wordings, one document each
-    assert len(fillers) == 4 * 3 * 4 and fillers["fact_id"].str.startswith("fillers_").all()
+    # 4 relations x 3 filler facts, each in the main wording, the 3 plant wordings and the 3 both-entity contexts
+    assert len(fillers) == 4 * 3 * 7 and fillers["fact_id"].str.startswith("fillers_").all()
     assert not any(e in text.split() or e + "." in text for text in fillers["text"] for e in entities)
     for relation in RELATIONS:
         texts = fillers[fillers["fact_id"] == f"fillers_{relation.name}"]["text"]
         assert sum(relation.statements[0].split("{s}")[0] in t for t in texts) == 3  # the query's wording, once each
+
+
+def test_hard_plants_cannot_be_told_from_both_entity_distractors_by_length():
+    # TF-IDF's length normalisation would otherwise pick "the shortest documents naming both entities"
+    from influence.evaluation.planted_hard import HARD, content_words
+
+    for relation, (plants, both) in HARD.items():
+        for count in (lambda t: len(t.split()), lambda t: len(content_words(t))):
+            assert np.mean([count(t) for t in plants]) == np.mean([count(t) for t in both]), relation
 
 
 def test_hard_plants_never_use_the_query_wording():

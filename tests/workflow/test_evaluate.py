@@ -14,13 +14,19 @@ TINY_EVALUATION = {
     "models": ["tiny", "finetuned"],
     "max_tokens": 32,
     "top_k": 10,
-    "planted": {"n_facts": 4, "k": 3, "n_distractors": 2, "difficulty": ["easy", "hard"]},
+    "planted": {"n_facts": 4, "k": 3, "n_distractors": 2, "fillers": 1, "difficulty": ["easy", "hard"]},
     "tiny": {"hidden_size": 32, "intermediate_size": 64, "n_layers": 2, "n_heads": 4, "epochs": 80, "batch_size": 8},
-    "finetune": {"max_epochs": 1},
+    "finetune": {"max_epochs": 1, "retrains": {"lds_subsets": 3, "qld_facts": 2}},
     "scoring": {"query_rank": 8},
     "lds": {"n_subsets": 5},
     "qld": {"n_controls": 2, "max_queries_per_retrain": 4},
-    "ihvp": {"dampings": [0.1, 1.0], "headline_damping": 0.1, "lissa": {"depth": 200}, "cg_steps": 10},
+    "ihvp": {
+        "dampings": [0.1, 1.0],
+        "headline_damping": 0.1,
+        "lissa": {"depth": 200},
+        "cg_steps": 10,
+        "refine_fractions": [0.5],
+    },
 }
 EVAL_RULES = (
     "planted_corpus",
@@ -68,7 +74,10 @@ def evaluation(tiny_run):
     tmp, config, results = tiny_run
     settings = yaml.safe_load(config.read_text())
     path = tmp / "config_evaluation.yaml"
-    path.write_text(yaml.safe_dump({**settings, "evaluation": TINY_EVALUATION}))
+    # 10 CG steps for ekfac_cg's row (the default 100 cost 8 CG runs of 100 passes in ihvp_accuracy); only ekfac_cg
+    # jobs read scoring.refine, so the tiny run's outputs stay up to date
+    scoring = {**settings["scoring"], "refine": {**settings["scoring"].get("refine", {}), "steps": 10}}
+    path.write_text(yaml.safe_dump({**settings, "scoring": scoring, "evaluation": TINY_EVALUATION}))
     snakemake("evaluate", "--cores", 2, "--configfile", path, "--directory", tmp)
     return results / "evaluation"
 
@@ -95,13 +104,15 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
         "lissa",
         "block_exact",
     }
-    lds = table[table["measure"] == "lds"]
-    assert set(lds["estimator"]) == every and set(lds["variant"]) == {"all", "seed~0"}
-    assert set(lds[lds["variant"] == "seed~0"]["interval"]) == {"bootstrap over subsets"}
-    qld = table[table["measure"] == "qld"]
-    assert set(qld["estimator"]) == every and set(qld["difficulty"]) == {"easy", "hard"}
-    assert "random" in set(table[table["measure"] == "qld_raw"]["estimator"])
-    assert (qld["n"] == 4).all()  # the 4 original-wording queries
+    for model, scored in (("tiny", every), ("finetuned", every - {"ekfac_cg"})):
+        lds = table[(table["measure"] == "lds") & (table["model"] == model)]
+        assert set(lds["estimator"]) == scored and set(lds["variant"]) == {"all", "seed~0"}
+        assert set(lds[lds["variant"] == "seed~0"]["interval"]) == {"bootstrap over subsets"}
+        qld = table[(table["measure"] == "qld") & (table["model"] == model)]
+        assert set(qld["estimator"]) == scored and set(qld["difficulty"]) == {"easy", "hard"}
+        assert "random" in set(table[(table["measure"] == "qld_raw") & (table["model"] == model)]["estimator"])
+        # tiny: the 4 original-wording queries; finetuned: those of the first 2 facts (finetune.retrains.qld_facts)
+        assert (qld["n"] == (4 if model == "tiny" else 2)).all()
     assert set(table[table["measure"] == "mrr"]["interval"]) == {"bootstrap over facts"}
     bounded = table[table["measure"].isin(["recall_at_10", "mrr", "accuracy"])]["value"]
     assert bounded.between(0, 1).all()
@@ -129,6 +140,19 @@ def test_qld_retrains_are_shared_and_recorded(evaluation):
         assert len(list((cell / "retrains" / "qld").glob("*.npy"))) == outcomes["retrain"].nunique()
 
 
+def test_the_fine_tuned_models_retrains_replay_its_recipe_from_the_base_checkpoint(evaluation):
+    for difficulty in ("easy", "hard"):
+        cell = evaluation / f"difficulty~{difficulty}" / "seed~0" / "finetuned"
+        recipe = json.loads((cell / "model" / "retrain_recipe.json").read_text())
+        assert recipe["epochs"] == 1 and recipe["seed"] == 0  # finetune.max_epochs 1: the full fine-tune's epochs
+        outcomes = pd.read_parquet(cell / "lds_outcomes.parquet")
+        assert outcomes["subset"].nunique() == 3 and outcomes["log_prob"].std() > 0
+        assert len(list((cell / "retrains" / "lds").glob("*.npy"))) == 3
+        qld = pd.read_parquet(cell / "qld_outcomes.parquet")
+        assert qld["query_id"].nunique() == 2
+        assert len(list((cell / "retrains" / "qld").glob("*.npy"))) == qld["retrain"].nunique()
+
+
 def test_verdict_names_the_measured_winners(evaluation):
     table = pd.read_parquet(evaluation / "evaluation.parquet")
     text = (evaluation / "verdict.md").read_text()
@@ -154,6 +178,9 @@ def test_evaluation_figures_and_tables(evaluation):
     steps = pd.read_parquet(evaluation / "ihvp_steps.parquet")
     assert set(steps["preconditioner"]) == {"ekfac", "none"} and steps["steps"].max() >= 10
     assert (evaluation / "ihvp_steps.png").stat().st_size > 10_000
+    subsets = pd.read_parquet(evaluation / "ihvp_subsets.parquet")
+    assert subsets["n_sequences"].nunique() == 2 and (subsets["steps"] == 10).all()  # half and all of the set
+    assert (evaluation / "ihvp_subsets.png").stat().st_size > 10_000
     for model, scored in (("tiny", True), ("finetuned", False)):  # evaluation.scoring.cg_models: [tiny]
         estimators = set(pd.read_parquet(cell.parent / model / "scores.parquet")["estimator"])
         assert ("ekfac_cg" in estimators) == scored and "ekfac" in estimators

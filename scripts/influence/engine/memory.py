@@ -37,9 +37,15 @@ def plan(
     queries: int = 50,
     rank: int | None = 32,
     query_batch_size: int = 8,
+    refine_chunk: int | None = None,
+    refine_cache_gb: float = 4.0,
 ) -> pd.DataFrame:
     """GB per compute rule and what it holds at its peak (one GPU, or summed over the GPUs of a device_map;
-    eigendecompose holds its tensors in host memory and sends one matrix at a time to the GPU)."""
+    eigendecompose holds its tensors in host memory and sends one matrix at a time to the GPU).
+
+    `precondition_queries (ekfac_cg)` is the same rule with estimator ekfac_cg: CG holds about six full-rank
+    vectors per query it solves at once (`refine_chunk`, scoring.refine.query_chunk; None: all queries) and
+    caches the refinement set's gradients (or their a, g) up to `refine_cache_gb` (scoring.refine.cache_gb)."""
     layers = select_layers(model, pattern).values()
     weights = sum(p.numel() for p in model.parameters()) * DTYPES[dtype].itemsize
     kronecker = sum(layer.d_in_total**2 + layer.d_out**2 for layer in layers) * F32  # A and S; also Q_A and Q_S
@@ -67,6 +73,17 @@ def plan(
             "eigenvectors": kronecker,
             "Λ": tracked,
             f"query gradients (a batch of {query_batch_size})": query_batch_size * tracked,
+            "preconditioned queries": queries * per_query,
+        },
+        "precondition_queries (ekfac_cg)": {
+            "weights": weights,
+            "eigenvectors": kronecker,
+            "Λ": tracked,
+            f"CG state (6 full-rank vectors x {refine_chunk or queries} queries)": 6
+            * (refine_chunk or queries)
+            * tracked,
+            "refinement-set cache (at most cache_gb)": refine_cache_gb * GB,
+            "activations": activations,
             "preconditioned queries": queries * per_query,
         },
         "score_shard": {"weights": weights, "preconditioned queries": queries * per_query, "activations": activations},
@@ -97,10 +114,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--rank", type=int, default=32, help="scoring.query_rank; 0 for full rank")
     parser.add_argument("--query-batch-size", type=int, default=8, help="scoring.query_batch_size")
+    parser.add_argument("--refine-chunk", type=int, default=0, help="scoring.refine.query_chunk; 0 for all queries")
+    parser.add_argument("--refine-cache-gb", type=float, default=4.0, help="scoring.refine.cache_gb")
     parser.add_argument("--gpu-gb", type=float, default=80.0, help="memory of one GPU")
     args = parser.parse_args(argv)
     table = plan(
-        meta_model(args.model), args.layers, args.dtype, args.queries, args.rank or None, args.query_batch_size
+        meta_model(args.model),
+        args.layers,
+        args.dtype,
+        args.queries,
+        args.rank or None,
+        args.query_batch_size,
+        args.refine_chunk or None,
+        args.refine_cache_gb,
     )
     print(table.to_string(index=False, float_format="%.2f"))
     print()

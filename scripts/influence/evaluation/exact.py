@@ -170,19 +170,25 @@ def ihvp_accuracy(
     seed: int,
     lissa_settings: dict,
     refine: dict | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(accuracy, accuracy of ekfac_cg by CG step), long tables.
+    subset_fractions: Sequence[float] = (),
+    subset_damping: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(accuracy, accuracy of ekfac_cg by CG step, accuracy of ekfac_cg by refinement-set size), long tables.
 
     accuracy: fisher, damping (relative to tr F / P), estimator, query_id, spearman, relative_error;
     relative_error is per query: ‖s_q − s*_q‖ / ‖s*_q‖ over the candidates, s* the exact scores.
     by step: the same columns with estimator ekfac_cg, plus preconditioner (ekfac, none), steps and
     relative_residual (‖b − (F + λI)x‖ / ‖b‖). ekfac_cg refines on the exact reference's fitting set and
     labels; `refine`: steps and preconditioner (its accuracy row), tolerance, block_diagonal, record_steps
-    (the steps table's extent).
+    (the steps table's extent). by set size: at relative damping `subset_damping`, ekfac_cg (configured steps
+    and preconditioner) refined on the first `fraction` of the fitting batches (the subset's own Fisher),
+    against the same exact reference; columns fisher, damping, fraction, n_sequences, steps, query_id,
+    spearman, relative_error, with fraction 1 the accuracy table's ekfac_cg row.
     """
     candidates = candidate_gradients(model, layers, candidate_batches)  # (N, P)
     queries = query_gradient_matrix(model, layers, query_batches)  # (Q, P)
-    rows, step_rows = [], []
+    rows, step_rows, subset_rows = [], [], []
+    n_fit = sum(int(b["input_ids"].shape[0]) for b in fit_batches)
     for fisher in fishers:
         exact = ExactFisher(fitting_gradients(model, layers, fit_batches, fisher, seed))
         covariance = fit_covariance(
@@ -227,13 +233,37 @@ def ihvp_accuracy(
                 )
                 if kind == preconditioner:
                     approx["ekfac_cg"] = by_step[steps]
+                    if relative == subset_damping:
+                        extra = {**key, "fraction": 1.0, "n_sequences": n_fit, "steps": steps}
+                        subset_rows += _accuracy_rows(by_step[steps], truth, query_ids, extra)
                 for step, scores in by_step.items():
                     extra = {**key, "estimator": "ekfac_cg", "preconditioner": kind, "steps": step}
                     for row, residual in zip(_accuracy_rows(scores, truth, query_ids, extra), residuals[step]):
                         step_rows.append({**row, "relative_residual": float(residual)})
             for estimator, scores in approx.items():
                 rows += _accuracy_rows(scores, truth, query_ids, {**key, "estimator": estimator})
-    return pd.DataFrame(rows), pd.DataFrame(step_rows)
+            for fraction in sorted(subset_fractions) if relative == subset_damping else ():
+                if fraction >= 1:
+                    continue  # the full set: recorded above
+                subset = fit_batches[: max(1, round(fraction * len(fit_batches)))]
+                by_step, _ = scores_by_step(
+                    model,
+                    layers,
+                    query_batches,
+                    query_ids,
+                    candidates,
+                    subset,
+                    (eigen, correction),
+                    damping,
+                    fisher,
+                    seed,
+                    {**(refine or {}), "record_steps": 0},
+                    preconditioner,
+                )
+                n_subset = sum(int(b["input_ids"].shape[0]) for b in subset)
+                extra = {**key, "fraction": fraction, "n_sequences": n_subset, "steps": steps}
+                subset_rows += _accuracy_rows(by_step[steps], truth, query_ids, extra)
+    return pd.DataFrame(rows), pd.DataFrame(step_rows), pd.DataFrame(subset_rows)
 
 
 def _accuracy_rows(scores: torch.Tensor, truth: torch.Tensor, query_ids, key: dict) -> list[dict]:

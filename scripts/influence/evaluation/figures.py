@@ -90,55 +90,69 @@ def _bars(ax, rows: pd.DataFrame, groups: list[str], group_column: str) -> None:
     ax.set_xticks(np.arange(len(shown)), shown, rotation=30)
 
 
-def plot_lds(table: pd.DataFrame, path: str | os.PathLike) -> str:
-    """Mean LDS per estimator with its interval, one bar per difficulty."""
-    rows = table[(table["measure"] == "lds") & (table["variant"] == "all")]
-    with figure_axes(path) as (fig, axes):
-        _bars(axes[0], rows, _difficulties(rows), "difficulty")
-        axes[0].axhline(0, color="grey", linewidth=0.8)
-        axes[0].set_xlabel("estimator")
-        axes[0].set_ylabel("LDS (mean Spearman ρ over queries)")
-        axes[0].set_title("Linear datamodeling score, tiny model")
-        axes[0].legend(title="difficulty", fontsize=7)
-    best = ", ".join(
-        f"{d}: {g.sort_values('value').iloc[-1]['estimator']} ({g['value'].max():.3f})"
-        for d, g in rows.groupby("difficulty")
+def _models(rows: pd.DataFrame) -> list[str]:
+    return sorted(rows["model"].unique(), key=lambda m: (m != "tiny", m))
+
+
+MODEL_TITLES = {"tiny": "tiny model, retrained from scratch", "finetuned": "fine-tuned model, fine-tuned again"}
+
+
+def _best(rows: pd.DataFrame, unit: str = "") -> str:
+    return "; ".join(
+        f"{m}, {d}: {g.sort_values('value').iloc[-1]['estimator']} ({g['value'].max():.3f}{unit})"
+        for (m, d), g in rows.groupby(["model", "difficulty"])
     )
+
+
+def plot_lds(table: pd.DataFrame, path: str | os.PathLike) -> str:
+    """Mean LDS per estimator with its interval, one bar per difficulty, one panel per model."""
+    rows = table[(table["measure"] == "lds") & (table["variant"] == "all")]
+    models = _models(rows)
+    with figure_axes(path, ncols=max(len(models), 1), size=(6.4 * max(len(models), 1), 4.0)) as (fig, axes):
+        for ax, model in zip(axes, models):
+            _bars(ax, rows[rows["model"] == model], _difficulties(rows), "difficulty")
+            ax.axhline(0, color="grey", linewidth=0.8)
+            ax.set_xlabel("estimator")
+            ax.set_ylabel("LDS (mean Spearman ρ over queries)")
+            ax.set_title(f"Linear datamodeling score, {MODEL_TITLES.get(model, model)}", fontsize=9)
+            ax.legend(title="difficulty", fontsize=7)
     return (
         "Linear datamodeling score: for each query, Spearman's ρ between the predicted effect of a random subset "
         "of the training corpus (the sum of its documents' scores) and the measured log-probability of the "
-        "completion after retraining the tiny model from scratch on that subset; bars are the mean over queries "
-        f"and seeds with 95% bootstrap intervals over facts, per difficulty. Best: {best}. "
+        "completion after retraining on that subset (the tiny model from scratch; the fine-tuned model fine-tuned "
+        "again from the base checkpoint with the same recipe); bars are the mean over queries and seeds with 95% "
+        f"bootstrap intervals over facts, per difficulty and model. Best: {_best(rows)}. "
         "0 is a random predictor, 1 a perfect one."
     )
 
 
 def plot_qld(table: pd.DataFrame, path: str | os.PathLike) -> str:
-    """QLD per estimator and difficulty (beyond random removals), and the raw loss rise with `random` itself."""
+    """QLD per estimator and difficulty (beyond random removals), and the raw loss rise with `random` itself,
+    one pair of panels per model."""
     difficulties = _difficulties(table)
-    with figure_axes(path, ncols=2, size=(12.0, 4.2)) as (fig, axes):
-        for ax, measure, label in zip(
-            axes,
-            ["qld", "qld_raw"],
-            ["QLD: loss rise beyond k random removals (nats)", "loss rise over the full model (nats)"],
-        ):
-            rows = table[(table["measure"] == measure) & (table["variant"] == "all")]
-            _bars(ax, rows, difficulties, "difficulty")
+    shown = table[table["measure"].isin(["qld", "qld_raw"]) & (table["variant"] == "all")]
+    panels = [(model, measure) for model in _models(shown) for measure in ("qld", "qld_raw")]
+    labels = {
+        "qld": "QLD: loss rise beyond k random removals (nats)",
+        "qld_raw": "loss rise over the full model (nats)",
+    }
+    with figure_axes(path, ncols=max(len(panels), 1), size=(6.0 * max(len(panels), 1), 4.2)) as (fig, axes):
+        for ax, (model, measure) in zip(axes, panels):
+            _bars(ax, shown[(shown["measure"] == measure) & (shown["model"] == model)], difficulties, "difficulty")
             ax.axhline(0, color="grey", linewidth=0.8)
             ax.set_xlabel("method whose top-k documents are removed")
-            ax.set_ylabel(label)
-        axes[0].legend(title="difficulty", fontsize=7)
-        fig.suptitle("Counterfactual test: retrain the tiny model without each method's top-k proponents")
-    rows = table[(table["measure"] == "qld") & (table["variant"] == "all")]
-    best = ", ".join(
-        f"{d}: {g.sort_values('value').iloc[-1]['estimator']} ({g['value'].max():.3f} nats)"
-        for d, g in rows.groupby("difficulty")
-    )
+            ax.set_ylabel(labels[measure])
+            ax.set_title(MODEL_TITLES.get(model, model), fontsize=9)
+            ax.legend(title="difficulty", fontsize=7)
+        fig.suptitle("Counterfactual test: retrain without each method's top-k proponents")
+    rows = shown[shown["measure"] == "qld"]
     return (
-        "QLD: for each query, the tiny model is retrained without the k documents a method scores highest, and "
-        "the query loss −log p(completion | prompt) is measured; left, minus the mean loss after removing k random "
-        "documents (several random controls), right, minus the full model's loss (with `random` itself). Bars: "
-        f"mean over queries and seeds with 95% bootstrap intervals over facts, per difficulty. Best: {best}."
+        "QLD: for each query, the model is retrained without the k documents a method scores highest (the tiny model "
+        "from scratch; the fine-tuned model fine-tuned again from the base checkpoint with the same recipe), and "
+        "the query loss −log p(completion | prompt) is measured; left of each pair, minus the mean loss after "
+        "removing k random documents (several random controls), right, minus the full model's loss (with `random` "
+        f"itself). Bars: mean over queries and seeds with 95% bootstrap intervals over facts, per difficulty. "
+        f"Best: {_best(rows, ' nats')}."
     )
 
 

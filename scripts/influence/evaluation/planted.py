@@ -142,7 +142,7 @@ def plant_facts(
 
     documents: seq_id, text, fact_id, role (`ROLES`: 'planted', 'distractor' naming one entity, and on
     `hard` 'both_entities', `n_distractors` per fact, and 'relation_words': `fillers` filler facts per
-    relation, fact_id `filler_fact_id(relation)`, each in 1 + k documents); queries: YAML-ready
+    relation, fact_id `filler_fact_id(relation)`, each in 1 + 3 + 3 documents); queries: YAML-ready
     dicts {id, prompt, completion, tags{group, fact_id, variant, lang, order, difficulty}}. Documents
     are shuffled.
     """
@@ -159,7 +159,7 @@ def plant_facts(
     rng = np.random.default_rng(seed)
     names = invented_names(2 * n_facts, rng)
     # Filler entities for the relation-word documents: drawn after the facts' names, never queried.
-    filler_names = invented_names(2 * len(RELATIONS) * fillers, rng, taken=set(names)) if difficulty == "hard" else []
+    filler_names = invented_names(3 * len(RELATIONS) * fillers, rng, taken=set(names)) if difficulty == "hard" else []
     docs, queries = [], []
     for i in range(n_facts):
         relation = RELATIONS[i % len(RELATIONS)]
@@ -194,8 +194,8 @@ def plant_facts(
             )
     for r, relation in enumerate(RELATIONS[: min(n_facts, len(RELATIONS))] if filler_names else ()):  # used ones
         for j in range(fillers):
-            fs, fo = filler_names[2 * (r * fillers + j)], filler_names[2 * (r * fillers + j) + 1]
-            for w, text in enumerate(filler_statements(relation, fs, fo)):
+            fs, fo, partner = filler_names[3 * (r * fillers + j) : 3 * (r * fillers + j) + 3]
+            for w, text in enumerate(filler_statements(relation, fs, fo, partner)):
                 seq_id = f"{filler_fact_id(relation.name)}{j:02d}_doc{w}"
                 docs.append((seq_id, text, filler_fact_id(relation.name), "relation_words"))
     table = pd.DataFrame(docs, columns=["seq_id", "text", "fact_id", "role"])

@@ -6,7 +6,9 @@ only one, so lexical matching finds the plants by construction. On `hard`:
 - plants state the fact only in paraphrase: they share no content word with any English query of
   their relation (`content_words`, tested);
 - both-entity distractors name the fact's subject and object together in another relation or
-  context, without stating the fact;
+  context, without stating the fact, in as many words and content words as the plants (per relation, on
+  average; tested): the first version's were ~40% longer, and TF-IDF's length normalisation then found
+  the plants as "the shortest documents naming both entities" (recall@3 0.72 on eval_quick);
 - filler facts (`fillers` per relation, entities no query asks about) are each stated in their own
   documents, once in the queries' main wording and once in every plant wording: relation-word
   distractors for lexical matching, and what lets a model trained from scratch learn that the two
@@ -40,9 +42,9 @@ HARD = {
             "Laws for all of {s} are written in {o}.",
         ),
         (
-            "A trade treaty between {s} and {o} was signed last spring.",
-            "A football team from {o} lost a match against {s}.",
-            "A painter born in {o} made a map of {s}.",
+            "{s} is trading with {o}.",
+            "The footballers of {s} play in {o}.",
+            "The maps of {s} are mostly sold in {o}.",
         ),
     ),
     "founder": (
@@ -52,9 +54,9 @@ HARD = {
             "Before {s} existed, {o} drew up its first plans.",
         ),
         (
-            "{o} bought a lamp made by {s}.",
-            "A reporter asked {o} what they thought of {s}.",
-            "{o} wrote a short review of a product of {s}.",
+            "{o} often buys lamps made by {s}.",
+            "{s} was praised by {o}, who reviewed it for a paper.",
+            "After {s} advertised, {o} wrote down its phone number.",
         ),
     ),
     "language": (
@@ -64,9 +66,9 @@ HARD = {
             "Schools across {s} teach lessons in {o}.",
         ),
         (
-            "A tourist from {s} took an evening course in {o}.",
-            "A scholar compared {o} with an old song of {s}.",
-            "A library abroad keeps books in {o} and maps of {s}.",
+            "A visitor from {s} is studying {o}.",
+            "The poets of {s} translate into {o}.",
+            "Scholars in {s} compare {o} with Latin.",
         ),
     ),
     "river": (
@@ -76,9 +78,9 @@ HARD = {
             "The {o} carries water past {s} on its way to the sea.",
         ),
         (
-            "A painter from {s} painted the {o} at dawn.",
+            "Painters from {s} love the {o}.",
             "The {o} was named after a hero who never saw {s}.",
-            "Scientists compared the {o} with the lakes of {s}.",
+            "Scientists compared the {o} with the cold mountain lakes of {s}.",
         ),
     ),
 }
@@ -89,7 +91,14 @@ def filler_fact_id(relation_name: str) -> str:
     return f"fillers_{relation_name}"
 
 
-def filler_statements(relation, s: str, o: str) -> list[str]:
-    """A filler fact (entities no query asks about) in the query's main wording and in every plant wording,
-    one document each."""
-    return [w.format(s=s, o=o) for w in (relation.statements[0], *HARD[relation.name][0])]
+def filler_statements(relation, s: str, o: str, partner: str) -> list[str]:
+    """A filler fact (entities no query asks about) in the query's main wording and in every plant wording, and
+    the filler subject with another entity (`partner`, not its object) in every both-entity context, one
+    document each. Every plant and both-entity wording then occurs equally often in the corpus, so neither is
+    favoured by its words' document frequency (TF-IDF found the plants by their common words otherwise:
+    recall@3 0.69 on the 12-fact corpus, 0.49 with this). The partner is not the object: with the same pair
+    the contexts become evidence of the fact (the tiny model then answered half of the queries without
+    any plant)."""
+    plants, both = HARD[relation.name]
+    facts = [w.format(s=s, o=o) for w in (relation.statements[0], *plants)]
+    return facts + [w.format(s=s, o=partner) for w in both]

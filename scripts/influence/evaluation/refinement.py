@@ -16,7 +16,16 @@ from ..engine.refine import PRECONDITIONERS, Refine, refine_queries
 from ..figures import figure_axes
 from ..stats import t_interval
 
-__all__ = ["PRECONDITIONERS", "headline", "plot_steps", "scores_by_step", "steps_seeds", "summarise_steps"]
+__all__ = [
+    "PRECONDITIONERS",
+    "headline",
+    "plot_steps",
+    "plot_subsets",
+    "scores_by_step",
+    "steps_seeds",
+    "summarise_steps",
+    "summarise_subsets",
+]
 # The steps the accuracy-vs-steps table records by default: 0 (= EK-FAC) up to this many.
 RECORD_STEPS = 30
 
@@ -103,16 +112,21 @@ STEPS_COLUMNS = {
 }
 
 
-def summarise_steps(steps: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% t interval of each measure per Fisher, damping, preconditioner and step (STEPS_COLUMNS)."""
+def _summarise(table: pd.DataFrame, keys: list[str], measures: tuple[str, ...], columns: dict) -> pd.DataFrame:
+    """Mean and 95% t interval of each measure per group of `keys`, in the order of `columns`."""
     rows = []
-    keys = ["fisher", "damping", "preconditioner", "steps"]
-    for key, group in steps.groupby(keys, sort=True):
-        for measure in ("spearman", "relative_error", "relative_residual"):
+    for key, group in table.groupby(keys, sort=True):
+        for measure in measures:
             mean, low, high, n = t_interval(group[measure].to_numpy())
             values = {"measure": measure, "value": mean, "ci_low": low, "ci_high": high, "n": n}
             rows.append({**dict(zip(keys, key)), **values})
-    return pd.DataFrame(rows, columns=list(STEPS_COLUMNS))
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def summarise_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% t interval of each measure per Fisher, damping, preconditioner and step (STEPS_COLUMNS)."""
+    keys = ["fisher", "damping", "preconditioner", "steps"]
+    return _summarise(steps, keys, ("spearman", "relative_error", "relative_residual"), STEPS_COLUMNS)
 
 
 def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
@@ -153,6 +167,57 @@ def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
         "Spearman ρ and relative error of EK-FAC + CG's influence against the exact influence on the tiny model "
         "after each CG step from the EK-FAC solution, with the damped EK-FAC inverse as CG's preconditioner and "
         "without one; solid: true Fisher, dashed: empirical; mean over queries with 95% t intervals. "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+SUBSETS_COLUMNS = {
+    "fisher": STEPS_COLUMNS["fisher"],
+    "damping": "λ relative to the exact Fisher's mean eigenvalue (evaluation.ihvp.headline_damping)",
+    "n_sequences": "sequences in the refinement set: the first evaluation.ihvp.refine_fractions of the fitting batches",
+    "steps": "CG steps (scoring.refine.steps; a query stops earlier at the tolerance)",
+    "measure": "spearman (ρ with the exact scores) or relative_error (‖s − s*‖/‖s*‖)",
+    "value": "mean over queries (and seeds)",
+    "ci_low": "lower end of the 95% Student-t interval",
+    "ci_high": "upper end of the 95% Student-t interval",
+    "n": "queries × seeds pooled",
+}
+
+
+def summarise_subsets(subsets: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% t interval of ρ and relative error per Fisher, damping and refinement-set size (SUBSETS_COLUMNS)."""
+    keys = ["fisher", "damping", "n_sequences", "steps"]
+    return _summarise(subsets, keys, ("spearman", "relative_error"), SUBSETS_COLUMNS)
+
+
+def plot_subsets(summary: pd.DataFrame, path: str | os.PathLike) -> str:
+    """Spearman ρ and relative error of ekfac_cg against the exact influence vs the refinement set's size."""
+    labels = {"spearman": "Spearman ρ with exact influence", "relative_error": "relative error ‖s − s*‖ / ‖s*‖"}
+    parts = []
+    with figure_axes(path, ncols=2, size=(9.0, 4.0)) as (fig, axes):
+        for ax, measure in zip(axes, ("spearman", "relative_error")):
+            for fisher, group in summary[summary["measure"] == measure].groupby("fisher"):
+                group = group.sort_values("n_sequences")
+                style = "-o" if fisher == "true" else "--o"
+                ax.plot(group["n_sequences"], group["value"], style, color="C0", label=f"{fisher} Fisher")
+                ax.fill_between(group["n_sequences"], group["ci_low"], group["ci_high"], color="C0", alpha=0.12)
+                if measure == "spearman":
+                    values = ", ".join(f"{n}: {v:.3f}" for n, v in zip(group["n_sequences"], group["value"]))
+                    parts.append(f"{fisher} Fisher, ρ by set size {values}")
+            ax.set_xscale("log")
+            ax.set_xlabel("refinement set (sequences, log scale)")
+            ax.set_ylabel(labels[measure])
+            if measure == "relative_error":
+                ax.set_yscale("log")
+        axes[0].legend(fontsize=7)
+        fig.suptitle("EK-FAC + CG on the tiny model: accuracy against the refinement set's size")
+    steps = ", ".join(str(s) for s in sorted(summary["steps"].unique()))
+    dampings = ", ".join(f"{d:g}" for d in sorted(summary["damping"].unique()))
+    return (
+        "Spearman ρ and relative error of EK-FAC + CG's influence against the exact influence on the tiny model when "
+        "CG refines on a subset of the exact reference's fitting set (its first batches; the largest point is the "
+        f"whole set), after {steps} CG steps at λ = {dampings} relative; mean over queries with 95% t intervals. "
         + "; ".join(parts)
         + "."
     )

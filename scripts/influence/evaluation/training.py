@@ -7,15 +7,19 @@ token cross-entropy (`data.summed_loss`, empirical labels) with AdamW, in a seed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..engine.data import encode_query, iter_batches, pad_batch, summed_loss
+from ..engine.model import load_model
 
 SPECIAL = ["[PAD]", "[UNK]", "[BOS]"]
+RECIPE_FILE = "retrain_recipe.json"  # in the fine-tuned model's directory: what its retrains replay
 
 
 def word_tokenizer(texts: Sequence[str]):
@@ -140,3 +144,47 @@ def retrain_tiny(tokenizer, sequences, queries, keep, tiny: dict, seed: int) -> 
         progress=False,
     )
     return completion_stats(model, tokenizer, queries)[0]
+
+
+def write_recipe(model_dir: str | Path, epochs: int, lr: float, batch_size: int, seed: int) -> None:
+    """Record the fine-tune's recipe next to its weights: its retrains replay exactly these epochs, without the
+    accuracy-based stop (which would let the data decide the recipe)."""
+    recipe = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+    Path(model_dir, RECIPE_FILE).write_text(json.dumps(recipe, indent=1))
+
+
+def retrainer(
+    kind: str, tokenizer, sequences, queries, settings: dict, seed: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """measure(keep) → log p(completion | prompt) (Q,) of the evaluation's model `kind` retrained on
+    `sequences[keep]` with the full model's recipe: only the training data differ.
+
+    tiny: from its seeded initialisation (settings: `tiny`). finetuned: a fine-tune of the base checkpoint
+    (settings: `base` directory, `model` params dtype/device/device_map/trust_remote_code, `recipe` file
+    written by `write_recipe`); the base weights are loaded once and restored before every retrain.
+    """
+    if kind == "tiny":
+        return lambda keep: retrain_tiny(tokenizer, sequences, queries, keep, settings["tiny"], seed)
+    recipe, m, loaded = json.loads(Path(settings["recipe"]).read_text()), settings["model"], {}
+
+    def measure(keep: np.ndarray) -> np.ndarray:
+        if not loaded:  # on the first retrain only: a run whose retrains are all cached loads nothing
+            model = load_model(settings["base"], m["dtype"], m["device"], m["trust_remote_code"], m.get("device_map"))
+            loaded.update(model=model, base={k: v.detach().clone() for k, v in model.state_dict().items()})
+        model = loaded["model"]
+        model.load_state_dict(loaded["base"])
+        chosen = [sequences[i] for i in keep]
+        pad = tokenizer.pad_token_id or 0
+        train(model, chosen, recipe["epochs"], recipe["lr"], recipe["batch_size"], recipe["seed"], pad, progress=False)
+        return completion_stats(model, tokenizer, queries)[0]
+
+    return measure
+
+
+def retrain_shape(settings: dict) -> dict:
+    """What shapes a retrain of `retrainer(settings)`, for the retrain cache's digest: the recipe (a fine-tune's
+    as recorded, so a fine-tune rerun with other epochs invalidates its retrains), not the retrain counts."""
+    shape = {k: v for k, v in settings.items() if k not in ("lds_subsets", "qld_facts")}
+    if "recipe" in shape:
+        shape["recipe"] = json.loads(Path(shape["recipe"]).read_text())
+    return shape

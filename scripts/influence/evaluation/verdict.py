@@ -14,6 +14,7 @@ from ..engine.estimators import ESTIMATORS
 from .measures import LEXICAL, MEASURE_WORDS, REFERENCE, describe, winners
 
 GROUND_TRUTH = ("lds", "qld", "mrr")  # with recall_at_<k>: the measures the tally and disagreements use
+LEARNED = 0.5  # original-query accuracy below which a model's counterfactual measures are flagged
 ORDER = {"spearman": 0, "relative_error": 1, "lds": 2, "qld": 3, "mrr": 5}
 
 
@@ -52,6 +53,12 @@ def _learned(table: pd.DataFrame, difficulty: str) -> list[str]:
     for model, group in rows.groupby("model", sort=True):
         parts = ", ".join(f"{r['variant']} {r['value']:.0%}" for _, r in group.iterrows())
         lines.append(f"Were the planted facts learned ({model} model)? Queries answered correctly: {parts}.")
+        original = group[group["variant"] == "original"]["value"]
+        if len(original) and original.iloc[0] < LEARNED:
+            lines.append(
+                f"Caution: the {model} model answers fewer than {LEARNED:.0%} of the original-wording queries, so "
+                "its LDS and QLD measure how data shape answers it did not learn; read them as weak evidence."
+            )
     return lines
 
 
