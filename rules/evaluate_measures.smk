@@ -109,7 +109,7 @@ rule ihvp_steps_figure:
         mem_mb=2000,
         runtime=10,
     params:
-        seeds=EVAL_SEEDS,
+        cells=eval_cells(),
     script:
         "../scripts/ihvp_steps_figure.py"
 

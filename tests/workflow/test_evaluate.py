@@ -179,7 +179,9 @@ def test_evaluation_figures_and_tables(evaluation):
     assert set(steps["preconditioner"]) == {"ekfac", "none"} and steps["steps"].max() >= 10
     assert (evaluation / "ihvp_steps.png").stat().st_size > 10_000
     subsets = pd.read_parquet(evaluation / "ihvp_subsets.parquet")
-    assert subsets["n_sequences"].nunique() == 2 and (subsets["steps"] == 10).all()  # half and all of the set
+    assert set(subsets["difficulty"]) == set(steps["difficulty"]) == {"easy", "hard"}  # every cell in the figures
+    assert (subsets.groupby("difficulty")["n_sequences"].nunique() == 2).all()  # half and all of the set
+    assert (subsets["steps"] == 10).all()
     assert (evaluation / "ihvp_subsets.png").stat().st_size > 10_000
     for model, scored in (("tiny", True), ("finetuned", False)):  # evaluation.scoring.cg_models: [tiny]
         estimators = set(pd.read_parquet(cell.parent / model / "scores.parquet")["estimator"])

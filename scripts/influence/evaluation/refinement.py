@@ -22,10 +22,11 @@ __all__ = [
     "plot_steps",
     "plot_subsets",
     "scores_by_step",
-    "steps_seeds",
+    "tables_of_cells",
     "summarise_steps",
     "summarise_subsets",
 ]
+DIFFICULTY_MARKERS = {"easy": "", "hard": "x"}  # the steps figure's lines: colour damping, style Fisher, marker corpus
 # The steps the accuracy-vs-steps table records by default: 0 (= EK-FAC) up to this many.
 RECORD_STEPS = 30
 
@@ -100,6 +101,7 @@ def headline(settings: dict | None) -> tuple[int, str]:
 
 
 STEPS_COLUMNS = {
+    "difficulty": "planted corpus (easy or hard)",
     "fisher": "true (labels sampled from the model) or empirical (the data's labels)",
     "damping": "λ relative to the exact Fisher's mean eigenvalue tr(F)/P",
     "preconditioner": "CG's preconditioner: ekfac (damped EK-FAC inverse) or none (1/λ: plain CG)",
@@ -125,7 +127,7 @@ def _summarise(table: pd.DataFrame, keys: list[str], measures: tuple[str, ...], 
 
 def summarise_steps(steps: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% t interval of each measure per Fisher, damping, preconditioner and step (STEPS_COLUMNS)."""
-    keys = ["fisher", "damping", "preconditioner", "steps"]
+    keys = ["difficulty", "fisher", "damping", "preconditioner", "steps"]
     return _summarise(steps, keys, ("spearman", "relative_error", "relative_residual"), STEPS_COLUMNS)
 
 
@@ -140,11 +142,20 @@ def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
     with figure_axes(path, ncols=len(panels), size=(4.5 * len(panels), 4.0)) as (fig, axes):
         for ax, (preconditioner, measure) in zip(axes, panels):
             rows = summary[(summary["measure"] == measure) & (summary["preconditioner"] == preconditioner)]
-            for (fisher, damping), group in rows.groupby(["fisher", "damping"]):
+            for (difficulty, fisher, damping), group in rows.groupby(["difficulty", "fisher", "damping"]):
                 group = group.sort_values("steps")
                 style = "-" if fisher == "true" else "--"
-                label = f"λ = {damping:g} ({fisher} Fisher)"
-                ax.plot(group["steps"], group["value"], color=colours[damping], linestyle=style, label=label)
+                label = f"{difficulty}, λ = {damping:g} ({fisher} Fisher)"
+                marker = DIFFICULTY_MARKERS.get(difficulty, "")
+                ax.plot(
+                    group["steps"],
+                    group["value"],
+                    color=colours[damping],
+                    linestyle=style,
+                    marker=marker,
+                    markevery=max(1, len(group) // 8),
+                    label=label,
+                )
                 ax.fill_between(group["steps"], group["ci_low"], group["ci_high"], color=colours[damping], alpha=0.12)
             ax.set_xlabel("CG steps from the EK-FAC solution")
             ax.set_ylabel(labels[measure])
@@ -155,12 +166,14 @@ def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
         fig.suptitle("EK-FAC + CG on the tiny model: accuracy against CG steps")
     rho = summary[summary["measure"] == "spearman"]
     parts = []
-    for (preconditioner, fisher, damping), line in rho.groupby(["preconditioner", "fisher", "damping"]):
+    for (difficulty, preconditioner, fisher, damping), line in rho.groupby(
+        ["difficulty", "preconditioner", "fisher", "damping"]
+    ):
         line = line.set_index("steps")["value"]
         reach = line[line >= 0.9]
         first = f"ρ ≥ 0.9 from step {int(reach.index.min())}" if len(reach) else "ρ < 0.9 at every step"
         parts.append(
-            f"{preconditioner} preconditioner, {fisher} Fisher, λ = {damping:g}: ρ = {line.iloc[0]:.3f} at step 0 "
+            f"{difficulty}, {preconditioner} preconditioner, {fisher} Fisher, λ = {damping:g}: ρ = {line.iloc[0]:.3f} at step 0 "
             f"(EK-FAC), {line.iloc[-1]:.3f} after {int(line.index.max())} steps, {first}"
         )
     return (
@@ -173,6 +186,7 @@ def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
 
 
 SUBSETS_COLUMNS = {
+    "difficulty": STEPS_COLUMNS["difficulty"],
     "fisher": STEPS_COLUMNS["fisher"],
     "damping": "λ relative to the exact Fisher's mean eigenvalue (evaluation.ihvp.headline_damping)",
     "n_sequences": "sequences in the refinement set: the first evaluation.ihvp.refine_fractions of the fitting batches",
@@ -187,7 +201,7 @@ SUBSETS_COLUMNS = {
 
 def summarise_subsets(subsets: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% t interval of ρ and relative error per Fisher, damping and refinement-set size (SUBSETS_COLUMNS)."""
-    keys = ["fisher", "damping", "n_sequences", "steps"]
+    keys = ["difficulty", "fisher", "damping", "n_sequences", "steps"]
     return _summarise(subsets, keys, ("spearman", "relative_error"), SUBSETS_COLUMNS)
 
 
@@ -197,14 +211,16 @@ def plot_subsets(summary: pd.DataFrame, path: str | os.PathLike) -> str:
     parts = []
     with figure_axes(path, ncols=2, size=(9.0, 4.0)) as (fig, axes):
         for ax, measure in zip(axes, ("spearman", "relative_error")):
-            for fisher, group in summary[summary["measure"] == measure].groupby("fisher"):
+            chosen = summary[summary["measure"] == measure]
+            for i, ((difficulty, fisher), group) in enumerate(chosen.groupby(["difficulty", "fisher"])):
                 group = group.sort_values("n_sequences")
                 style = "-o" if fisher == "true" else "--o"
-                ax.plot(group["n_sequences"], group["value"], style, color="C0", label=f"{fisher} Fisher")
-                ax.fill_between(group["n_sequences"], group["ci_low"], group["ci_high"], color="C0", alpha=0.12)
+                label = f"{difficulty}, {fisher} Fisher"
+                ax.plot(group["n_sequences"], group["value"], style, color=f"C{i}", label=label)
+                ax.fill_between(group["n_sequences"], group["ci_low"], group["ci_high"], color=f"C{i}", alpha=0.12)
                 if measure == "spearman":
                     values = ", ".join(f"{n}: {v:.3f}" for n, v in zip(group["n_sequences"], group["value"]))
-                    parts.append(f"{fisher} Fisher, ρ by set size {values}")
+                    parts.append(f"{label}, ρ by set size {values}")
             ax.set_xscale("log")
             ax.set_xlabel("refinement set (sequences, log scale)")
             ax.set_ylabel(labels[measure])
@@ -223,6 +239,9 @@ def plot_subsets(summary: pd.DataFrame, path: str | os.PathLike) -> str:
     )
 
 
-def steps_seeds(tables: list[pd.DataFrame], seeds) -> pd.DataFrame:
-    """The per-seed step tables as one, with a seed column."""
-    return pd.concat([t.assign(seed=s) for t, s in zip(tables, seeds)], ignore_index=True) if tables else pd.DataFrame()
+def tables_of_cells(tables: list[pd.DataFrame], cells) -> pd.DataFrame:
+    """The per-cell tables (one per [difficulty, seed] of `eval_cells`, in order) as one, with both as columns."""
+    if len(tables) != len(cells):
+        raise ValueError(f"{len(tables)} tables for {len(cells)} (difficulty, seed) cells.")
+    parts = [t.assign(difficulty=d, seed=s) for t, (d, s) in zip(tables, cells)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
