@@ -167,7 +167,7 @@ def test_bm25_no_longer_finds_the_hard_plants_but_the_model_learns_the_facts():
     variants = np.array([q.tags["variant"] for q in queries])
     original = variants == "original"
     print({name: (lp[original].mean(), ok[original].mean()) for name, (lp, ok) in learned.items()})
-    assert learned["with"][1][original].mean() >= 0.5  # measured 0.83 (seeds 1, 2 of the README: 0.75, 0.92)
+    assert learned["with"][1][original].mean() >= 0.5  # measured 1.00 (12 of 12)
     assert learned["without"][1][original].mean() <= 0.1  # a guess among names the distractors mention (1 of 12)
     for variant in ("original", "flipped"):
         chosen = variants == variant
