@@ -166,9 +166,8 @@ def test_bm25_no_longer_finds_the_hard_plants_but_the_model_learns_the_facts():
     # facts (stated in both wordings, in separate documents) teach that the wordings say the same thing.
     variants = np.array([q.tags["variant"] for q in queries])
     original = variants == "original"
-    print({name: (lp[original].mean(), ok[original].mean()) for name, (lp, ok) in learned.items()})
     assert learned["with"][1][original].mean() >= 0.5  # measured 1.00 (12 of 12)
-    assert learned["without"][1][original].mean() <= 0.1  # a guess among names the distractors mention (1 of 12)
+    assert learned["without"][1][original].mean() <= 0.1  # measured 0 of 12: invented names are not guessed
     for variant in ("original", "flipped"):
         chosen = variants == variant
         assert learned["with"][0][chosen].mean() > learned["without"][0][chosen].mean() + 1.0, variant
