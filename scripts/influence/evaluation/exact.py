@@ -188,7 +188,6 @@ def ihvp_accuracy(
     candidates = candidate_gradients(model, layers, candidate_batches)  # (N, P)
     queries = query_gradient_matrix(model, layers, query_batches)  # (Q, P)
     rows, step_rows, subset_rows = [], [], []
-    n_fit = sum(int(b["input_ids"].shape[0]) for b in fit_batches)
     for fisher in fishers:
         exact = ExactFisher(fitting_gradients(model, layers, fit_batches, fisher, seed))
         covariance = fit_covariance(
@@ -234,7 +233,7 @@ def ihvp_accuracy(
                 if kind == preconditioner:
                     approx["ekfac_cg"] = by_step[steps]
                     if relative == subset_damping:
-                        extra = {**key, "fraction": 1.0, "n_sequences": n_fit, "steps": steps}
+                        extra = {**key, "fraction": 1.0, "n_sequences": _sequences_in(fit_batches), "steps": steps}
                         subset_rows += _accuracy_rows(by_step[steps], truth, query_ids, extra)
                 for step, scores in by_step.items():
                     extra = {**key, "estimator": "ekfac_cg", "preconditioner": kind, "steps": step}
@@ -260,10 +259,13 @@ def ihvp_accuracy(
                     {**(refine or {}), "record_steps": 0},
                     preconditioner,
                 )
-                n_subset = sum(int(b["input_ids"].shape[0]) for b in subset)
-                extra = {**key, "fraction": fraction, "n_sequences": n_subset, "steps": steps}
+                extra = {**key, "fraction": fraction, "n_sequences": _sequences_in(subset), "steps": steps}
                 subset_rows += _accuracy_rows(by_step[steps], truth, query_ids, extra)
     return pd.DataFrame(rows), pd.DataFrame(step_rows), pd.DataFrame(subset_rows)
+
+
+def _sequences_in(batches) -> int:
+    return sum(int(b["input_ids"].shape[0]) for b in batches)
 
 
 def _accuracy_rows(scores: torch.Tensor, truth: torch.Tensor, query_ids, key: dict) -> list[dict]:
