@@ -145,7 +145,7 @@ def refine_params(wildcards=None) -> dict:
     if wildcards is not None and not estimators.get(PARAMS_OF[wildcards.setting]["estimator"]).refines:
         return {}
     refine = config["scoring"]["refine"]
-    fitting = {**config["fitting"], "n_sequences": refine["n_sequences"] or config["fitting"]["n_sequences"]}
+    fitting = {**FITTING_SAMPLE, "n_sequences": refine["n_sequences"] or FITTING_SAMPLE["n_sequences"]}
     return {**refine, "fitting": fitting, "fisher": FISHER}
 
 
@@ -175,6 +175,9 @@ if config["fitting"]["n_sequences"] is not None:
         config["fitting"]["n_shards"] = _batches
 FIT_SHARDS = list(range(config["fitting"]["n_shards"]))
 FISHER = "true" if config["fitting"]["fisher"] is True else "empirical"
+# What the covariance and correction sums depend on: the fitting sample and its labels (eigen_dtype is read only
+# by the eigendecomposition, so changing it does not refit the sums).
+FITTING_SAMPLE = {k: v for k, v in config["fitting"].items() if k != "eigen_dtype"}
 
 
 def corpus_source():

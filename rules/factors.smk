@@ -22,14 +22,14 @@ rule fit_covariance:
         **GPU_JOB,
     params:
         **model_params(),
-        fitting=config["fitting"],
+        fitting=FITTING_SAMPLE,
         fisher=FISHER,
     script:
         "../scripts/fit_covariance.py"
 
 
 rule eigendecompose:
-    """Eigendecompose every A and S in float64."""
+    """Eigendecompose every A and S in fitting.eigen_dtype (float64 unless set)."""
     input:
         covariance=f"{FACTORS}/covariance.safetensors",
     output:
@@ -45,6 +45,7 @@ rule eigendecompose:
         **GPU_JOB,
     params:
         device=config["model"]["device"],
+        eigen_dtype=config["fitting"]["eigen_dtype"],
     script:
         "../scripts/eigendecompose.py"
 
@@ -69,7 +70,7 @@ rule fit_eigenvalue_correction:
         **GPU_JOB,
     params:
         **model_params(),
-        fitting=config["fitting"],
+        fitting=FITTING_SAMPLE,
         fisher=FISHER,
     script:
         "../scripts/fit_eigenvalue_correction.py"

@@ -1,4 +1,4 @@
-"""Rule eigendecompose: eigenvalues and eigenvectors of every A and S, in float64."""
+"""Rule eigendecompose: eigenvalues and eigenvectors of every A and S, in `fitting.eigen_dtype` (float64)."""
 
 from influence.engine import io, names
 from influence.engine.eigen import eigendecompose
@@ -9,14 +9,15 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "eigendecompose", **smk.params) as (log, stats):
     sums = io.load_factor_sums(smk.input.covariance, names.KIND_COVARIANCE)
     meta = io.read_metadata(smk.input.covariance)
-    eigen = eigendecompose(sums, device=resolve_device(smk.params.device))  # float64 eigh on the GPU if any
+    # eigh on the GPU if any, in fitting.eigen_dtype
+    eigen = eigendecompose(sums, device=resolve_device(smk.params.device), dtype=smk.params.eigen_dtype)
     counts = dict(tokens=sums.n_tokens, sequences=sums.n_sequences)
     del sums  # saving serialises a copy of the eigenvectors: free the sums first
     io.save_eigen(
         smk.output.eigen,
         eigen,
         meta[names.META_MODEL],
-        meta[names.META_SETTINGS],
+        {**meta[names.META_SETTINGS], "eigen_dtype": smk.params.eigen_dtype},
         counts["tokens"],
         counts["sequences"],
     )

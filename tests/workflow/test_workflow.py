@@ -95,6 +95,11 @@ def test_score_only_change_reuses_factors_and_reruns_resume(tiny_run):
     assert "precondition_queries" in planned and "score_shard" in planned
     for rule in ("fit_covariance", "eigendecompose", "fit_eigenvalue_correction", "tokenize_corpus"):
         assert rule not in planned, planned
+    # The eigendecomposition's precision is not a fitting-sample setting: the sums are reused.
+    single = tiny_config(tmp, name="single", fitting={"eigen_dtype": "float32"})
+    jobs = planned_jobs("--configfile", single, "--directory", tmp)
+    assert {"eigendecompose", "fit_eigenvalue_correction", "precondition_queries"} <= set(jobs), jobs
+    assert not {"fit_covariance", "tokenize_corpus"} & set(jobs), jobs
     # A run killed while scoring shard 1: that shard and everything after it are missing.
     scores_dir = results / "scores" / SETTING
     for name in ("shard_1.parquet", "scores.parquet", "top.parquet", "tokens.parquet", "report.html"):
