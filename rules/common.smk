@@ -302,6 +302,19 @@ def finetuned_seeds() -> list:
     return chosen
 
 
+def finetuned_retrain_difficulties(chosen) -> list:
+    """Difficulties on which the fine-tuned model is retrained (evaluation.finetune.retrains.difficulties, null: all)."""
+    if chosen is None:
+        return EVAL_DIFFICULTIES
+    unknown = sorted(set(chosen) - set(EVAL_DIFFICULTIES))
+    if unknown:
+        raise WorkflowError(
+            f"evaluation.finetune.retrains.difficulties {unknown} are not in evaluation.planted.difficulty "
+            f"{EVAL_DIFFICULTIES}."
+        )
+    return chosen
+
+
 def retrain_inputs(wildcards) -> dict:
     """The model whose tokenizer the retrains use; a fine-tuned model's retrains start from the base checkpoint."""
     inputs = {"model": eval_model_dir(wildcards)}
@@ -315,7 +328,9 @@ def retrain_settings(wildcards) -> dict:
     `lds_subsets`, and `qld_facts` (None: every fact's queries)."""
     if wildcards.model == "tiny":
         return {"tiny": EVAL_SETTINGS["tiny"], "lds_subsets": EVAL_SETTINGS["lds"]["n_subsets"], "qld_facts": None}
-    counts = EVAL_SETTINGS["finetune"]["retrains"]
+    counts = dict(EVAL_SETTINGS["finetune"]["retrains"])
+    if wildcards.difficulty not in finetuned_retrain_difficulties(counts.pop("difficulties")):
+        counts.update(lds_subsets=0, qld_facts=0)  # both measures skipped: the rules write empty tables
     recipe = f"{eval_model_dir(wildcards)}/retrain_recipe.json"
     loading = {k: v for k, v in model_params().items() if k != "layers"}  # a fine-tune trains every weight
     return {"base": f"{RUN}/model", "model": loading, "recipe": recipe, **counts}

@@ -16,7 +16,7 @@ TINY_EVALUATION = {
     "top_k": 10,
     "planted": {"n_facts": 4, "k": 3, "n_distractors": 2, "fillers": 1, "difficulty": ["easy", "hard"]},
     "tiny": {"hidden_size": 32, "intermediate_size": 64, "n_layers": 2, "n_heads": 4, "epochs": 80, "batch_size": 8},
-    "finetune": {"max_epochs": 1, "retrains": {"lds_subsets": 3, "qld_facts": 2}},
+    "finetune": {"max_epochs": 1, "retrains": {"lds_subsets": 3, "qld_facts": 2, "difficulties": ["easy"]}},
     "scoring": {"query_rank": 8},
     "lds": {"n_subsets": 5},
     "qld": {"n_controls": 2, "max_queries_per_retrain": 4},
@@ -59,6 +59,14 @@ def test_default_evaluate_target_plans_every_rule():
         ({"lds": {"fraction": 0.0}}, "fraction"),
         ({"seeds": []}, "seeds"),
         ({"finetune": {"seeds": [7]}}, "evaluation.finetune.seeds"),
+        (
+            {
+                "models": ["tiny", "finetuned"],
+                "planted": {"difficulty": ["easy"]},
+                "finetune": {"retrains": {"difficulties": ["hard"]}},
+            },
+            "evaluation.finetune.retrains.difficulties",
+        ),
     ],
 )
 def test_bad_evaluation_config_stops_before_any_work(evaluation, message, tmp_path):
@@ -109,7 +117,8 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
         assert set(lds["estimator"]) == scored and set(lds["variant"]) == {"all", "seed~0"}
         assert set(lds[lds["variant"] == "seed~0"]["interval"]) == {"bootstrap over subsets"}
         qld = table[(table["measure"] == "qld") & (table["model"] == model)]
-        assert set(qld["estimator"]) == scored and set(qld["difficulty"]) == {"easy", "hard"}
+        retrained = {"easy", "hard"} if model == "tiny" else {"easy"}  # finetune.retrains.difficulties: [easy]
+        assert set(qld["estimator"]) == scored and set(qld["difficulty"]) == set(lds["difficulty"]) == retrained
         assert "random" in set(table[(table["measure"] == "qld_raw") & (table["model"] == model)]["estimator"])
         # tiny: the 4 original-wording queries; finetuned: those of the first 2 facts (finetune.retrains.qld_facts)
         assert (qld["n"] == (4 if model == "tiny" else 2)).all()
@@ -145,6 +154,10 @@ def test_the_fine_tuned_models_retrains_replay_its_recipe_from_the_base_checkpoi
         cell = evaluation / f"difficulty~{difficulty}" / "seed~0" / "finetuned"
         recipe = json.loads((cell / "model" / "retrain_recipe.json").read_text())
         assert recipe["epochs"] == 1 and recipe["seed"] == 0  # finetune.max_epochs 1: the full fine-tune's epochs
+        if difficulty == "hard":  # not in finetune.retrains.difficulties: both measures skipped, no retrain run
+            assert pd.read_parquet(cell / "lds_outcomes.parquet").empty and pd.read_parquet(cell / "qld.parquet").empty
+            assert not list(cell.glob("retrains/*/*.npy"))
+            continue
         outcomes = pd.read_parquet(cell / "lds_outcomes.parquet")
         assert outcomes["subset"].nunique() == 3 and outcomes["log_prob"].std() > 0
         assert len(list((cell / "retrains" / "lds").glob("*.npy"))) == 3
