@@ -291,6 +291,10 @@ def qld_settings() -> dict:
     return settings
 
 
+# What the fine-tune reads: changing which seeds or how many retrains does not redo a fine-tune.
+FINETUNE_RECIPE = {k: v for k, v in EVAL_SETTINGS["finetune"].items() if k not in ("seeds", "retrains")}
+
+
 def finetuned_seeds() -> list:
     """Seeds the fine-tuned model runs on (evaluation.finetune.seeds, default every seed)."""
     chosen = EVAL_SETTINGS["finetune"]["seeds"]

@@ -67,7 +67,7 @@ rule finetune_model:
         **GPU_JOB,
     params:
         **model_params(),
-        finetune=EVAL_SETTINGS["finetune"],
+        finetune=FINETUNE_RECIPE,
         max_tokens=EVAL_SETTINGS["max_tokens"],
     script:
         "../scripts/finetune_model.py"
