@@ -75,17 +75,21 @@ def plot_ihvp(table: pd.DataFrame, path: str | os.PathLike) -> str:
 
 
 def _bars(ax, rows: pd.DataFrame, groups: list[str], group_column: str) -> None:
+    """One bar per estimator and group; a group without rows in this panel (e.g. a difficulty the fine-tuned
+    model is not retrained on) gets no bar and no legend entry, and each group keeps its colour in every panel."""
     shown = _sorted(rows["estimator"].unique())
-    width = 0.8 / max(len(groups), 1)
-    for i, group in enumerate(groups):
+    present = [(i, group) for i, group in enumerate(groups) if (rows[group_column] == group).any()]
+    width = 0.8 / max(len(present), 1)
+    for j, (i, group) in enumerate(present):
         part = rows[rows[group_column] == group].set_index("estimator").reindex(shown)
         ax.bar(
-            np.arange(len(shown)) + (i - (len(groups) - 1) / 2) * width,
+            np.arange(len(shown)) + (j - (len(present) - 1) / 2) * width,
             part["value"].fillna(0),
             width,
             yerr=_errorbars(part.reset_index()),
             capsize=2,
             label=group,
+            color=f"C{i}",
         )
     ax.set_xticks(np.arange(len(shown)), shown, rotation=30)
 
