@@ -97,14 +97,11 @@ def duplicate_model_names(text: str) -> list[str]:
     duplicates: list[str] = []
 
     def mapping(loader, node):
-        keys = [loader.construct_object(k) for k, _ in node.value]
-        pairs = loader.construct_pairs(node)
-        if any(k == "models" for k in keys):  # the sweep section: check the names under its `models`
-            for key_node, value_node in node.value:
-                if loader.construct_object(key_node) == "models" and isinstance(value_node, yaml.MappingNode):
-                    names = [loader.construct_object(k) for k, _ in value_node.value]
-                    duplicates.extend(sorted({n for n in names if names.count(n) > 1}))
-        return dict(pairs)
+        for key_node, value_node in node.value:  # the sweep section: check the names under its `models`
+            if loader.construct_object(key_node) == "models" and isinstance(value_node, yaml.MappingNode):
+                names = [loader.construct_object(k) for k, _ in value_node.value]
+                duplicates.extend(sorted({n for n in names if names.count(n) > 1}))
+        return dict(loader.construct_pairs(node))
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
