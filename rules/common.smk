@@ -295,28 +295,26 @@ def qld_settings() -> dict:
 FINETUNE_RECIPE = {k: v for k, v in EVAL_SETTINGS["finetune"].items() if k not in ("seeds", "retrains")}
 
 
+def chosen_among(chosen, key: str, allowed: list, allowed_key: str) -> list:
+    """`chosen` (null: all of `allowed`), refused naming `key` when it names something `allowed_key` lacks."""
+    if chosen is None:
+        return allowed
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown:
+        raise WorkflowError(f"{key} {unknown} are not in {allowed_key} {allowed}.")
+    return chosen
+
+
 def finetuned_seeds() -> list:
     """Seeds the fine-tuned model runs on (evaluation.finetune.seeds, default every seed)."""
-    chosen = EVAL_SETTINGS["finetune"]["seeds"]
-    if chosen is None:
-        return EVAL_SEEDS
-    unknown = sorted(set(chosen) - set(EVAL_SEEDS))
-    if unknown:
-        raise WorkflowError(f"evaluation.finetune.seeds {unknown} are not in evaluation.seeds {EVAL_SEEDS}.")
-    return chosen
+    return chosen_among(EVAL_SETTINGS["finetune"]["seeds"], "evaluation.finetune.seeds", EVAL_SEEDS, "evaluation.seeds")
 
 
 def finetuned_retrain_difficulties(chosen) -> list:
     """Difficulties on which the fine-tuned model is retrained (evaluation.finetune.retrains.difficulties, null: all)."""
-    if chosen is None:
-        return EVAL_DIFFICULTIES
-    unknown = sorted(set(chosen) - set(EVAL_DIFFICULTIES))
-    if unknown:
-        raise WorkflowError(
-            f"evaluation.finetune.retrains.difficulties {unknown} are not in evaluation.planted.difficulty "
-            f"{EVAL_DIFFICULTIES}."
-        )
-    return chosen
+    return chosen_among(
+        chosen, "evaluation.finetune.retrains.difficulties", EVAL_DIFFICULTIES, "evaluation.planted.difficulty"
+    )
 
 
 def retrain_inputs(wildcards) -> dict:
