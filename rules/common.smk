@@ -385,7 +385,15 @@ ACCURACY_FIGURES = ["projection_accuracy"]
 
 
 def index_projection() -> dict:
-    return {key: config["index"][key] for key in ("k", "dim", "seed", "kind")}
+    return {key: config["index"][key] for key in ("k", "dim", "seed", "kind", "whiten")}
+
+
+def index_eigen(wildcards) -> dict:
+    """A whitened index (index.whiten) is built and queried with the eigenbasis of its layer set's factors."""
+    if not config["index"]["whiten"]:
+        return {}
+    layers = wildcards.layers if "layers" in wildcards.keys() else PARAMS_OF[wildcards.setting]["layers"]
+    return {"eigen": f"{model_run(wildcards)}/factors/layers~{layers}/eigen.safetensors"}
 
 
 def index_shards(wildcards) -> list[str]:

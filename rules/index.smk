@@ -5,6 +5,7 @@
 rule build_index:
     """One shard of the index: each sequence's per-layer gradient projected to k x k, from one forward and backward pass."""
     input:
+        unpack(index_eigen),
         model=f"{MRUN}/model",
         sequences=f"{MRUN}/corpus/sequences.parquet",
         tokens=f"{MRUN}/corpus/tokens.npy",
@@ -33,6 +34,7 @@ rule build_index:
 rule query_index:
     """Project the preconditioned queries like the index and return each query's top-n indexed sequences."""
     input:
+        unpack(index_eigen),
         preconditioned=preconditioned_path,
         shards=index_shards,
         sequences=f"{MRUN}/corpus/sequences.parquet",
@@ -79,7 +81,8 @@ rule index_figures:
 
 
 rule projection_accuracy:
-    """Projected against exact full-rank EK-FAC scores on the sample analysis, for each k of index.accuracy_ks."""
+    """Projected against exact full-rank EK-FAC scores on the sample analysis, for each k of index.accuracy_ks,
+    whitened and plain."""
     input:
         unpack(sample_factor_inputs),
         exact=f"{SAMPLE}/sample_scores.parquet",
@@ -100,6 +103,7 @@ rule projection_accuracy:
         **model_params(),
         projection=index_projection(),
         ks=config["index"]["accuracy_ks"],
+        top_n=config["index"]["top_n"],
         analysis=config["analysis"],
         damping=damping_of,
         batch_size=config["scoring"]["batch_size"],

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from influence.engine import io
 from influence.engine.index import DTYPES, corpus_digest, save_shard
 from influence.engine.projection import ProjectionSpec
 from influence.engine.sequences import TokenStore
@@ -13,11 +14,14 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "build_index", shard=smk.wildcards.shard, **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     spec = ProjectionSpec(**smk.params.projection)
+    eigen = io.load_eigen(smk.input.eigen, digest) if spec.whiten else None  # the factors the index is whitened by
     corpus_dir = Path(smk.input.sequences).parent
     store = TokenStore(corpus_dir)
     ids = indexed_sequences(store, smk.params.max_sequences, spec.seed)
     index, n_shards = int(smk.wildcards.shard), smk.params.n_shards
-    order, vectors, norms = build_shard(model, layers, spec, store, ids, index, n_shards, smk.params.batch_size)
+    order, vectors, norms = build_shard(
+        model, layers, spec, store, ids, index, n_shards, smk.params.batch_size, eigen=eigen
+    )
     save_shard(
         smk.output.shard,
         vectors.to(DTYPES[smk.params.index_dtype]),
@@ -25,6 +29,7 @@ with rule_log(smk.log[0], "build_index", shard=smk.wildcards.shard, **smk.params
         order,
         spec,
         digest,
+        eigen,
         corpus_digest=corpus_digest(corpus_dir),
         modules=list(layers),
         shard=index,

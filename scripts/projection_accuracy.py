@@ -6,7 +6,7 @@ import pandas as pd
 from influence import index_figures
 from influence.engine import io, names
 from influence.engine.data import query_batches
-from influence.engine.index import project_corpus, projector_for
+from influence.engine.index import projected_scores, projector_for
 from influence.engine.model import load_tokenizer
 from influence.engine.precondition import Damping, precondition_queries
 from influence.engine.projection import ProjectionSpec
@@ -25,6 +25,8 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
     store = TokenStore(Path(smk.input.sequences).parent)
     sample = fitting_sample(store.table.index.tolist(), settings["sample_size"], settings["seed"])
     order, batches = ordered_batches(store, sample, smk.params.batch_size)
+    curvature = io.load_curvature({k: smk.input[k] for k in (names.EIGEN_INPUT, names.CORRECTION_INPUT)}, digest)
+    eigen = curvature["eigen"]
     pre = precondition_queries(
         model,
         layers,
@@ -32,23 +34,28 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
         query_batches(load_tokenizer(smk.input.model), queries),
         estimator="ekfac",
         damping=Damping(**smk.params.damping),
-        **io.load_curvature({k: smk.input[k] for k in (names.EIGEN_INPUT, names.CORRECTION_INPUT)}, digest),
+        **curvature,
     )
     exact = io.read_table(smk.input.exact)
     exact = exact[(exact["estimator"] == "ekfac") & (exact["query_rank"] == 0)][["query_id", "seq_id", "influence"]]
-    projected = {}
-    for k in smk.params.ks:
-        projector = projector_for(ProjectionSpec(**{**smk.params.projection, "k": k}), layers)
-        vectors, _ = project_corpus(model, layers, projector, batches)
-        scores = (vectors @ projector.queries(pre).T).double().numpy()  # (N, Q)
-        projected[k] = pd.DataFrame(
+    # Every k, whitened and plain, from one pass over the sample: the figure shows what whitening buys.
+    variants = [(k, whiten) for k in smk.params.ks for whiten in (True, False)]
+    projectors = [
+        projector_for(ProjectionSpec(**{**smk.params.projection, "k": k, "whiten": whiten}), layers, eigen=eigen)
+        for k, whiten in variants
+    ]
+    scores = projected_scores(model, layers, projectors, [p.queries(pre) for p in projectors], batches)
+    projected = {
+        variant: pd.DataFrame(
             {
                 "query_id": [q for _ in order for q in pre.query_ids],
                 "seq_id": [s for s in order for _ in pre.query_ids],
-                "influence": scores.ravel(),
+                "influence": score.double().numpy().ravel(),  # (N, Q) row-major: sequence, then query
             }
         )
-    table = projection_accuracy(exact, projected)
+        for variant, score in zip(variants, scores)
+    }
+    table = projection_accuracy(exact, projected, n=smk.params.top_n)
     io.write_table(table, smk.output.tables[0])
     caption = index_figures.plot_projection_accuracy(table, smk.output.projection_accuracy, len(order))
     log.info("caption: %s", caption)

@@ -13,17 +13,20 @@ with rule_log(smk.log[0], "query_index", **smk.params) as (log, stats):
     pre = io.load_preconditioned(smk.input.preconditioned)
     queries_model = io.read_metadata(smk.input.preconditioned)[names.META_MODEL]
     modules = io.read_metadata(smk.input.shards[0])[names.META_MODULES]
+    spec = ProjectionSpec(**smk.params.projection)
+    eigen = io.load_eigen(smk.input.eigen, queries_model) if spec.whiten else None
     tables = query_index(
         pre,
         queries_model,
         list(smk.input.shards),
-        ProjectionSpec(**smk.params.projection),
+        spec,
         modules,
         corpus_digest(Path(smk.input.sequences).parent),
         smk.params.top_n,
         smk.params.search,
         smk.threads,
         smk.params.score_matrix,
+        eigen,
     )
     for name, table in tables.items():
         io.write_table(table, smk.output[name])

@@ -28,14 +28,18 @@ def indexed_sequences(store: TokenStore, max_sequences: int | None, seed: int) -
 
 
 def build_shard(model, layers, spec: ProjectionSpec, store: TokenStore, ids: list[str], index: int, n_shards: int,
-                batch_size: int, progress: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(seq_ids, vectors, norms) of the `index`-th of `n_shards` contiguous slices of `ids`."""
+                batch_size: int, progress: bool = True, eigen: dict | None = None
+                ) -> tuple[list[str], torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(seq_ids, vectors, norms) of the `index`-th of `n_shards` contiguous slices of `ids` (`eigen`: the
+    factors' eigendecomposition, for a whitened index)."""
     order, batches = ordered_batches(store, shard(ids, index, n_shards), batch_size)
-    vectors, norms = project_corpus(model, layers, projector_for(spec, layers), batches, progress=progress)
+    projector = projector_for(spec, layers, eigen=eigen)
+    vectors, norms = project_corpus(model, layers, projector, batches, progress=progress)
     return order, vectors, norms
 
 
-def query_projector(spec: ProjectionSpec, pre: Preconditioned, modules: list[str]) -> Projector:
+def query_projector(spec: ProjectionSpec, pre: Preconditioned, modules: list[str], eigen: dict | None = None
+                    ) -> Projector:  # fmt: skip
     """The projection of the index's `modules` (in the index's order), sized from the queries' tensors."""
     shapes = {}
     for name in modules:
@@ -46,16 +50,18 @@ def query_projector(spec: ProjectionSpec, pre: Preconditioned, modules: list[str
             shapes[name] = tuple(parts["preconditioned"].shape[1:])
         else:
             shapes[name] = (parts["left"].shape[1], parts["right"].shape[1])
-    return Projector(spec, shapes)
+    return Projector(spec, shapes, eigen=eigen)
 
 
 def query_index(pre: Preconditioned, fingerprint: str, paths: list, spec: ProjectionSpec, modules: list[str],
-                corpus: str, top_n: int, method: str = "exact", threads: int = 1, matrix: bool = False) -> dict:  # fmt: skip
-    """Every query's top-n indexed sequences by projected score: {top, candidates, search[, scores]} tables."""
-    seq_ids, vectors, norms = load_index(paths, spec.fingerprint(fingerprint), corpus)
+                corpus: str, top_n: int, method: str = "exact", threads: int = 1, matrix: bool = False,
+                eigen: dict | None = None) -> dict:  # fmt: skip
+    """Every query's top-n indexed sequences by projected score: {top, candidates, search[, scores]} tables
+    (`eigen`: the eigendecomposition a whitened index was built with)."""
+    seq_ids, vectors, norms = load_index(paths, spec.fingerprint(fingerprint, eigen), corpus)
     if estimators.get(pre.estimator).unit_norm:  # cosine: queries are unit norm, candidates divided here
         vectors = vectors / norms.clamp(min=1e-30)[:, None]
-    queries = query_projector(spec, pre, modules).queries(pre).numpy()
+    queries = query_projector(spec, pre, modules, eigen).queries(pre).numpy()
     vectors = vectors.numpy()
     scores, rows = search(queries, vectors, top_n, method, threads)
     exact_rows = rows if method == "exact" else search(queries, vectors, top_n, "exact", threads)[1]
@@ -104,16 +110,21 @@ def tfidf_recall_of_index(top: pd.DataFrame, tfidf_similarity: pd.DataFrame, cut
     return pd.DataFrame(rows, columns=["query_id", "k", "recall", "n", "n_indexed"])
 
 
-def projection_accuracy(exact: pd.DataFrame, projected: dict[int, pd.DataFrame], top: int = 10) -> pd.DataFrame:
-    """Per k and query: Spearman ρ of projected against exact scores, and the share of the exact top-`top`
-    in the projected top-`top`. Tables have query_id, seq_id, influence. Columns: k, query_id, spearman,
-    top_overlap."""
+def projection_accuracy(
+    exact: pd.DataFrame, projected: dict[tuple[int, bool], pd.DataFrame], top: int = 10, n: int = 40
+) -> pd.DataFrame:
+    """Per (k, whiten) and query: Spearman ρ of projected against exact scores, the share of the exact
+    top-`top` in the projected top-`top`, and its share in the projected top-`n` (what `scoring.candidates:
+    index` rescores). Tables have query_id, seq_id, influence.
+    Columns: k, whiten, query_id, spearman, top_overlap, recall_at_n, n."""
     rows = []
-    for k, table in projected.items():
+    for (k, whiten), table in projected.items():
         merged = exact.merge(table, on=["query_id", "seq_id"], suffixes=("_exact", "_projected"))
         for query_id, group in merged.groupby("query_id", sort=False):
             best = set(group.nlargest(top, "influence_exact")["seq_id"])
             found = set(group.nlargest(top, "influence_projected")["seq_id"])
+            kept = set(group.nlargest(n, "influence_projected")["seq_id"])
             rho = spearman(group["influence_exact"], group["influence_projected"])
-            rows.append((k, query_id, rho, len(best & found) / max(1, len(best))))
-    return pd.DataFrame(rows, columns=["k", "query_id", "spearman", "top_overlap"])
+            share = max(1, len(best))
+            rows.append((k, whiten, query_id, rho, len(best & found) / share, len(best & kept) / share, n))
+    return pd.DataFrame(rows, columns=["k", "whiten", "query_id", "spearman", "top_overlap", "recall_at_n", "n"])

@@ -14,7 +14,8 @@ PARAMETERS = ("layers", "top_k", "estimator", "damping", "rank")
 def index_name(index: dict) -> str:
     """The gradient index's directory (config `index`): every setting that changes the projected vectors."""
     i = index
-    return f"k~{i['k'] or 'full'}_dim~{i['dim'] or 'none'}_{i['kind']}_seed~{i['seed']}_{i['dtype']}_n~{i['max_sequences'] or 'all'}"
+    white = "_whitened" if i["whiten"] else ""
+    return f"k~{i['k'] or 'full'}_dim~{i['dim'] or 'none'}_{i['kind']}{white}_seed~{i['seed']}_{i['dtype']}_n~{i['max_sequences'] or 'all'}"
 
 
 def setting_names(point: dict, damping_mode: str, index_candidates: str | None = None) -> dict[str, str]:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import random_sequences, tiny_llama
-from influence.engine import integrity
+from influence.engine import integrity, names
 from influence.engine.index import corpus_digest, load_index, recall_at_n, save_shard, search
 from influence.engine.io import write_table
 from influence.engine.model import fingerprint, select_layers
@@ -81,9 +81,21 @@ def test_index_of_another_model_or_projection_is_refused_naming_both(tmp_path, m
     assert len(ids) == 9 and vectors.dtype == torch.float32 and vectors.shape == (9, 6 * 16)
     other_model = fingerprint(select_layers(tiny_llama(seed=1, dtype=torch.float32)))
     for wanted in (SPEC.fingerprint(other_model), ProjectionSpec(k=4, seed=8).fingerprint(model_fp)):
-        with pytest.raises(ValueError, match="another model, layer set or projection") as error:
+        with pytest.raises(ValueError, match="another model, layer set, projection or") as error:
             load_index(paths, wanted, corpus_digest(corpus))
         assert wanted in str(error.value) and SPEC.fingerprint(model_fp) in str(error.value)
+
+
+def test_whitened_index_belongs_to_its_factor_fit():
+    """A whitened index's fingerprint includes the eigenvalues it was whitened by; without them it is refused."""
+    white = ProjectionSpec(k=4, seed=7, whiten=True)
+    eigen = {"w": {n: torch.arange(1.0, 4.0) for n in (names.ACTIVATION_EIGENVALUES, names.GRADIENT_EIGENVALUES)}}
+    refit = {"w": {**eigen["w"], names.GRADIENT_EIGENVALUES: torch.arange(1.0, 4.0) * 1.01}}
+    assert white.fingerprint("m", eigen) == white.fingerprint("m", eigen)
+    assert white.fingerprint("m", eigen) != white.fingerprint("m", refit)
+    assert white.fingerprint("m", eigen) != SPEC.fingerprint("m")
+    with pytest.raises(ValueError, match="index.whiten is true but no eigendecomposition.*eigen.safetensors"):
+        white.fingerprint("m")
 
 
 def test_index_of_another_corpus_is_refused(tmp_path, model, corpus):

@@ -45,8 +45,10 @@ def test_index_candidates_name_the_scores_and_merge_tfidf_k_points():
     config = _config(tfidf_top_k=[10, 40])
     config["scoring"]["candidates"] = "index"
     config["index"] = {"k": 16, "dim": None, "kind": "gaussian", "seed": 0, "dtype": "float16", "max_sequences": 1024}
-    config["index"]["top_n"] = 40
+    config["index"].update(top_n=40, whiten=False)
+    assert index_candidates(config) == "index~k~16_dim~none_gaussian_seed~0_float16_n~1024_top~40"
+    config["index"]["whiten"] = True  # a whitened index is another index (it belongs to the factor fit)
     part = index_candidates(config)
-    assert part == "index~k~16_dim~none_gaussian_seed~0_float16_n~1024_top~40"
+    assert part == "index~k~16_dim~none_gaussian_whitened_seed~0_float16_n~1024_top~40"
     assert setting_names(sweep_points(config)[0], "relative", part)["scores"].endswith(part)
     assert len(sweep_points(config)) == 1  # the TF-IDF k changes nothing when the index gives the candidates

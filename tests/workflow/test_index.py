@@ -10,7 +10,7 @@ import yaml
 from tiny import IDENTICAL_SEQ, TINY_QUERIES, planned_jobs, snakemake, tiny_config
 
 QUERIES = "layers~mlp_estimator~ekfac_damping~relative-0.1_rank~8"  # the tiny config's query setting
-INDEX = "k~8_dim~none_gaussian_seed~0_float16_n~1024"
+INDEX = "k~8_dim~none_gaussian_whitened_seed~0_float16_n~1024"
 INDEX_SETTING = f"{QUERIES}_index~{INDEX}_top~20"
 TFIDF_SETTING = f"{QUERIES}_topk~25"
 

@@ -1,8 +1,9 @@
 """The compressed gradient index: projected candidate gradients, stored in shards and searched by queries.
 
-The index holds plain projected gradients R G_z Rᵀ of the candidates' summed
-loss (engine/projection.py); the preconditioning stays on the query side, so
-one index serves every estimator and rank: score(q, z) ≈ ⟨R P_q Rᵀ, R G_z Rᵀ⟩.
+The index holds projected gradients R G_z Rᵀ of the candidates' summed loss
+(engine/projection.py; whitened by the Kronecker eigenbasis by default); the
+preconditioning stays on the query side, so one index serves every estimator
+and rank: score(q, z) ≈ ⟨R P_q Rᵀ, R G_z Rᵀ⟩.
 Each shard also keeps the exact Frobenius norm ‖G_z‖ over all tracked layers
 (cosine divides by it), computed without forming G_z.
 
@@ -36,9 +37,11 @@ DTYPES = {"float16": torch.float16, "float32": torch.float32}
 SEARCHES = ("exact", "ivf", "hnsw")
 
 
-def projector_for(spec: ProjectionSpec, layers: dict[str, TrackedLayer], dtype=torch.float32) -> Projector:
+def projector_for(
+    spec: ProjectionSpec, layers: dict[str, TrackedLayer], dtype=torch.float32, eigen: dict | None = None
+) -> Projector:
     shapes = {name: (layer.d_out, layer.d_in_total) for name, layer in layers.items()}
-    return Projector(spec, shapes, dtype, layer_devices(layers))
+    return Projector(spec, shapes, dtype, layer_devices(layers), eigen)
 
 
 def project_corpus(
@@ -52,27 +55,55 @@ def project_corpus(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(vectors (N, width), norms (N,)) of the sequences of `batches`, in batch order: one forward and
     backward pass per micro-batch, each layer's (a, g) projected as it is captured."""
+    (vectors,), norms = _project(model, layers, [projector], [None], batches, dtype, progress, max_tokens)
+    return vectors, norms
+
+
+def projected_scores(
+    model,
+    layers: dict[str, TrackedLayer],
+    projectors: list[Projector],
+    queries: list[torch.Tensor],
+    batches: Iterable[dict],
+    dtype=torch.float32,
+    progress: bool = True,
+    max_tokens: int | str | None = MAX_TOKENS,
+) -> list[torch.Tensor]:
+    """Per projector, the (N, Q) inner products of its projected `queries` (Q, width) with every sequence of
+    `batches`, from one shared pass (no vector is kept: large k over many sequences would not fit)."""
+    scores, _ = _project(model, layers, projectors, queries, batches, dtype, progress, max_tokens)
+    return scores
+
+
+def _project(model, layers, projectors, queries, batches, dtype, progress, max_tokens):
+    """([per projector: vectors (N, width), or their scores against its queries (N, Q)], norms (N,))."""
     home, max_tokens = input_device(model), micro_batch_tokens(model, max_tokens)
-    blocks: dict[str, torch.Tensor] = {}
+    blocks: list[dict[str, torch.Tensor]] = [{} for _ in projectors]
     norms: dict[str, torch.Tensor] = {}
-    vectors, norm_parts = [], []
+    parts: list[list[torch.Tensor]] = [[] for _ in projectors]
+    norm_parts = []
 
     def on_pair(name, a, g):
-        blocks[name] = projector.candidates(name, a, g).to(home)  # (B, k_out·k_in)
+        for block, projector in zip(blocks, projectors):
+            block[name] = projector.candidates(name, a, g).to(home)  # (B, k_out·k_in)
         norms[name] = gram_norm2(a, g).to(home)  # (B,)
 
     with LayerCapture(model, layers, on_pair, dtype) as capture:
         for batch in tqdm(batches, desc="index", disable=not progress, unit="batch"):
             for micro in split_batch(batch, max_tokens):
                 capture.run(micro)
-                vectors.append(projector.combine(blocks).cpu())
+                for part, block, projector, query in zip(parts, blocks, projectors, queries):
+                    vectors = projector.combine(block)
+                    if not torch.isfinite(vectors).all():
+                        raise FloatingPointError(
+                            "a projected candidate gradient is NaN or Inf; check the model weights and dtype."
+                        )
+                    part.append((vectors if query is None else vectors @ query.to(vectors).T).cpu())
                 norm_parts.append(torch.sqrt(sum(norms.values())).cpu())
-    if not vectors:
-        return torch.zeros(0, projector.width, dtype=dtype), torch.zeros(0, dtype=dtype)
-    out = torch.cat(vectors)
-    if not torch.isfinite(out).all():
-        raise FloatingPointError("a projected candidate gradient is NaN or Inf; check the model weights and dtype.")
-    return out, torch.cat(norm_parts)
+    if not norm_parts:
+        empty = [torch.zeros(0, p.width if q is None else len(q), dtype=dtype) for p, q in zip(projectors, queries)]
+        return empty, torch.zeros(0, dtype=dtype)
+    return [torch.cat(part) for part in parts], torch.cat(norm_parts)
 
 
 def corpus_digest(corpus_dir: str | Path) -> str:
@@ -87,15 +118,18 @@ def corpus_digest(corpus_dir: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_shard(path, vectors, norms, seq_ids: list[str], spec: ProjectionSpec, model_fingerprint: str, **meta) -> None:
-    """One shard of the index: vectors in the index dtype, norms in float32, and what they were built from."""
+def save_shard(
+    path, vectors, norms, seq_ids: list[str], spec: ProjectionSpec, model_fingerprint: str, eigen=None, **meta
+) -> None:
+    """One shard of the index: vectors in the index dtype, norms in float32, and what they were built from
+    (`eigen`: the eigendecomposition a whitened index was built with)."""
     save_tensors(
         path,
         {VECTORS: vectors, NORMS: norms.float()},
         **{
             names.META_KIND: names.KIND_INDEX,
             names.META_MODEL: model_fingerprint,
-            "index_fingerprint": spec.fingerprint(model_fingerprint),
+            "index_fingerprint": spec.fingerprint(model_fingerprint, eigen),
             "projection": spec.as_dict(),
             "seq_ids": list(seq_ids),
             **meta,
@@ -108,8 +142,8 @@ def load_index(
 ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """(seq_ids, vectors (N, width) float32, norms (N,)) of every shard, in shard order.
 
-    `fingerprint` is ProjectionSpec.fingerprint of the queries' model and projection; a shard built
-    with another model, layer set or projection is refused naming both, a shard of another corpus
+    `fingerprint` is ProjectionSpec.fingerprint of the queries' model, projection and (whitened) factors;
+    a shard built with another model, layer set, projection or factor fit is refused naming both, a shard of another corpus
     (`corpus`, corpus_digest of the current one) is refused until it is rebuilt.
     """
     ids, vectors, norms = [], [], []
@@ -117,7 +151,8 @@ def load_index(
         meta = read_metadata(path)
         if meta.get("index_fingerprint") != fingerprint:
             raise ValueError(
-                f"the index shard {path} was built with another model, layer set or projection (index "
+                f"the index shard {path} was built with another model, layer set, projection or (whitened) factor "
+                f"fit (index "
                 f"fingerprint {meta.get('index_fingerprint')}, model {meta.get(names.META_MODEL)}, projection "
                 f"{meta.get('projection')}); the queries need index fingerprint {fingerprint}. Rebuild the index."
             )

@@ -16,6 +16,19 @@ block, so the (D × Σ k_out·k_in) matrix is never stored in one piece.
 
 Matrices are seeded by (seed, layer name, side), never by layer order, so
 the index and the queries agree on them whatever else is tracked.
+
+Whitening (`whiten`, the index's default): the candidate side projects
+W_S G W_Aᵀ instead of G, with W_S = diag(s + f·s̄)^(-1/2) Q_Sᵀ from the
+fitted Kronecker eigenbasis (eigenvalues s of S, mean s̄, f = WHITEN_FLOOR;
+likewise A), and the query side projects W_S⁻ᵀ P W_A⁻¹ = diag(s + f·s̄)^(1/2)
+Q_Sᵀ P Q_A diag(...)^(1/2). Their inner product has the same expectation
+⟨P, G⟩ for any P (every estimator and rank stays unbiased), but the sketch's
+noise, ∝ ‖query side‖·‖candidate side‖/k per layer, is far smaller: an EK-FAC
+query (P ≈ H⁻¹∇L) lives in the low-curvature directions and a gradient G in
+the high-curvature ones, so ‖P‖‖G‖ ≫ ⟨P, G⟩, while whitened both live in one
+flat space. Both maps fold into the two k × d matrices of each side, so
+building and querying cost what they cost unwhitened. The index then depends
+on the factor fit: its fingerprint includes the eigenvalues' digest.
 """
 
 from __future__ import annotations
@@ -31,7 +44,14 @@ from . import names
 from .precondition import Preconditioned
 
 KINDS = ("gaussian", "rademacher")
+# Whitening scale (s + WHITEN_FLOOR · mean s)^(-1/2) per side: the floor keeps near-zero eigenvalues from
+# dominating; 0.3 per side is ≈ the paper's relative damping 0.1 on the Kronecker product s·a (0.3² ≈ 0.1).
+WHITEN_FLOOR = 0.3
 _SIDES = {"out": 0, "in": 1, "dim": 2}
+_EIGEN_OF_SIDE = {  # the Kronecker factor of each side: S (output gradients) for out, A (inputs) for in
+    "out": (names.GRADIENT_EIGENVALUES, names.GRADIENT_EIGENVECTORS),
+    "in": (names.ACTIVATION_EIGENVALUES, names.ACTIVATION_EIGENVECTORS),
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,7 @@ class ProjectionSpec:
     dim: int | None = None
     seed: int = 0
     kind: str = "gaussian"
+    whiten: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -54,10 +75,30 @@ class ProjectionSpec:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def fingerprint(self, model_fingerprint: str) -> str:
-        """What an index and its queries must share: the model's tracked layers and the projection."""
-        text = json.dumps({"model": model_fingerprint, **self.as_dict()}, sort_keys=True)
+    def fingerprint(self, model_fingerprint: str, eigen: dict | None = None) -> str:
+        """What an index and its queries must share: the model's tracked layers, the projection and, when
+        whitened, the eigenbasis (`eigen`, the factors' eigendecomposition) the whitening comes from."""
+        whitening = {"eigen": eigen_digest(self._eigen_for_whitening(eigen))} if self.whiten else {}
+        text = json.dumps({"model": model_fingerprint, **self.as_dict(), **whitening}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _eigen_for_whitening(self, eigen: dict | None) -> dict:
+        if eigen is None:
+            raise ValueError(
+                "index.whiten is true but no eigendecomposition was given: the whitened index needs the factors' "
+                "eigen.safetensors (set index.whiten: false for an index independent of the factors)."
+            )
+        return eigen
+
+
+def eigen_digest(eigen: dict) -> str:
+    """A digest of every layer's A and S eigenvalues: which factor fit a whitened index belongs to."""
+    digest = hashlib.sha256()
+    for name in sorted(eigen):
+        digest.update(name.encode())
+        for key in (names.ACTIVATION_EIGENVALUES, names.GRADIENT_EIGENVALUES):
+            digest.update(eigen[name][key].detach().cpu().double().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _seed(seed: int, layer: str, side: str) -> int:
@@ -83,25 +124,60 @@ def side_matrix(d: int, k: int | None, seed: int, layer: str, side: str, kind: s
     return random_matrix(k, d, _seed(seed, layer, side), kind)
 
 
+def whitening_pair(values: torch.Tensor, vectors: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, W⁻ᵀ) of one side, both (d, d) float64: W = diag(v + f·v̄)^(-1/2) Qᵀ and diag(v + f·v̄)^(1/2) Qᵀ,
+    so that (W⁻ᵀ)ᵀ W = I. A factor without positive eigenvalues (a layer that never fired) is not whitened."""
+    if vectors.shape != (d, d):
+        raise ValueError(f"the eigenbasis is {tuple(vectors.shape)} but the layer side has dimension {d}; "
+                         "the factors belong to another model or layer set.")  # fmt: skip
+    values = values.double().clamp(min=0)
+    scale = values + WHITEN_FLOOR * values.mean()
+    if not bool((scale > 0).all()):
+        eye = torch.eye(d, dtype=torch.float64)
+        return eye, eye
+    basis = vectors.double().T  # (d, d): rows are eigenvectors
+    return scale.rsqrt()[:, None] * basis, scale.sqrt()[:, None] * basis
+
+
 class Projector:
     """The projection matrices of every tracked layer, and the maps from gradients to index vectors.
 
-    `shapes` maps each tracked module to its gradient shape (d_out, d_in [+1 bias column]).
+    `shapes` maps each tracked module to its gradient shape (d_out, d_in [+1 bias column]); `eigen` (the
+    factors' eigendecomposition) is needed when `spec.whiten`. `out`/`inp` are the candidate side's
+    matrices, `query_out`/`query_inp` the query side's (the same ones unless whitened); None is the identity.
     """
 
-    def __init__(self, spec: ProjectionSpec, shapes: dict[str, tuple[int, int]], dtype=torch.float32, devices=None):
+    def __init__(
+        self, spec: ProjectionSpec, shapes: dict[str, tuple[int, int]], dtype=torch.float32, devices=None, eigen=None
+    ):
         self.spec, self.dtype, self.layers = spec, dtype, list(shapes)
         devices = devices or {}
+        if spec.whiten:
+            eigen = spec._eigen_for_whitening(eigen)
+            missing = [name for name in shapes if name not in eigen]
+            if missing:
+                raise ValueError(f"the eigendecomposition lacks the indexed layers {missing[:3]}; refit the factors.")
         self.out: dict[str, torch.Tensor | None] = {}
         self.inp: dict[str, torch.Tensor | None] = {}
+        self.query_out: dict[str, torch.Tensor | None] = {}
+        self.query_inp: dict[str, torch.Tensor | None] = {}
         self.block: dict[str, tuple[int, int]] = {}
         for name, (d_out, d_in) in shapes.items():
             device = devices.get(name, "cpu")
-            r_out = side_matrix(d_out, spec.k, spec.seed, name, "out", spec.kind)
-            r_in = side_matrix(d_in, spec.k, spec.seed, name, "in", spec.kind)
-            self.out[name] = None if r_out is None else r_out.to(dtype=dtype, device=device)
-            self.inp[name] = None if r_in is None else r_in.to(dtype=dtype, device=device)
-            self.block[name] = (d_out if r_out is None else r_out.shape[0], d_in if r_in is None else r_in.shape[0])
+            sides = {}
+            for side, d in (("out", d_out), ("in", d_in)):
+                r = side_matrix(d, spec.k, spec.seed, name, side, spec.kind)
+                if spec.whiten:
+                    values, vectors = (eigen[name][key] for key in _EIGEN_OF_SIDE[side])
+                    white, inverse = whitening_pair(values, vectors, d)
+                    pair = (white, inverse) if r is None else (r @ white, r @ inverse)
+                else:
+                    pair = (r, r)
+                sides[side] = [None if m is None else m.to(dtype=dtype, device=device) for m in pair]
+            (self.out[name], self.query_out[name]), (self.inp[name], self.query_inp[name]) = sides["out"], sides["in"]
+            self.block[name] = tuple(
+                d if m is None else m.shape[0] for d, m in ((d_out, self.out[name]), (d_in, self.inp[name]))
+            )
         self.mix: dict[str, torch.Tensor] = {}
         if spec.dim is not None:
             for name, (k_out, k_in) in self.block.items():
@@ -120,16 +196,17 @@ class Projector:
         a = a if r_in is None else a @ r_in.T  # (B, T, k_in)
         return (g.transpose(1, 2) @ a).flatten(1)  # (B, k_out·k_in)
 
-    def matrices(self, name: str, matrix: torch.Tensor) -> torch.Tensor:
-        """(Q, k_out·k_in): R_out P R_inᵀ of full-rank (Q, d_out, d_in) matrices."""
-        r_out, r_in = self.out[name], self.inp[name]
+    def matrices(self, name: str, matrix: torch.Tensor, candidate: bool = False) -> torch.Tensor:
+        """(Q, k_out·k_in): R_out P R_inᵀ of full-rank (Q, d_out, d_in) query matrices (`candidate`: with the
+        candidate side's matrices, as `candidates` maps materialised gradients)."""
+        r_out, r_in = (self.out[name], self.inp[name]) if candidate else (self.query_out[name], self.query_inp[name])
         matrix = matrix if r_out is None else r_out @ matrix  # (Q, k_out, d_in)
         matrix = matrix if r_in is None else matrix @ r_in.T  # (Q, k_out, k_in)
         return matrix.flatten(1)
 
     def factors(self, name: str, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """(Q, k_out·k_in): R_out L Rᵀ R_inᵀ of rank-r factors L (Q, d_out, r), R (Q, d_in, r), never forming L Rᵀ."""
-        r_out, r_in = self.out[name], self.inp[name]
+        r_out, r_in = self.query_out[name], self.query_inp[name]
         left = left if r_out is None else r_out @ left  # (Q, k_out, r)
         right = right if r_in is None else r_in @ right  # (Q, k_in, r)
         return (left @ right.transpose(1, 2)).flatten(1)
