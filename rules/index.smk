@@ -103,6 +103,7 @@ rule projection_accuracy:
         **model_params(),
         projection=index_projection(),
         ks=config["index"]["accuracy_ks"],
+        seeds=config["index"]["accuracy_seeds"],
         top_n=config["index"]["top_n"],
         analysis=config["analysis"],
         damping=damping_of,

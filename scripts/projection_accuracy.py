@@ -38,11 +38,16 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
     )
     exact = io.read_table(smk.input.exact)
     exact = exact[(exact["estimator"] == "ekfac") & (exact["query_rank"] == 0)][["query_id", "seq_id", "influence"]]
-    # Every k, whitened and plain, from one pass over the sample: the figure shows what whitening buys.
-    variants = [(k, whiten) for k in smk.params.ks for whiten in (True, False)]
+    # Every k, whitened and plain, at several projection seeds, from one pass over the sample: the figure shows
+    # what whitening buys, and how much of a single draw is the sketch's noise.
+    first = smk.params.projection["seed"]
+    seeds = range(first, first + smk.params.seeds)
+    variants = [(k, whiten, seed) for k in smk.params.ks for whiten in (True, False) for seed in seeds]
     projectors = [
-        projector_for(ProjectionSpec(**{**smk.params.projection, "k": k, "whiten": whiten}), layers, eigen=eigen)
-        for k, whiten in variants
+        projector_for(
+            ProjectionSpec(**{**smk.params.projection, "k": k, "whiten": whiten, "seed": seed}), layers, eigen=eigen
+        )
+        for k, whiten, seed in variants
     ]
     scores = projected_scores(model, layers, projectors, [p.queries(pre) for p in projectors], batches)
     projected = {
@@ -59,4 +64,10 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
     io.write_table(table, smk.output.tables[0])
     caption = index_figures.plot_projection_accuracy(table, smk.output.projection_accuracy, len(order))
     log.info("caption: %s", caption)
-    stats.update(describe_model(model, layers), queries=len(queries), sample=len(order), ks=list(smk.params.ks))
+    stats.update(
+        describe_model(model, layers),
+        queries=len(queries),
+        sample=len(order),
+        ks=list(smk.params.ks),
+        seeds=list(seeds),
+    )

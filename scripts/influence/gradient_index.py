@@ -111,14 +111,14 @@ def tfidf_recall_of_index(top: pd.DataFrame, tfidf_similarity: pd.DataFrame, cut
 
 
 def projection_accuracy(
-    exact: pd.DataFrame, projected: dict[tuple[int, bool], pd.DataFrame], top: int = 10, n: int = 40
+    exact: pd.DataFrame, projected: dict[tuple[int, bool, int], pd.DataFrame], top: int = 10, n: int = 40
 ) -> pd.DataFrame:
-    """Per (k, whiten) and query: Spearman ρ of projected against exact scores, the share of the exact
-    top-`top` in the projected top-`top`, and its share in the projected top-`n` (what `scoring.candidates:
-    index` rescores). Tables have query_id, seq_id, influence.
-    Columns: k, whiten, query_id, spearman, top_overlap, recall_at_n, n."""
+    """Per (k, whiten, projection seed) and query: Spearman ρ of projected against exact scores, the share of
+    the exact top-`top` in the projected top-`top`, and its share in the projected top-`n` (what
+    `scoring.candidates: index` rescores). Tables have query_id, seq_id, influence.
+    Columns: k, whiten, seed, query_id, spearman, top_overlap, recall_at_n, n."""
     rows = []
-    for (k, whiten), table in projected.items():
+    for (k, whiten, seed), table in projected.items():
         merged = exact.merge(table, on=["query_id", "seq_id"], suffixes=("_exact", "_projected"))
         for query_id, group in merged.groupby("query_id", sort=False):
             best = set(group.nlargest(top, "influence_exact")["seq_id"])
@@ -126,5 +126,6 @@ def projection_accuracy(
             kept = set(group.nlargest(n, "influence_projected")["seq_id"])
             rho = spearman(group["influence_exact"], group["influence_projected"])
             share = max(1, len(best))
-            rows.append((k, whiten, query_id, rho, len(best & found) / share, len(best & kept) / share, n))
-    return pd.DataFrame(rows, columns=["k", "whiten", "query_id", "spearman", "top_overlap", "recall_at_n", "n"])
+            rows.append((k, whiten, seed, query_id, rho, len(best & found) / share, len(best & kept) / share, n))
+    columns = ["k", "whiten", "seed", "query_id", "spearman", "top_overlap", "recall_at_n", "n"]
+    return pd.DataFrame(rows, columns=columns)

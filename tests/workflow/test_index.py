@@ -89,7 +89,8 @@ def test_projection_accuracy_is_exact_once_k_covers_every_layer(index_run):
     snakemake("--cores", 2, "--configfile", config, ks, "--directory", tmp, f"{folder}/projection_accuracy.png")
     table = pd.read_parquet(tmp / folder / "projection_accuracy.parquet")
     assert set(table["whiten"]) == {True, False} and set(table["k"]) == {2, 64}
-    assert table.groupby(["k", "whiten"]).size().eq(2).all()  # the analysis's 2 queries
+    assert set(table["seed"]) == {0, 1, 2}  # index.accuracy_seeds from index.seed
+    assert table.groupby(["k", "whiten", "seed"]).size().eq(2).all()  # the analysis's 2 queries
     exact = table[table["k"] == 64]
     assert (exact["spearman"] > 0.9999).all() and exact["top_overlap"].eq(1).all(), exact
     assert exact["recall_at_n"].eq(1).all() and exact["n"].eq(20).all()  # index.top_n of the fixture
