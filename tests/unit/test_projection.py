@@ -7,7 +7,7 @@ from dense import autograd_gradients
 from influence.engine import names
 from influence.engine.eigen import eigendecompose
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
-from influence.engine.index import project_corpus, projector_for
+from influence.engine.index import project_corpus, projected_scores, projector_for
 from influence.engine.model import select_layers
 from influence.engine.precondition import Damping, precondition_queries
 from influence.engine.projection import ProjectionSpec, Projector
@@ -101,6 +101,18 @@ def test_full_dimension_projection_gives_the_exact_score(setup, rank, whiten):
     vectors, _ = project_corpus(setup["model"], setup["layers"], projector, setup["candidates"], **F64)
     exact = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64).total
     torch.testing.assert_close(vectors @ projector.queries(pre).T, exact, rtol=1e-9, atol=1e-10)
+
+
+def test_projected_scores_equal_the_stored_vectors_against_the_queries(setup):
+    """projected_scores (scored layer by layer, nothing stored) = project_corpus's vectors @ queriesᵀ, for several
+    projectors in one pass: plain, whitened, and with a D projection."""
+    specs = [ProjectionSpec(k=3, seed=2), ProjectionSpec(k=3, seed=2, whiten=True), ProjectionSpec(k=4, dim=7)]
+    projectors = [projector_for(s, setup["layers"], torch.float64, eigen=setup["eigen"]) for s in specs]
+    queries = [p.queries(setup["low"]) for p in projectors]
+    scores = projected_scores(setup["model"], setup["layers"], projectors, queries, setup["candidates"], **F64)
+    for projector, query, score in zip(projectors, queries, scores):
+        vectors, _ = project_corpus(setup["model"], setup["layers"], projector, setup["candidates"], **F64)
+        torch.testing.assert_close(score, vectors @ query.T, rtol=1e-10, atol=1e-12)
 
 
 def _random_eigen(gen, sizes: dict[str, int]) -> dict:

@@ -76,29 +76,39 @@ def projected_scores(
 
 
 def _project(model, layers, projectors, queries, batches, dtype, progress, max_tokens):
-    """([per projector: vectors (N, width), or their scores against its queries (N, Q)], norms (N,))."""
+    """([per projector: vectors (N, width), or their scores against its queries (N, Q)], norms (N,)).
+
+    With queries, each layer's block is scored as soon as it is captured (scores are linear in the blocks)
+    and dropped, so memory holds one layer's block per projector, not every layer's.
+    """
     home, max_tokens = input_device(model), micro_batch_tokens(model, max_tokens)
+    query_blocks = [None if q is None else p.query_blocks(q) for p, q in zip(projectors, queries)]
     blocks: list[dict[str, torch.Tensor]] = [{} for _ in projectors]
+    scores: list[torch.Tensor | int] = [0 for _ in projectors]
     norms: dict[str, torch.Tensor] = {}
     parts: list[list[torch.Tensor]] = [[] for _ in projectors]
     norm_parts = []
 
     def on_pair(name, a, g):
-        for block, projector in zip(blocks, projectors):
-            block[name] = projector.candidates(name, a, g).to(home)  # (B, k_out·k_in)
+        for i, projector in enumerate(projectors):
+            block = projector.candidates(name, a, g)  # (B, k_out·k_in)
+            if not torch.isfinite(block).all():
+                raise FloatingPointError(
+                    f"layer {name}: a projected candidate gradient is NaN or Inf; check the model weights and dtype."
+                )
+            if query_blocks[i] is None:
+                blocks[i][name] = block.to(home)
+            else:
+                scores[i] = scores[i] + (block @ query_blocks[i][name].to(block).T).to(home)  # (B, Q)
         norms[name] = gram_norm2(a, g).to(home)  # (B,)
 
     with LayerCapture(model, layers, on_pair, dtype) as capture:
         for batch in tqdm(batches, desc="index", disable=not progress, unit="batch"):
             for micro in split_batch(batch, max_tokens):
                 capture.run(micro)
-                for part, block, projector, query in zip(parts, blocks, projectors, queries):
-                    vectors = projector.combine(block)
-                    if not torch.isfinite(vectors).all():
-                        raise FloatingPointError(
-                            "a projected candidate gradient is NaN or Inf; check the model weights and dtype."
-                        )
-                    part.append((vectors if query is None else vectors @ query.to(vectors).T).cpu())
+                for i, projector in enumerate(projectors):
+                    parts[i].append((projector.combine(blocks[i]) if query_blocks[i] is None else scores[i]).cpu())
+                    scores[i] = 0
                 norm_parts.append(torch.sqrt(sum(norms.values())).cpu())
     if not norm_parts:
         empty = [torch.zeros(0, p.width if q is None else len(q), dtype=dtype) for p, q in zip(projectors, queries)]

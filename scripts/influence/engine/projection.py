@@ -221,6 +221,14 @@ class Projector:
         home = blocks[self.layers[0]].device
         return sum((blocks[name] @ self.mix[name].T).to(home) for name in self.layers)  # (N, D)
 
+    def query_blocks(self, queries: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{layer: (Q, k_out·k_in)} such that Σ_layers block_z @ query_blocks[layer]ᵀ = combine(blocks_z) @ queriesᵀ
+        for queries (Q, width) in this projector's space: their slices, or with a D projection queries @ mix."""
+        if self.mix:
+            return {name: queries @ self.mix[name].to(queries) for name in self.layers}
+        sizes = [o * i for o, i in (self.block[name] for name in self.layers)]
+        return dict(zip(self.layers, torch.split(queries, sizes, dim=1)))
+
     def queries(self, pre: Preconditioned) -> torch.Tensor:
         """(Q, width): preconditioned queries, full rank or rank-r, projected like the candidates."""
         missing = [name for name in self.layers if name not in pre.layers]
