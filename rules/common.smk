@@ -107,7 +107,9 @@ def layer_pattern(wildcards) -> str:
 
 
 def factors_dir(wildcards) -> str:
-    return f"{model_run(wildcards)}/factors/layers~{PARAMS_OF[wildcards.setting]['layers']}"
+    """The factors of the job's layer set: its `layers` wildcard, or its query setting's."""
+    layers = wildcards.layers if "layers" in wildcards.keys() else PARAMS_OF[wildcards.setting]["layers"]
+    return f"{model_run(wildcards)}/factors/layers~{layers}"
 
 
 def candidates_path(wildcards) -> str:
@@ -392,8 +394,7 @@ def index_eigen(wildcards) -> dict:
     """A whitened index (index.whiten) is built and queried with the eigenbasis of its layer set's factors."""
     if not config["index"]["whiten"]:
         return {}
-    layers = wildcards.layers if "layers" in wildcards.keys() else PARAMS_OF[wildcards.setting]["layers"]
-    return {"eigen": f"{model_run(wildcards)}/factors/layers~{layers}/eigen.safetensors"}
+    return {"eigen": f"{factors_dir(wildcards)}/{FACTOR_FILES[names.EIGEN_INPUT]}"}
 
 
 def index_shards(wildcards) -> list[str]:

@@ -31,7 +31,7 @@ def plot_index_tfidf_recall(table: pd.DataFrame, path: str | os.PathLike) -> str
     )
 
 
-WHITENING = {True: ("whitened (index.whiten: true)", "#1f77b4"), False: ("plain", "#ff7f0e")}
+WHITENING = {True: ("whitened", "#1f77b4"), False: ("plain", "#ff7f0e")}  # index.whiten: name, colour
 
 
 def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sample: int) -> str:
@@ -47,7 +47,8 @@ def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sam
                 per_seed = group.groupby(["k", "seed"])[column].mean()  # mean over queries
                 stats = per_seed.groupby("k").agg(["mean", "min", "max"])
                 ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15)
-                ax.plot(stats.index, stats["mean"], "o-", color=colour, lw=2, label=f"{name}: mean (band: seeds)")
+                label_of = f"{name} (index.whiten: {str(bool(whiten)).lower()}): mean (band: seeds)"
+                ax.plot(stats.index, stats["mean"], "o-", color=colour, lw=2, label=label_of)
             ks = sorted(table["k"].unique())
             ax.set(xscale="log", ylim=(min(0, float(table[column].min())), 1.03), xlabel="k (k × k per layer)")
             ax.set(ylabel=f"{label} with exact EK-FAC", title=label)
@@ -61,7 +62,7 @@ def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sam
     for whiten in sorted(table["whiten"].unique(), reverse=True):
         rho = means.loc[whiten]
         good = rho.index[(rho >= 0.9).to_numpy()]
-        name = WHITENING[bool(whiten)][0].split(" ")[0]
+        name = WHITENING[bool(whiten)][0]
         reach.append(
             f"{name}: mean ρ reaches 0.9 at k = {good[0]}" if len(good) else
             f"{name}: mean ρ stays below 0.9 (best {np.nanmax(rho):.2f} at k = {rho.idxmax()})"

@@ -162,8 +162,7 @@ def load_index(
         if meta.get("index_fingerprint") != fingerprint:
             raise ValueError(
                 f"the index shard {path} was built with another model, layer set, projection or (whitened) factor "
-                f"fit (index "
-                f"fingerprint {meta.get('index_fingerprint')}, model {meta.get(names.META_MODEL)}, projection "
+                f"fit (index fingerprint {meta.get('index_fingerprint')}, model {meta.get(names.META_MODEL)}, projection "
                 f"{meta.get('projection')}); the queries need index fingerprint {fingerprint}. Rebuild the index."
             )
         if corpus is not None and meta.get("corpus_digest") != corpus:

@@ -78,17 +78,19 @@ class ProjectionSpec:
     def fingerprint(self, model_fingerprint: str, eigen: dict | None = None) -> str:
         """What an index and its queries must share: the model's tracked layers, the projection and, when
         whitened, the eigenbasis (`eigen`, the factors' eigendecomposition) the whitening comes from."""
-        whitening = {"eigen": eigen_digest(self._eigen_for_whitening(eigen))} if self.whiten else {}
+        whitening = {"eigen": eigen_digest(required_eigen(eigen))} if self.whiten else {}
         text = json.dumps({"model": model_fingerprint, **self.as_dict(), **whitening}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def _eigen_for_whitening(self, eigen: dict | None) -> dict:
-        if eigen is None:
-            raise ValueError(
-                "index.whiten is true but no eigendecomposition was given: the whitened index needs the factors' "
-                "eigen.safetensors (set index.whiten: false for an index independent of the factors)."
-            )
-        return eigen
+
+def required_eigen(eigen: dict | None) -> dict:
+    """The eigendecomposition a whitened index needs, or a clear error when it was not given."""
+    if eigen is None:
+        raise ValueError(
+            "index.whiten is true but no eigendecomposition was given: the whitened index needs the factors' "
+            "eigen.safetensors (set index.whiten: false for an index independent of the factors)."
+        )
+    return eigen
 
 
 def eigen_digest(eigen: dict) -> str:
@@ -153,7 +155,7 @@ class Projector:
         self.spec, self.dtype, self.layers = spec, dtype, list(shapes)
         devices = devices or {}
         if spec.whiten:
-            eigen = spec._eigen_for_whitening(eigen)
+            eigen = required_eigen(eigen)
             missing = [name for name in shapes if name not in eigen]
             if missing:
                 raise ValueError(f"the eigendecomposition lacks the indexed layers {missing[:3]}; refit the factors.")
