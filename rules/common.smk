@@ -38,6 +38,7 @@ if not Path("results", config["run"]).resolve().is_relative_to(Path("results").r
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from influence.corpus import WORDNET_ROOT
 from influence.engine import estimators, names
+from influence.engine.projection import ProjectionSpec
 from influence.engine.defaults import PYPI_PREFIX, default_gguf_path, packaged_distribution, packaged_files
 from influence import settings as run_settings
 
@@ -391,8 +392,8 @@ def index_projection() -> dict:
 
 
 def index_eigen(wildcards) -> dict:
-    """A whitened index (index.whiten) is built and queried with the eigenbasis of its layer set's factors."""
-    if not config["index"]["whiten"]:
+    """A whitened or `eigen` index is built and queried with the eigenbasis of its layer set's factors."""
+    if not ProjectionSpec(**index_projection()).needs_eigen:
         return {}
     return {"eigen": f"{factors_dir(wildcards)}/{FACTOR_FILES[names.EIGEN_INPUT]}"}
 

@@ -9,9 +9,8 @@ from influence.engine.data import query_batches
 from influence.engine.index import projected_scores, projector_for
 from influence.engine.model import load_tokenizer
 from influence.engine.precondition import Damping, precondition_queries
-from influence.engine.projection import ProjectionSpec
 from influence.engine.sequences import TokenStore, fitting_sample, ordered_batches
-from influence.gradient_index import projection_accuracy
+from influence.gradient_index import accuracy_specs, projection_accuracy
 from influence.queries import english_originals_first, load_queries
 from influence.runlog import describe_model, rule_log
 from influence.workflow import load_tracked_model
@@ -38,17 +37,12 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
     )
     exact = io.read_table(smk.input.exact)
     exact = exact[(exact["estimator"] == "ekfac") & (exact["query_rank"] == 0)][["query_id", "seq_id", "influence"]]
-    # Every k, whitened and plain, at several projection seeds, from one pass over the sample: the figure shows
-    # what whitening buys, and how much of a single draw is the sketch's noise.
-    first = smk.params.projection["seed"]
-    seeds = range(first, first + smk.params.seeds)
-    variants = [(k, whiten, seed) for k in smk.params.ks for whiten in (True, False) for seed in seeds]
-    projectors = [
-        projector_for(
-            ProjectionSpec(**{**smk.params.projection, "k": k, "whiten": whiten, "seed": seed}), layers, eigen=eigen
-        )
-        for k, whiten, seed in variants
-    ]
+    # Every k, for each sketch (whitened and plain random at several projection seeds, the factors' top
+    # eigenvectors once), from one pass over the sample: what whitening and the eigenbasis buy, and how much of
+    # a single random draw is the sketch's noise.
+    specs = accuracy_specs(smk.params.projection, smk.params.ks, smk.params.seeds)
+    variants = list(specs)
+    projectors = [projector_for(spec, layers, eigen=eigen) for spec in specs.values()]
     scores = projected_scores(model, layers, projectors, [p.queries(pre) for p in projectors], batches)
     projected = {
         variant: pd.DataFrame(
@@ -69,5 +63,5 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
         queries=len(queries),
         sample=len(order),
         ks=list(smk.params.ks),
-        seeds=list(seeds),
+        variants=len(variants),
     )

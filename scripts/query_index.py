@@ -14,7 +14,7 @@ with rule_log(smk.log[0], "query_index", **smk.params) as (log, stats):
     queries_model = io.read_metadata(smk.input.preconditioned)[names.META_MODEL]
     modules = io.read_metadata(smk.input.shards[0])[names.META_MODULES]
     spec = ProjectionSpec(**smk.params.projection)
-    eigen = io.load_eigen(smk.input.eigen, queries_model) if spec.whiten else None
+    eigen = io.load_eigen(smk.input.eigen, queries_model) if spec.needs_eigen else None
     tables = query_index(
         pre,
         queries_model,

@@ -110,15 +110,37 @@ def tfidf_recall_of_index(top: pd.DataFrame, tfidf_similarity: pd.DataFrame, cut
     return pd.DataFrame(rows, columns=["query_id", "k", "recall", "n", "n_indexed"])
 
 
+# The sketches projection_accuracy compares: name -> ProjectionSpec settings (the random ones take index.kind,
+# gaussian when that is eigen) and whether they are drawn at several seeds.
+ACCURACY_SKETCHES = {
+    "whitened": ({"whiten": True}, True),
+    "plain": ({"whiten": False}, True),
+    "eigen": ({"kind": "eigen", "whiten": False}, False),
+}
+
+
+def accuracy_specs(projection: dict, ks: list[int], seeds: int) -> dict[tuple[int, str, int], ProjectionSpec]:
+    """{(k, sketch, seed): spec} of every variant projection_accuracy measures: each random sketch at `seeds`
+    seeds from index.seed, the eigen sketch once (it has no randomness)."""
+    kind = "gaussian" if projection["kind"] == "eigen" else projection["kind"]
+    first = projection["seed"]
+    specs = {}
+    for k in ks:
+        for sketch, (settings, seeded) in ACCURACY_SKETCHES.items():
+            for seed in range(first, first + (seeds if seeded else 1)):
+                specs[(k, sketch, seed)] = ProjectionSpec(**{**projection, "kind": kind, **settings, "k": k, "seed": seed})
+    return specs
+
+
 def projection_accuracy(
-    exact: pd.DataFrame, projected: dict[tuple[int, bool, int], pd.DataFrame], top: int = 10, n: int = 40
+    exact: pd.DataFrame, projected: dict[tuple[int, str, int], pd.DataFrame], top: int = 10, n: int = 40
 ) -> pd.DataFrame:
-    """Per (k, whiten, projection seed) and query: Spearman ρ of projected against exact scores, the share of
+    """Per (k, sketch, projection seed) and query: Spearman ρ of projected against exact scores, the share of
     the exact top-`top` in the projected top-`top`, and its share in the projected top-`n` (what
     `scoring.candidates: index` rescores). Tables have query_id, seq_id, influence.
-    Columns: k, whiten, seed, query_id, spearman, top_overlap, recall_at_n, n."""
+    Columns: k, sketch (ACCURACY_SKETCHES), seed, query_id, spearman, top_overlap, recall_at_n, n."""
     rows = []
-    for (k, whiten, seed), table in projected.items():
+    for (k, sketch, seed), table in projected.items():
         merged = exact.merge(table, on=["query_id", "seq_id"], suffixes=("_exact", "_projected"))
         for query_id, group in merged.groupby("query_id", sort=False):
             best = set(group.nlargest(top, "influence_exact")["seq_id"])
@@ -126,6 +148,6 @@ def projection_accuracy(
             kept = set(group.nlargest(n, "influence_projected")["seq_id"])
             rho = spearman(group["influence_exact"], group["influence_projected"])
             share = max(1, len(best))
-            rows.append((k, whiten, seed, query_id, rho, len(best & found) / share, len(best & kept) / share, n))
-    columns = ["k", "whiten", "seed", "query_id", "spearman", "top_overlap", "recall_at_n", "n"]
+            rows.append((k, sketch, seed, query_id, rho, len(best & found) / share, len(best & kept) / share, n))
+    columns = ["k", "sketch", "seed", "query_id", "spearman", "top_overlap", "recall_at_n", "n"]
     return pd.DataFrame(rows, columns=columns)

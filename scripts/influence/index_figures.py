@@ -31,24 +31,28 @@ def plot_index_tfidf_recall(table: pd.DataFrame, path: str | os.PathLike) -> str
     )
 
 
-WHITENING = {True: ("whitened", "#1f77b4"), False: ("plain", "#ff7f0e")}  # index.whiten: name, colour
+SKETCHES = {  # gradient_index.ACCURACY_SKETCHES: legend name, colour
+    "whitened": ("random, whitened (index.whiten: true)", "#1f77b4"),
+    "plain": ("random, plain (index.whiten: false)", "#ff7f0e"),
+    "eigen": ("top-k eigenvectors (index.kind: eigen)", "#2ca02c"),
+}
 
 
 def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sample: int) -> str:
     """`gradient_index.projection_accuracy`: Spearman ρ, top-10 overlap and recall of the exact top 10 in the
-    projected top-n with exact EK-FAC scores, against k, whitened and plain: the mean over projection seeds and
-    queries, and the spread of the per-seed means (the sketch's own noise)."""
+    projected top-n with exact EK-FAC scores, against k, per sketch: the mean over projection seeds and queries,
+    and the spread of the per-seed means (the random sketches' own noise)."""
     n = int(table["n"].max()) if len(table) else 0
     panels = (("spearman", "Spearman ρ"), ("top_overlap", "top-10 overlap"), ("recall_at_n", f"top-10 in top-{n}"))
+    sketches = [s for s in SKETCHES if s in set(table["sketch"])]
     with figure_axes(path, ncols=3, size=(12.0, 3.6)) as (_fig, axes):
         for ax, (column, label) in zip(axes, panels):
-            for whiten, group in table.groupby("whiten", sort=False):
-                name, colour = WHITENING[bool(whiten)]
-                per_seed = group.groupby(["k", "seed"])[column].mean()  # mean over queries
+            for sketch in sketches:
+                name, colour = SKETCHES[sketch]
+                per_seed = table[table["sketch"] == sketch].groupby(["k", "seed"])[column].mean()  # over queries
                 stats = per_seed.groupby("k").agg(["mean", "min", "max"])
                 ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15)
-                label_of = f"{name} (index.whiten: {str(bool(whiten)).lower()}): mean (band: seeds)"
-                ax.plot(stats.index, stats["mean"], "o-", color=colour, lw=2, label=label_of)
+                ax.plot(stats.index, stats["mean"], "o-", color=colour, lw=2, label=f"{name}: mean (band: seeds)")
             ks = sorted(table["k"].unique())
             ax.set(xscale="log", ylim=(min(0, float(table[column].min())), 1.03), xlabel="k (k × k per layer)")
             ax.set(ylabel=f"{label} with exact EK-FAC", title=label)
@@ -56,22 +60,22 @@ def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sam
             ax.minorticks_off()
         axes[0].axhline(0.9, color="0.5", ls="--", lw=0.8)
         axes[0].legend(loc="upper left", fontsize=7)
-    seeds = table["seed"].nunique()
-    means = table.groupby(["whiten", "k"])["spearman"].mean()
+    seeds = table.loc[table["sketch"] != "eigen", "seed"].nunique()
+    means = table.groupby(["sketch", "k"])["spearman"].mean()
     reach = []
-    for whiten in sorted(table["whiten"].unique(), reverse=True):
-        rho = means.loc[whiten]
+    for sketch in sketches:
+        rho = means.loc[sketch]
         good = rho.index[(rho >= 0.9).to_numpy()]
-        name = WHITENING[bool(whiten)][0]
         reach.append(
-            f"{name}: mean ρ reaches 0.9 at k = {good[0]}" if len(good) else
-            f"{name}: mean ρ stays below 0.9 (best {np.nanmax(rho):.2f} at k = {rho.idxmax()})"
+            f"{sketch}: mean ρ reaches 0.9 at k = {good[0]}" if len(good) else
+            f"{sketch}: mean ρ stays below 0.9 (best {np.nanmax(rho):.2f} at k = {rho.idxmax()})"
         )  # fmt: skip
     return (
         f"Influence through the gradient index (both sides of every layer's gradient projected to k × k; blue: "
-        f"whitened by the factors' Kronecker eigenbasis, orange: plain) against exact full-rank EK-FAC influence, "
-        f"over the sample analysis's {n_sample} sequences: Spearman ρ (left), the share of the exact top-10 in the "
-        f"projected top-10 (middle) and in the projected top-{n} (right: what scoring.candidates: index rescores), "
-        f"per k; lines are means over {seeds} projection seed(s) and the queries, bands the range of the per-seed "
-        f"means over queries; {'; '.join(reach)}."
+        f"random, whitened by the factors' Kronecker eigenbasis; orange: random, plain; green: each factor's top-k "
+        f"eigenvectors) against exact full-rank EK-FAC influence, over the sample analysis's {n_sample} sequences: "
+        f"Spearman ρ (left), the share of the exact top-10 in the projected top-10 (middle) and in the projected "
+        f"top-{n} (right: what scoring.candidates: index rescores), per k; lines are means over the queries (and "
+        f"{seeds} projection seed(s) for the random sketches), bands the range of the per-seed means; "
+        f"{'; '.join(reach)}."
     )

@@ -96,6 +96,10 @@ def test_whitened_index_belongs_to_its_factor_fit():
     assert white.fingerprint("m", eigen) != SPEC.fingerprint("m")
     with pytest.raises(ValueError, match="index.whiten is true but no eigendecomposition.*eigen.safetensors"):
         white.fingerprint("m")
+    top = ProjectionSpec(k=4, kind="eigen")  # the factors' top eigenvectors: also belongs to the fit
+    assert top.fingerprint("m", eigen) != top.fingerprint("m", refit)
+    with pytest.raises(ValueError, match="index.kind is eigen but no eigendecomposition"):
+        top.fingerprint("m")
 
 
 def test_index_of_another_corpus_is_refused(tmp_path, model, corpus):

@@ -64,7 +64,9 @@ def _dense(projector, name, matrices, candidate=True):
     return (r_out @ matrices @ r_in.T).flatten(1)
 
 
-@pytest.mark.parametrize("kind, whiten", [("gaussian", False), ("rademacher", False), ("gaussian", True)])
+@pytest.mark.parametrize(
+    "kind, whiten", [("gaussian", False), ("rademacher", False), ("gaussian", True), ("eigen", False)]
+)
 def test_projected_candidates_equal_dense_projection_of_materialised_gradients(setup, kind, whiten):
     spec = ProjectionSpec(k=3, seed=5, kind=kind, whiten=whiten)
     projector = projector_for(spec, setup["layers"], torch.float64, eigen=setup["eigen"])
@@ -75,9 +77,9 @@ def test_projected_candidates_equal_dense_projection_of_materialised_gradients(s
     torch.testing.assert_close(norms, exact_norms, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("whiten", [False, True])
-def test_projected_queries_full_and_rank_r_equal_dense_projection(setup, whiten):
-    spec = ProjectionSpec(k=4, dim=10, seed=1, whiten=whiten)
+@pytest.mark.parametrize("kind, whiten", [("gaussian", False), ("gaussian", True), ("eigen", False)])
+def test_projected_queries_full_and_rank_r_equal_dense_projection(setup, kind, whiten):
+    spec = ProjectionSpec(k=4, dim=10, seed=1, kind=kind, whiten=whiten)
     projector = projector_for(spec, setup["layers"], torch.float64, eigen=setup["eigen"])
     for pre in (setup["full"], setup["low"]):
         blocks = {}
@@ -101,6 +103,38 @@ def test_full_dimension_projection_gives_the_exact_score(setup, rank, whiten):
     vectors, _ = project_corpus(setup["model"], setup["layers"], projector, setup["candidates"], **F64)
     exact = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64).total
     torch.testing.assert_close(vectors @ projector.queries(pre).T, exact, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+def test_eigen_projection_is_the_exact_score_on_the_top_eigenvector_block(setup, rank):
+    """index.kind eigen: each side keeps its factor's top-k eigenvectors, and the index score equals the sum,
+    over the k × k block of largest-eigenvalue cells, of query and candidate gradients in the Kronecker
+    eigenbasis (float64 dense); whitening would cancel, so it is not applied; k = full is the exact score."""
+    pre = setup["full"] if rank is None else setup["low"]
+    k = 5
+    projector = projector_for(ProjectionSpec(k=k, kind="eigen"), setup["layers"], torch.float64, eigen=setup["eigen"])
+    vectors, _ = project_corpus(setup["model"], setup["layers"], projector, setup["candidates"], **F64)
+    dense = 0
+    for name in projector.layers:
+        e = setup["eigen"][name]
+        q_s, q_a = (e[key] for key in (names.GRADIENT_EIGENVECTORS, names.ACTIVATION_EIGENVECTORS))
+        top_s = torch.argsort(e[names.GRADIENT_EIGENVALUES], descending=True)[:k]
+        top_a = torch.argsort(e[names.ACTIVATION_EIGENVALUES], descending=True)[:k]
+        parts = pre.layers[name]
+        p = parts.get(names.PRECONDITIONED)
+        p = parts[names.LEFT] @ parts[names.RIGHT].transpose(1, 2) if p is None else p
+        rotated_q = (q_s.T @ p @ q_a)[:, top_s][:, :, top_a]  # (Q, k, k) in the eigenbasis
+        rotated_z = (q_s.T @ setup["grads"][name] @ q_a)[:, top_s][:, :, top_a]  # (N, k, k)
+        dense = dense + rotated_z.flatten(1) @ rotated_q.flatten(1).T
+    torch.testing.assert_close(vectors @ projector.queries(pre).T, dense, rtol=1e-9, atol=1e-10)
+    white = projector_for(ProjectionSpec(k=k, kind="eigen", whiten=True), setup["layers"], torch.float64,
+                          eigen=setup["eigen"])  # fmt: skip
+    white_vectors, _ = project_corpus(setup["model"], setup["layers"], white, setup["candidates"], **F64)
+    torch.testing.assert_close(white_vectors @ white.queries(pre).T, dense, rtol=1e-9, atol=1e-10)
+    full = projector_for(ProjectionSpec(k=10_000, kind="eigen"), setup["layers"], torch.float64, eigen=setup["eigen"])
+    full_vectors, _ = project_corpus(setup["model"], setup["layers"], full, setup["candidates"], **F64)
+    exact = score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64).total
+    torch.testing.assert_close(full_vectors @ full.queries(pre).T, exact, rtol=1e-9, atol=1e-10)
 
 
 def test_projected_scores_equal_the_stored_vectors_against_the_queries(setup):
@@ -190,3 +224,5 @@ def test_matrices_are_seeded_per_layer_name_not_order():
     assert torch.equal(a.out["y"], b.out["y"]) and not torch.equal(b.out["y"], c.out["y"])
     with pytest.raises(ValueError, match="kind"):
         ProjectionSpec(kind="sparse")
+    with pytest.raises(ValueError, match="index.kind is eigen but no eigendecomposition"):
+        Projector(ProjectionSpec(k=2, kind="eigen"), {"x": (6, 5)})

@@ -79,18 +79,19 @@ def test_lost_index_shard_rebuilds_alone_and_new_queries_reuse_the_index(index_r
 
 
 def test_projection_accuracy_is_exact_once_k_covers_every_layer(index_run):
-    """The accuracy rule against the sample analysis's exact EK-FAC scores, whitened and plain: at k = 64 every
-    side of the tiny model (32 and 64 wide) is exact, so both sketches reproduce the exact ranking; at k = 2
-    neither does."""
+    """The accuracy rule against the sample analysis's exact EK-FAC scores, for the whitened and plain random
+    sketches and the factors' top eigenvectors: at k = 64 every side of the tiny model (32 and 64 wide) is exact,
+    so every sketch reproduces the exact ranking; at k = 2 none does."""
     tmp, config, results = index_run
     ks = tmp / "config_accuracy.yaml"
     ks.write_text(yaml.safe_dump({"index": {"accuracy_ks": [2, 64]}}))
     folder = f"results/tiny/index/{INDEX}/layers~mlp_damping~relative-0.1"
     snakemake("--cores", 2, "--configfile", config, ks, "--directory", tmp, f"{folder}/projection_accuracy.png")
     table = pd.read_parquet(tmp / folder / "projection_accuracy.parquet")
-    assert set(table["whiten"]) == {True, False} and set(table["k"]) == {2, 64}
-    assert set(table["seed"]) == {0, 1, 2}  # index.accuracy_seeds from index.seed
-    assert table.groupby(["k", "whiten", "seed"]).size().eq(2).all()  # the analysis's 2 queries
+    assert set(table["sketch"]) == {"whitened", "plain", "eigen"} and set(table["k"]) == {2, 64}
+    seeds = table.groupby("sketch")["seed"].agg(set)
+    assert seeds["whitened"] == seeds["plain"] == {0, 1, 2} and seeds["eigen"] == {0}  # index.accuracy_seeds
+    assert table.groupby(["k", "sketch", "seed"]).size().eq(2).all()  # the analysis's 2 queries
     exact = table[table["k"] == 64]
     assert (exact["spearman"] > 0.9999).all() and exact["top_overlap"].eq(1).all(), exact
     assert exact["recall_at_n"].eq(1).all() and exact["n"].eq(20).all()  # index.top_n of the fixture

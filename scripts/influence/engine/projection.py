@@ -1,4 +1,5 @@
-"""Seeded random projections of per-layer gradients, for the compressed gradient index.
+"""Projections of per-layer gradients, for the compressed gradient index: seeded random, or the factors'
+top eigenvectors.
 
 Per tracked layer, two sides R_out (k_out × d_out) and R_in (k_in × d_in) with
 independent entries of variance 1/k (Gaussian or Rademacher), so that
@@ -29,6 +30,17 @@ the high-curvature ones, so ‖P‖‖G‖ ≫ ⟨P, G⟩, while whitened both l
 flat space. Both maps fold into the two k × d matrices of each side, so
 building and querying cost what they cost unwhitened. The index then depends
 on the factor fit: its fingerprint includes the eigenvalues' digest.
+
+The `eigen` kind (LoGra's PCA initialisation) is not random: each side keeps
+the k eigenvectors of its Kronecker factor with the largest eigenvalues,
+R_out = Q_S[:, top k]ᵀ and R_in = Q_A[:, top k]ᵀ, so the index holds the
+k × k block of every gradient in the Kronecker eigenbasis, and the query side
+the same block of P. The score is then exact on that block and drops the
+rest: not unbiased, but an EK-FAC score Σ_ij Ĝ_q,ij Ĝ_z,ij / (Λ_ij + λ) gets
+little from cells whose curvature is far below the damping, and those are
+the low-eigenvalue ones this projection drops (README: projection accuracy).
+Whitening would rescale each kept row on both sides by inverse factors,
+which cancel, so with `eigen` it is not applied. The seed is unused.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ import torch
 from . import names
 from .precondition import Preconditioned
 
-KINDS = ("gaussian", "rademacher")
+KINDS = ("gaussian", "rademacher", "eigen")  # eigen: the factors' top-k eigenvectors, no randomness
 # Whitening scale (s + WHITEN_FLOOR · mean s)^(-1/2) per side: the floor keeps near-zero eigenvalues from
 # dominating; 0.3 per side is ≈ the paper's relative damping 0.1 on the Kronecker product s·a (0.3² ≈ 0.1).
 WHITEN_FLOOR = 0.3
@@ -72,23 +84,34 @@ class ProjectionSpec:
             if value is not None and value < 1:
                 raise ValueError(f"index.{key} must be a positive integer or null, got {value}.")
 
+    @property
+    def whitened(self) -> bool:
+        """Whether the random sketch is whitened (with `eigen` whitening would cancel, so it is not applied)."""
+        return self.whiten and self.kind != "eigen"
+
+    @property
+    def needs_eigen(self) -> bool:
+        """Whether the projection is built from the factors' eigendecomposition (and so belongs to their fit)."""
+        return self.whiten or self.kind == "eigen"
+
     def as_dict(self) -> dict:
         return asdict(self)
 
     def fingerprint(self, model_fingerprint: str, eigen: dict | None = None) -> str:
         """What an index and its queries must share: the model's tracked layers, the projection and, when
         whitened, the eigenbasis (`eigen`, the factors' eigendecomposition) the whitening comes from."""
-        whitening = {"eigen": eigen_digest(required_eigen(eigen))} if self.whiten else {}
+        whitening = {"eigen": eigen_digest(required_eigen(eigen, self))} if self.needs_eigen else {}
         text = json.dumps({"model": model_fingerprint, **self.as_dict(), **whitening}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def required_eigen(eigen: dict | None) -> dict:
-    """The eigendecomposition a whitened index needs, or a clear error when it was not given."""
+def required_eigen(eigen: dict | None, spec: ProjectionSpec) -> dict:
+    """The eigendecomposition a whitened or `eigen` index needs, or a clear error when it was not given."""
     if eigen is None:
+        setting = "index.kind is eigen" if spec.kind == "eigen" else "index.whiten is true"
         raise ValueError(
-            "index.whiten is true but no eigendecomposition was given: the whitened index needs the factors' "
-            "eigen.safetensors (set index.whiten: false for an index independent of the factors)."
+            f"{setting} but no eigendecomposition was given: the index needs the factors' eigen.safetensors "
+            "(index.kind gaussian or rademacher with index.whiten: false gives an index independent of the factors)."
         )
     return eigen
 
@@ -119,19 +142,30 @@ def random_matrix(rows: int, cols: int, seed: int, kind: str) -> torch.Tensor:
     return matrix / rows**0.5
 
 
-def side_matrix(d: int, k: int | None, seed: int, layer: str, side: str, kind: str) -> torch.Tensor | None:
-    """R of one side (min(k, d), d), or None when k is None or reaches d (that side stays exact)."""
+def side_matrix(
+    d: int, k: int | None, seed: int, layer: str, side: str, kind: str, values: torch.Tensor | None = None,
+    vectors: torch.Tensor | None = None
+) -> torch.Tensor | None:  # fmt: skip
+    """R of one side (min(k, d), d), or None when k is None or reaches d (that side stays exact); for the
+    `eigen` kind, the eigenvectors (columns of `vectors`) of the k largest `values`, as rows."""
     if k is None or k >= d:
         return None
+    if kind == "eigen":
+        top = torch.argsort(values.double(), descending=True, stable=True)[:k]
+        return vectors.double().T[top]
     return random_matrix(k, d, _seed(seed, layer, side), kind)
+
+
+def check_basis(vectors: torch.Tensor, d: int) -> None:
+    if vectors.shape != (d, d):
+        raise ValueError(f"the eigenbasis is {tuple(vectors.shape)} but the layer side has dimension {d}; "
+                         "the factors belong to another model or layer set.")  # fmt: skip
 
 
 def whitening_pair(values: torch.Tensor, vectors: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, W⁻ᵀ) of one side, both (d, d) float64: W = diag(v + f·v̄)^(-1/2) Qᵀ and diag(v + f·v̄)^(1/2) Qᵀ,
     so that (W⁻ᵀ)ᵀ W = I. A factor without positive eigenvalues (a layer that never fired) is not whitened."""
-    if vectors.shape != (d, d):
-        raise ValueError(f"the eigenbasis is {tuple(vectors.shape)} but the layer side has dimension {d}; "
-                         "the factors belong to another model or layer set.")  # fmt: skip
+    check_basis(vectors, d)
     values = values.double().clamp(min=0)
     scale = values + WHITEN_FLOOR * values.mean()
     if not bool((scale > 0).all()):
@@ -154,8 +188,8 @@ class Projector:
     ):
         self.spec, self.dtype, self.layers = spec, dtype, list(shapes)
         devices = devices or {}
-        if spec.whiten:
-            eigen = required_eigen(eigen)
+        if spec.needs_eigen:
+            eigen = required_eigen(eigen, spec)
             missing = [name for name in shapes if name not in eigen]
             if missing:
                 raise ValueError(f"the eigendecomposition lacks the indexed layers {missing[:3]}; refit the factors.")
@@ -168,9 +202,11 @@ class Projector:
             device = devices.get(name, "cpu")
             sides = {}
             for side, d in (("out", d_out), ("in", d_in)):
-                r = side_matrix(d, spec.k, spec.seed, name, side, spec.kind)
-                if spec.whiten:
-                    values, vectors = (eigen[name][key] for key in _EIGEN_OF_SIDE[side])
+                values, vectors = (eigen[name][key] for key in _EIGEN_OF_SIDE[side]) if eigen else (None, None)
+                if spec.kind == "eigen":
+                    check_basis(vectors, d)
+                r = side_matrix(d, spec.k, spec.seed, name, side, spec.kind, values, vectors)
+                if spec.whitened:
                     white, inverse = whitening_pair(values, vectors, d)
                     pair = (white, inverse) if r is None else (r @ white, r @ inverse)
                 else:
@@ -183,7 +219,8 @@ class Projector:
         self.mix: dict[str, torch.Tensor] = {}
         if spec.dim is not None:
             for name, (k_out, k_in) in self.block.items():
-                mix = random_matrix(spec.dim, k_out * k_in, _seed(spec.seed, name, "dim"), spec.kind)
+                kind = "gaussian" if spec.kind == "eigen" else spec.kind  # the D projection is always random
+                mix = random_matrix(spec.dim, k_out * k_in, _seed(spec.seed, name, "dim"), kind)
                 self.mix[name] = mix.to(dtype=dtype, device=devices.get(name, "cpu"))  # (D, k_out·k_in)
 
     @property
