@@ -128,7 +128,9 @@ def accuracy_specs(projection: dict, ks: list[int], seeds: int) -> dict[tuple[in
     for k in ks:
         for sketch, (settings, seeded) in ACCURACY_SKETCHES.items():
             for seed in range(first, first + (seeds if seeded else 1)):
-                specs[(k, sketch, seed)] = ProjectionSpec(**{**projection, "kind": kind, **settings, "k": k, "seed": seed})
+                specs[(k, sketch, seed)] = ProjectionSpec(
+                    **{**projection, "kind": kind, **settings, "k": k, "seed": seed}
+                )
     return specs
 
 
