@@ -73,7 +73,7 @@ def size_rows(k: int, dims: list[int]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--k", type=int, default=32)  # index.k default
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--glosses", type=int, default=256)
     parser.add_argument("--rows", type=int, default=100_000)

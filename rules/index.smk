@@ -81,11 +81,12 @@ rule index_figures:
 
 
 rule projection_accuracy:
-    """Projected against exact full-rank EK-FAC scores on the sample analysis, for each k of index.accuracy_ks,
-    whitened and plain."""
+    """Projected against exact full-rank EK-FAC scores on the sample analysis, for each k of index.accuracy_ks and
+    each sketch (random whitened and plain, the factors' top eigenvectors), beside the TF-IDF prefilter."""
     input:
         unpack(sample_factor_inputs),
         exact=f"{SAMPLE}/sample_scores.parquet",
+        tfidf=f"{SAMPLE}/sample_tfidf.parquet",
         model=f"{MRUN}/model",
         queries=queries_source(),
         sequences=f"{MRUN}/corpus/sequences.parquet",

@@ -10,7 +10,7 @@ from influence.engine.index import projected_scores, projector_for
 from influence.engine.model import load_tokenizer
 from influence.engine.precondition import Damping, precondition_queries
 from influence.engine.sequences import TokenStore, fitting_sample, ordered_batches
-from influence.gradient_index import accuracy_specs, projection_accuracy
+from influence.gradient_index import TFIDF_ROW, accuracy_specs, projection_accuracy
 from influence.queries import english_originals_first, load_queries
 from influence.runlog import describe_model, rule_log
 from influence.workflow import load_tracked_model
@@ -54,6 +54,9 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
         )
         for variant, score in zip(variants, scores)
     }
+    # The TF-IDF prefilter on the same pairs, ranked as tfidf_filter ranks them (ties in corpus order).
+    tfidf = io.read_table(smk.input.tfidf)
+    projected[TFIDF_ROW] = tfidf.assign(influence=-tfidf["tfidf_rank"])[["query_id", "seq_id", "influence"]]
     table = projection_accuracy(exact, projected, n=smk.params.top_n)
     io.write_table(table, smk.output.tables[0])
     caption = index_figures.plot_projection_accuracy(table, smk.output.projection_accuracy, len(order))

@@ -119,6 +119,9 @@ ACCURACY_SKETCHES = {
 }
 
 
+TFIDF_ROW = (0, "tfidf", 0)  # projection_accuracy's key of the TF-IDF prefilter's ranking (no projection: k 0)
+
+
 def accuracy_specs(projection: dict, ks: list[int], seeds: int) -> dict[tuple[int, str, int], ProjectionSpec]:
     """{(k, sketch, seed): spec} of every variant projection_accuracy measures: each random sketch at `seeds`
     seeds from index.seed, the eigen sketch once (it has no randomness)."""
@@ -139,8 +142,10 @@ def projection_accuracy(
 ) -> pd.DataFrame:
     """Per (k, sketch, projection seed) and query: Spearman ρ of projected against exact scores, the share of
     the exact top-`top` in the projected top-`top`, and its share in the projected top-`n` (what
-    `scoring.candidates: index` rescores). Tables have query_id, seq_id, influence.
-    Columns: k, sketch (ACCURACY_SKETCHES), seed, query_id, spearman, top_overlap, recall_at_n, n."""
+    `scoring.candidates: index` rescores). Tables have query_id, seq_id, influence (larger first); the
+    TF-IDF prefilter's ranking may come as TFIDF_ROW.
+    Columns: k (0 for tfidf), sketch (ACCURACY_SKETCHES or tfidf), seed, query_id, spearman, top_overlap,
+    recall_at_n, n."""
     rows = []
     for (k, sketch, seed), table in projected.items():
         merged = exact.merge(table, on=["query_id", "seq_id"], suffixes=("_exact", "_projected"))

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import figure_axes, plot_recall_curve
+from .gradient_index import ACCURACY_SKETCHES
 
 
 def plot_index_tfidf_recall(table: pd.DataFrame, path: str | os.PathLike) -> str:
@@ -45,6 +46,7 @@ def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sam
     n = int(table["n"].max()) if len(table) else 0
     panels = (("spearman", "Spearman ρ"), ("top_overlap", "top-10 overlap"), ("recall_at_n", f"top-10 in top-{n}"))
     sketches = [s for s in SKETCHES if s in set(table["sketch"])]
+    group_seeds = table.loc[table["sketch"] != "tfidf", "seed"].nunique()
     with figure_axes(path, ncols=3, size=(12.0, 3.6)) as (_fig, axes):
         for ax, (column, label) in zip(axes, panels):
             for sketch in sketches:
@@ -52,15 +54,20 @@ def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sam
                 per_seed = table[table["sketch"] == sketch].groupby(["k", "seed"])[column].mean()  # over queries
                 stats = per_seed.groupby("k").agg(["mean", "min", "max"])
                 ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15)
-                ax.plot(stats.index, stats["mean"], "o-", color=colour, lw=2, label=f"{name}: mean (band: seeds)")
-            ks = sorted(table["k"].unique())
+                drawn = ACCURACY_SKETCHES[sketch][1] and group_seeds > 1  # several random draws: a band
+                label_of = f"{name}: mean (band: seeds)" if drawn else name
+                ax.plot(stats.index, stats["mean"], "o-", color=colour, lw=2, label=label_of)
+            baseline = table.loc[table["sketch"] == "tfidf", column]
+            if len(baseline):
+                ax.axhline(baseline.mean(), color="0.3", ls=":", lw=1.5, label="TF-IDF prefilter (no index): mean")
+            ks = sorted(table.loc[table["sketch"] != "tfidf", "k"].unique())
             ax.set(xscale="log", ylim=(min(0, float(table[column].min())), 1.03), xlabel="k (k × k per layer)")
             ax.set(ylabel=f"{label} with exact EK-FAC", title=label)
             ax.set_xticks(ks, [str(k) for k in ks])
             ax.minorticks_off()
         axes[0].axhline(0.9, color="0.5", ls="--", lw=0.8)
-        axes[0].legend(loc="upper left", fontsize=7)
-    seeds = table.loc[table["sketch"] != "eigen", "seed"].nunique()
+        axes[0].legend(loc="lower right", fontsize=7)
+    seeds = table.loc[~table["sketch"].isin(["eigen", "tfidf"]), "seed"].nunique()
     means = table.groupby(["sketch", "k"])["spearman"].mean()
     reach = []
     for sketch in sketches:
@@ -76,6 +83,6 @@ def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sam
         f"eigenvectors) against exact full-rank EK-FAC influence, over the sample analysis's {n_sample} sequences: "
         f"Spearman ρ (left), the share of the exact top-10 in the projected top-10 (middle) and in the projected "
         f"top-{n} (right: what scoring.candidates: index rescores), per k; lines are means over the queries (and "
-        f"{seeds} projection seed(s) for the random sketches), bands the range of the per-seed means; "
-        f"{'; '.join(reach)}."
+        f"{seeds} projection seed(s) for the random sketches), bands the range of the per-seed means; dotted: "
+        f"the TF-IDF prefilter's own ranking of the same sequences; {'; '.join(reach)}."
     )

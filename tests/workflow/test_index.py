@@ -10,7 +10,7 @@ import yaml
 from tiny import IDENTICAL_SEQ, TINY_QUERIES, planned_jobs, snakemake, tiny_config
 
 QUERIES = "layers~mlp_estimator~ekfac_damping~relative-0.1_rank~8"  # the tiny config's query setting
-INDEX = "k~8_dim~none_gaussian_whitened_seed~0_float16_n~1024"
+INDEX = "k~8_dim~none_eigen_seed~0_float16_n~1024"  # index.kind eigen, the default
 INDEX_SETTING = f"{QUERIES}_index~{INDEX}_top~20"
 TFIDF_SETTING = f"{QUERIES}_topk~25"
 
@@ -80,7 +80,7 @@ def test_lost_index_shard_rebuilds_alone_and_new_queries_reuse_the_index(index_r
 
 def test_projection_accuracy_is_exact_once_k_covers_every_layer(index_run):
     """The accuracy rule against the sample analysis's exact EK-FAC scores, for the whitened and plain random
-    sketches and the factors' top eigenvectors: at k = 64 every side of the tiny model (32 and 64 wide) is exact,
+    sketches and the factors' top eigenvectors (beside TF-IDF's own ranking): at k = 64 every side of the tiny model (32 and 64 wide) is exact,
     so every sketch reproduces the exact ranking; at k = 2 none does."""
     tmp, config, results = index_run
     ks = tmp / "config_accuracy.yaml"
@@ -88,6 +88,8 @@ def test_projection_accuracy_is_exact_once_k_covers_every_layer(index_run):
     folder = f"results/tiny/index/{INDEX}/layers~mlp_damping~relative-0.1"
     snakemake("--cores", 2, "--configfile", config, ks, "--directory", tmp, f"{folder}/projection_accuracy.png")
     table = pd.read_parquet(tmp / folder / "projection_accuracy.parquet")
+    baseline, table = table[table["sketch"] == "tfidf"], table[table["sketch"] != "tfidf"]
+    assert len(baseline) == 2 and baseline["k"].eq(0).all() and baseline["spearman"].notna().all()  # TF-IDF's ranks
     assert set(table["sketch"]) == {"whitened", "plain", "eigen"} and set(table["k"]) == {2, 64}
     seeds = table.groupby("sketch")["seed"].agg(set)
     assert seeds["whitened"] == seeds["plain"] == {0, 1, 2} and seeds["eigen"] == {0}  # index.accuracy_seeds
