@@ -1,7 +1,8 @@
 """The compressed gradient index: projected candidate gradients, stored in shards and searched by queries.
 
 The index holds projected gradients R G_z Rᵀ of the candidates' summed loss
-(engine/projection.py; whitened by the Kronecker eigenbasis by default); the
+(engine/projection.py: the factors' top eigenvectors by default, or seeded random
+matrices, optionally whitened); the
 preconditioning stays on the query side, so one index serves every estimator
 and rank: score(q, z) ≈ ⟨R P_q Rᵀ, R G_z Rᵀ⟩.
 Each shard also keeps the exact Frobenius norm ‖G_z‖ over all tracked layers
