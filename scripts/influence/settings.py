@@ -14,7 +14,7 @@ PARAMETERS = ("layers", "top_k", "estimator", "damping", "rank")
 def index_name(index: dict) -> str:
     """The gradient index's directory (config `index`): every setting that changes the projected vectors."""
     i = index
-    white = "_whitened" if i["whiten"] and i["kind"] != "eigen" else ""  # ProjectionSpec.whitened
+    white = "_whitened" if i["whiten"] and i["kind"] != "eigen" else ""  # eigen: never whitened (ProjectionSpec)
     return f"k~{i['k'] or 'full'}_dim~{i['dim'] or 'none'}_{i['kind']}{white}_seed~{i['seed']}_{i['dtype']}_n~{i['max_sequences'] or 'all'}"
 
 

@@ -127,8 +127,10 @@ def test_eigen_projection_is_the_exact_score_on_the_top_eigenvector_block(setup,
         rotated_z = (q_s.T @ setup["grads"][name] @ q_a)[:, top_s][:, :, top_a]  # (N, k, k)
         dense = dense + rotated_z.flatten(1) @ rotated_q.flatten(1).T
     torch.testing.assert_close(vectors @ projector.queries(pre).T, dense, rtol=1e-9, atol=1e-10)
-    white = projector_for(ProjectionSpec(k=k, kind="eigen", whiten=True), setup["layers"], torch.float64,
-                          eigen=setup["eigen"])  # fmt: skip
+    white_spec = ProjectionSpec(k=k, kind="eigen", whiten=True)
+    assert not white_spec.whiten and white_spec.fingerprint("m", setup["eigen"]) == ProjectionSpec(
+        k=k, kind="eigen").fingerprint("m", setup["eigen"])  # fmt: skip
+    white = projector_for(white_spec, setup["layers"], torch.float64, eigen=setup["eigen"])
     white_vectors, _ = project_corpus(setup["model"], setup["layers"], white, setup["candidates"], **F64)
     torch.testing.assert_close(white_vectors @ white.queries(pre).T, dense, rtol=1e-9, atol=1e-10)
     full = projector_for(ProjectionSpec(k=10_000, kind="eigen"), setup["layers"], torch.float64, eigen=setup["eigen"])

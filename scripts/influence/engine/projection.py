@@ -83,11 +83,8 @@ class ProjectionSpec:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"index.{key} must be a positive integer or null, got {value}.")
-
-    @property
-    def whitened(self) -> bool:
-        """Whether the random sketch is whitened (with `eigen` whitening would cancel, so it is not applied)."""
-        return self.whiten and self.kind != "eigen"
+        if self.kind == "eigen":  # whitening would cancel: not applied, and not part of the fingerprint
+            object.__setattr__(self, "whiten", False)
 
     @property
     def needs_eigen(self) -> bool:
@@ -206,7 +203,7 @@ class Projector:
                 if spec.kind == "eigen":
                     check_basis(vectors, d)
                 r = side_matrix(d, spec.k, spec.seed, name, side, spec.kind, values, vectors)
-                if spec.whitened:
+                if spec.whiten:
                     white, inverse = whitening_pair(values, vectors, d)
                     pair = (white, inverse) if r is None else (r @ white, r @ inverse)
                 else:
