@@ -40,7 +40,7 @@ rest: not unbiased, but an EK-FAC score Σ_ij Ĝ_q,ij Ĝ_z,ij / (Λ_ij + λ) get
 little from cells whose curvature is far below the damping, and those are
 the low-eigenvalue ones this projection drops (README: projection accuracy).
 Whitening would rescale each kept row on both sides by inverse factors,
-which cancel, so with `eigen` it is not applied. The seed is unused.
+which cancel, so with `eigen` it is not applied. The seed is unused here.
 """
 
 from __future__ import annotations
