@@ -46,7 +46,8 @@ def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sam
     n = int(table["n"].max()) if len(table) else 0
     panels = (("spearman", "Spearman ρ"), ("top_overlap", "top-10 overlap"), ("recall_at_n", f"top-10 in top-{n}"))
     sketches = [s for s in SKETCHES if s in set(table["sketch"])]
-    group_seeds = table.loc[table["sketch"] != "tfidf", "seed"].nunique()
+    random = [name for name, (_, seeded) in ACCURACY_SKETCHES.items() if seeded]
+    seeds = table.loc[table["sketch"].isin(random), "seed"].nunique()  # draws per random sketch
     with figure_axes(path, ncols=3, size=(12.0, 3.6)) as (_fig, axes):
         for ax, (column, label) in zip(axes, panels):
             for sketch in sketches:
@@ -54,7 +55,7 @@ def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sam
                 per_seed = table[table["sketch"] == sketch].groupby(["k", "seed"])[column].mean()  # over queries
                 stats = per_seed.groupby("k").agg(["mean", "min", "max"])
                 ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15)
-                drawn = ACCURACY_SKETCHES[sketch][1] and group_seeds > 1  # several random draws: a band
+                drawn = sketch in random and seeds > 1  # several random draws: a band
                 label_of = f"{name}: mean (band: seeds)" if drawn else name
                 ax.plot(stats.index, stats["mean"], "o-", color=colour, lw=2, label=label_of)
             baseline = table.loc[table["sketch"] == "tfidf", column]
@@ -67,7 +68,6 @@ def plot_projection_accuracy(table: pd.DataFrame, path: str | os.PathLike, n_sam
             ax.minorticks_off()
         axes[0].axhline(0.9, color="0.5", ls="--", lw=0.8)
         axes[0].legend(loc="lower right", fontsize=7)
-    seeds = table.loc[~table["sketch"].isin(["eigen", "tfidf"]), "seed"].nunique()
     means = table.groupby(["sketch", "k"])["spearman"].mean()
     reach = []
     for sketch in sketches:
