@@ -5,7 +5,7 @@
 # eigenvalue correction) → precondition (queries) → scores → report, analysis; sweep and the ground-truth
 # evaluation (evaluate, evaluate_measures) on top. rules/common.smk validates the config and builds every
 # path and input from the library (scripts/influence): the estimator registry (engine/estimators.py),
-# artefact names (engine/names.py) and the key~value setting names (settings.py).
+# artefact names (engine/names.py) and the key~value setting names (run/settings.py).
 
 from pathlib import Path
 

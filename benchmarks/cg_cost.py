@@ -41,7 +41,7 @@ def tiny_workload(eval_dir: Path):
     from influence.engine.data import iter_batches, query_batches
     from influence.engine.model import load_model, load_tokenizer
     from influence.evaluation.training import encode_texts
-    from influence.queries import load_queries
+    from influence.inputs.queries import load_queries
 
     model_dir = eval_dir / "tiny" / "model"
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)

@@ -45,6 +45,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from influence.engine import artefacts  # noqa: E402
 from influence.engine.data import IGNORE, pad_batch, summed_loss  # noqa: E402
 
 PHASES = ["covariance", "eigendecomposition", "eigenvalue_correction", "scores_full", "scores_rank", "token_scores"]
@@ -122,7 +123,7 @@ def run_baseline(name: str) -> dict:
 def run_ours(name: str) -> dict:
     """Each phase reads its inputs from and writes its outputs to disk, as the workflow's rules do,
     so a phase's peak RSS is what its rule needs (load and save times count)."""
-    from influence.engine import io, names
+    from influence.engine import names
     from influence.engine.eigen import eigendecompose
     from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
     from influence.engine.model import select_layers
@@ -146,7 +147,7 @@ def run_ours(name: str) -> dict:
         peaks[label] = rss.peak_mb
 
     def covariance():
-        io.save_factor_sums(
+        artefacts.save_factor_sums(
             path["covariance"],
             fit_covariance(model, layers, fit, "true", seed=0, progress=False),
             names.KIND_COVARIANCE,
@@ -155,16 +156,16 @@ def run_ours(name: str) -> dict:
         )
 
     def eigen():
-        sums = io.load_factor_sums(path["covariance"], names.KIND_COVARIANCE)
+        sums = artefacts.load_factor_sums(path["covariance"], names.KIND_COVARIANCE)
         eigen, counts = eigendecompose(sums, progress=False), (sums.n_tokens, sums.n_sequences)
         del sums  # as the rule script does: the sums are not needed while saving
-        io.save_eigen(path["eigen"], eigen, "bench", {}, *counts)
+        artefacts.save_eigen(path["eigen"], eigen, "bench", {}, *counts)
 
     def correction():
         sums = fit_eigenvalue_correction(
-            model, layers, io.load_eigen(path["eigen"]), fit, "true", seed=1, progress=False
+            model, layers, artefacts.load_eigen(path["eigen"]), fit, "true", seed=1, progress=False
         )
-        io.save_factor_sums(path["lambda"], sums, names.KIND_CORRECTION, "bench", {})
+        artefacts.save_factor_sums(path["lambda"], sums, names.KIND_CORRECTION, "bench", {})
 
     def precondition_then(score, rank=None):
         start = time.perf_counter()
@@ -174,15 +175,15 @@ def run_ours(name: str) -> dict:
             ids,
             query,
             estimator="ekfac",
-            eigen=io.load_eigen(path["eigen"]),
-            correction=io.load_factor_sums(path["lambda"], names.KIND_CORRECTION),
+            eigen=artefacts.load_eigen(path["eigen"]),
+            correction=artefacts.load_factor_sums(path["lambda"], names.KIND_CORRECTION),
             rank=rank,
             progress=False,
         )
-        io.save_preconditioned(path["pre"], pre, "bench", {})
+        artefacts.save_preconditioned(path["pre"], pre, "bench", {})
         del pre
         seconds.setdefault("precondition_" + str(rank), time.perf_counter() - start)
-        return score(io.load_preconditioned(path["pre"]))
+        return score(artefacts.load_preconditioned(path["pre"]))
 
     phase("covariance", covariance)
     phase("eigendecomposition", eigen)

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from influence.engine import io, names  # noqa: E402
+from influence.engine import artefacts, names  # noqa: E402
 from influence.engine.precondition import Damping  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main() -> None:
             sys.exit(
                 f"{args.factors / name} does not exist: pass a factors directory of a run (fit the factors first)."
             )
-    curvature = io.load_curvature(
+    curvature = artefacts.load_curvature(
         {
             names.EIGEN_INPUT: args.factors / "eigen.safetensors",
             names.CORRECTION_INPUT: args.factors / "lambda.safetensors",

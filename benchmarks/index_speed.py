@@ -95,8 +95,8 @@ def main() -> None:
         index.append(build(model, layers, batches, spec))
     out = {"plain_pass_s": min(plain), "index_build_s": min(index), "build_over_pass": min(index) / min(plain)}
 
-    from influence.corpus import read_wordnet_glosses
     from influence.engine.sequences import fitting_sample
+    from influence.inputs.corpus import read_wordnet_glosses
 
     glosses = read_wordnet_glosses()
     chosen = fitting_sample(glosses["text"].tolist(), args.glosses, 0)

@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from influence.corpus import iter_corpus, read_corpus, read_wordnet_glosses, write_corpus_jsonl  # noqa: E402
-from influence.tfidf import TOKEN_PATTERN, fit_idf, top_k_candidates  # noqa: E402
+from influence.candidates.tfidf import TOKEN_PATTERN, fit_idf, top_k_candidates  # noqa: E402
+from influence.inputs.corpus import iter_corpus, read_corpus, read_wordnet_glosses, write_corpus_jsonl  # noqa: E402
 
 VARIANTS = {"stream-10k": (10_000, 1), "stream-50k": (50_000, 1), "stream-50k-2proc": (50_000, 2), "sklearn": None}
 N_QUERIES = 60

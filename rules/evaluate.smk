@@ -2,10 +2,7 @@
 # datamodeling score, QLD and planted-fact tracing, each per difficulty and seed, summarised in one table and a verdict.
 
 
-wildcard_constraints:
-    seed=r"\d+",
-    model="tiny|finetuned",
-    difficulty="easy|hard",
+include: "helpers/evaluate.smk"  # this stage's paths and settings
 
 
 rule planted_corpus:

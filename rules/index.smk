@@ -2,6 +2,9 @@
 # searched by every query setting (estimator, damping, rank) without another pass over the corpus.
 
 
+include: "helpers/index.smk"  # this stage's paths and settings
+
+
 rule build_index:
     """One shard of the index: each sequence's per-layer gradient projected to k x k, from one forward and backward pass."""
     input:

@@ -34,7 +34,7 @@ rule check_models:
     params:
         names=list(MODELS),
         layers_name=config["model"]["layers_name"],
-        # a path, not an input: a new query file must not rerun this gate (see models_checked in models.smk)
+        # a path, not an input: a new query file must not rerun this gate (see models_checked in helpers/model_sweep.smk)
         queries=queries_source(),
     script:
         "../scripts/check_models.py"

@@ -2,19 +2,21 @@
 
 from pathlib import Path
 
-from influence.engine import io
+from influence.candidates.gradient_index import build_shard, indexed_sequences
+from influence.engine import artefacts
 from influence.engine.index import DTYPES, corpus_digest, save_shard
 from influence.engine.projection import ProjectionSpec
 from influence.engine.sequences import TokenStore
-from influence.gradient_index import build_shard, indexed_sequences
-from influence.runlog import describe_model, rule_log
-from influence.workflow import load_tracked_model
+from influence.run.runlog import describe_model, rule_log
+from influence.run.steps import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "build_index", shard=smk.wildcards.shard, **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     spec = ProjectionSpec(**smk.params.projection)
-    eigen = io.load_eigen(smk.input.eigen, digest) if spec.needs_eigen else None  # the factors the index is built from
+    eigen = (
+        artefacts.load_eigen(smk.input.eigen, digest) if spec.needs_eigen else None
+    )  # the factors the index is built from
     corpus_dir = Path(smk.input.sequences).parent
     store = TokenStore(corpus_dir)
     ids = indexed_sequences(store, smk.params.max_sequences, spec.seed)

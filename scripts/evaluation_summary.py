@@ -3,13 +3,13 @@
 import json
 from pathlib import Path
 
-from influence.engine import io
+from influence.engine import files
 from influence.evaluation import figures as eval_figures
 from influence.evaluation.measures import summarise
 from influence.evaluation.tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, qld_rows, tracing_rows
 from influence.evaluation.verdict import markdown_to_html, verdict
-from influence.queries import load_queries
-from influence.runlog import rule_log
+from influence.inputs.queries import load_queries
+from influence.run.runlog import rule_log
 
 FIGURE_MEASURES = {
     "ihvp_accuracy": lambda m, k: m in ("spearman", "relative_error"),
@@ -23,24 +23,24 @@ with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
     k, inputs = smk.params.top_k, smk.input
     rows = []
     for i, (difficulty, seed) in enumerate(smk.params.cells):
-        documents = io.read_table(inputs.documents[i])
+        documents = files.read_table(inputs.documents[i])
         queries = load_queries(inputs.queries[i])
         variants = {q.id: q.tags["variant"] for q in queries}
         facts = {q.id: q.tags["fact_id"] for q in queries}
-        cell = ihvp_rows(io.read_table(inputs.ihvp[i]), facts, seed)
+        cell = ihvp_rows(files.read_table(inputs.ihvp[i]), facts, seed)
         for j, (d, s, model) in enumerate(smk.params.model_cells):
             if (d, s) != (difficulty, seed):
                 continue
-            scores = io.read_table(inputs.scores[j])
+            scores = files.read_table(inputs.scores[j])
             cell += tracing_rows(scores, documents, variants, facts, model, k, seed)
-            cell += accuracy_rows(io.read_table(inputs.accuracy[j]), model, facts, seed)
-            cell += qld_rows(io.read_table(inputs.qld[j]), seed, model)
-            subsets, outcomes = io.read_table(inputs.lds_subsets[j]), io.read_table(inputs.lds_outcomes[j])
+            cell += accuracy_rows(files.read_table(inputs.accuracy[j]), model, facts, seed)
+            cell += qld_rows(files.read_table(inputs.qld[j]), seed, model)
+            subsets, outcomes = files.read_table(inputs.lds_subsets[j]), files.read_table(inputs.lds_outcomes[j])
             if len(outcomes):  # empty when the model's LDS is skipped (evaluation.finetune.retrains.lds_subsets 0)
                 cell += lds_rows(scores, subsets, outcomes, facts, seed, model)
         rows += pool_seeds(cell, difficulty)
     table = summarise(pool_seeds(rows))
-    io.write_table(table, smk.output.table)
+    files.write_table(table, smk.output.table)
     out = smk.output
     captions = {
         "ihvp_accuracy": eval_figures.plot_ihvp(table, out.ihvp_accuracy),
@@ -49,7 +49,7 @@ with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
         "qld": eval_figures.plot_qld(table, out.qld),
     }
     for name, chosen in FIGURE_MEASURES.items():
-        io.write_table(
+        files.write_table(
             table[table["measure"].map(lambda m, c=chosen: c(m, k))], Path(out.table).with_name(f"{name}.parquet")
         )
     Path(out.captions).write_text(json.dumps(captions, indent=2))

@@ -1,18 +1,18 @@
 """Rule finetune_model: the run's model fine-tuned on the planted corpus until it answers the facts."""
 
-from influence.engine import io
+from influence.engine import files
 from influence.engine.model import load_tokenizer
 from influence.evaluation.training import completion_stats, encode_texts, train, write_recipe
-from influence.queries import load_queries
-from influence.runlog import describe_model, rule_log
-from influence.workflow import load_tracked_model
+from influence.inputs.queries import load_queries
+from influence.run.runlog import describe_model, rule_log
+from influence.run.steps import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "finetune_model", seed=smk.wildcards.seed, **smk.params) as (log, stats):
     f = smk.params.finetune
     model, layers, _ = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
-    texts = io.read_table(smk.input.documents)["text"].tolist()
+    texts = files.read_table(smk.input.documents)["text"].tolist()
     originals = [q for q in load_queries(smk.input.queries) if q.tags.get("variant") == "original"]
 
     def learned(m) -> bool:

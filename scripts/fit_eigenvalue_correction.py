@@ -2,15 +2,15 @@
 
 from pathlib import Path
 
-from influence.engine import io, names
+from influence.engine import artefacts, names
 from influence.engine.factors import fit_eigenvalue_correction
-from influence.runlog import describe_model, rule_log
-from influence.workflow import fitting_batches, fitting_settings, load_tracked_model
+from influence.run.runlog import describe_model, rule_log
+from influence.run.steps import fitting_batches, fitting_settings, load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "fit_eigenvalue_correction", shard=smk.wildcards.part, **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
-    eigen = io.load_eigen(smk.input.eigen, digest)
+    eigen = artefacts.load_eigen(smk.input.eigen, digest)
     first, batches = fitting_batches(
         Path(smk.input.sequences).parent, smk.params.fitting, int(smk.wildcards.part), smk.params.fitting["n_shards"]
     )
@@ -18,5 +18,5 @@ with rule_log(smk.log[0], "fit_eigenvalue_correction", shard=smk.wildcards.part,
     sums = fit_eigenvalue_correction(
         model, layers, eigen, batches, smk.params.fisher, seed=smk.params.fitting["seed"] + 1, first_batch=first
     )
-    io.save_factor_sums(smk.output.correction, sums, names.KIND_CORRECTION, digest, fitting_settings(smk.params))
+    artefacts.save_factor_sums(smk.output.correction, sums, names.KIND_CORRECTION, digest, fitting_settings(smk.params))
     stats.update(describe_model(model, layers), sequences=sums.n_sequences, tokens=sums.n_tokens)

@@ -1,7 +1,7 @@
 """Rule fit_idf: document frequencies of hashed word features over the whole corpus."""
 
-from influence.runlog import rule_log
-from influence.tfidf import TfidfSettings, corpus_chunks, fit_idf
+from influence.candidates.tfidf import TfidfSettings, corpus_chunks, fit_idf
+from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "fit_idf", **smk.params) as (log, stats):

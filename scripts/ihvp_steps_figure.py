@@ -2,14 +2,9 @@
 against the refinement set's size."""
 
 import pandas as pd
-from influence.evaluation.refinement import (
-    plot_steps,
-    plot_subsets,
-    summarise_steps,
-    summarise_subsets,
-    tables_of_cells,
-)
-from influence.runlog import rule_log
+from influence.evaluation.figures import plot_steps, plot_subsets
+from influence.evaluation.ihvp_steps import summarise_steps, summarise_subsets, tables_of_cells
+from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "ihvp_steps_figure", **smk.params) as (log, stats):

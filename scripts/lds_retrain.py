@@ -3,12 +3,12 @@
 import numpy as np
 import pandas as pd
 import torch
-from influence.engine import io
+from influence.engine import files
 from influence.engine.model import load_tokenizer
 from influence.evaluation.retrain import cached_retrains
 from influence.evaluation.training import encode_texts, retrain_shape, retrainer
-from influence.queries import load_queries
-from influence.runlog import rule_log
+from influence.inputs.queries import load_queries
+from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 torch.set_num_threads(smk.threads)  # 1 for the tiny model: a 32-wide model trains ~30x faster on one thread
@@ -18,7 +18,7 @@ with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, model=smk.wild
 ):
     r, lds, seed = smk.params.retrain, smk.params.lds, int(smk.wildcards.seed)
     tokenizer = load_tokenizer(smk.input.model)
-    documents = io.read_table(smk.input.documents)
+    documents = files.read_table(smk.input.documents)
     queries = load_queries(smk.input.queries)
     sequences = encode_texts(tokenizer, documents["text"].tolist(), smk.params.max_tokens)
     rng = np.random.default_rng([seed, 1])
@@ -44,6 +44,6 @@ with rule_log(smk.log[0], "lds_retrain", seed=smk.wildcards.seed, model=smk.wild
             [pd.DataFrame(columns=["subset", "seq_id"])],
             [pd.DataFrame(columns=["subset", "query_id", "log_prob"])],
         )
-    io.write_table(pd.concat(subsets, ignore_index=True), smk.output.subsets)
-    io.write_table(pd.concat(measured, ignore_index=True), smk.output.outcomes)
+    files.write_table(pd.concat(subsets, ignore_index=True), smk.output.subsets)
+    files.write_table(pd.concat(measured, ignore_index=True), smk.output.outcomes)
     stats.update(subsets=len(keeps), sequences_per_subset=n_keep, queries=len(queries))

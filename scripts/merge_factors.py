@@ -2,15 +2,15 @@
 
 from functools import reduce
 
-from influence.engine import io, names
-from influence.runlog import rule_log
+from influence.engine import artefacts, files, names
+from influence.run.runlog import rule_log
 
 KINDS = {"covariance": names.KIND_COVARIANCE, "lambda": names.KIND_CORRECTION}
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "merge_factors", factor=smk.wildcards.factor, shards=len(smk.input.shards)) as (log, stats):
     kind = KINDS[smk.wildcards.factor]
-    metas = [io.read_metadata(path) for path in smk.input.shards]
+    metas = [files.read_metadata(path) for path in smk.input.shards]
     for path, meta in zip(smk.input.shards, metas):
         if (meta[names.META_MODEL], meta[names.META_SETTINGS]) != (
             metas[0][names.META_MODEL],
@@ -21,7 +21,10 @@ with rule_log(smk.log[0], "merge_factors", factor=smk.wildcards.factor, shards=l
                 "delete the factor shards and rerun."
             )
     merged = reduce(
-        lambda a, b: a.merge(b), (io.load_factor_sums(p, kind, metas[0][names.META_MODEL]) for p in smk.input.shards)
+        lambda a, b: a.merge(b),
+        (artefacts.load_factor_sums(p, kind, metas[0][names.META_MODEL]) for p in smk.input.shards),
     )
-    io.save_factor_sums(smk.output.merged, merged, kind, metas[0][names.META_MODEL], metas[0][names.META_SETTINGS])
+    artefacts.save_factor_sums(
+        smk.output.merged, merged, kind, metas[0][names.META_MODEL], metas[0][names.META_SETTINGS]
+    )
     stats.update(sequences=merged.n_sequences, tokens=merged.n_tokens)

@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from influence.engine import io
+from influence.engine import artefacts
+from influence.engine.api import precondition
 from influence.engine.data import query_batches
 from influence.engine.model import load_tokenizer
 from influence.engine.precondition import Damping
-from influence.queries import load_queries
-from influence.runlog import describe_model, rule_log
-from influence.workflow import load_tracked_model, precondition
+from influence.inputs.queries import load_queries
+from influence.run.runlog import describe_model, rule_log
+from influence.run.steps import load_tracked_model, refinement_for
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
@@ -20,7 +21,7 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
     except ValueError as error:  # a query this model's tokenizer cannot measure: name the sweep's model
         name = smk.params.get("model_name")
         raise ValueError(f"model {name!r}: {error}" if name else str(error)) from None
-    curvature = io.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
+    curvature = artefacts.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
     pre = precondition(
         model,
         layers,
@@ -29,12 +30,15 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
         estimator=smk.params.estimator,
         damping=Damping(**smk.params.damping),
         rank=smk.params.rank,
-        refine=smk.params.refine,  # ekfac_cg: its refinement set is drawn from the corpus like the fitting sample
-        corpus_dir=Path(smk.input.sequences).parent if "sequences" in smk.input.keys() else None,
+        refinement=refinement_for(  # ekfac_cg: its refinement set is drawn from the corpus like the fitting sample
+            smk.params.estimator,
+            smk.params.refine,
+            Path(smk.input.sequences).parent if "sequences" in smk.input.keys() else None,
+        ),
         logger=log,
         **curvature,
     )
-    io.save_preconditioned(smk.output.preconditioned, pre, digest, dict(smk.params))
+    artefacts.save_preconditioned(smk.output.preconditioned, pre, digest, dict(smk.params))
     stats.update(
         describe_model(model, layers), queries=len(queries), tokens=sum(int(b["attention_mask"].sum()) for b in batches)
     )

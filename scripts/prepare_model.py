@@ -6,7 +6,7 @@ from pathlib import Path
 
 from influence.engine.defaults import PYPI_PREFIX, packaged_gguf
 from influence.engine.model import fingerprint, load_model, load_tokenizer, save_dequantised, select_layers
-from influence.runlog import describe_model, rule_log
+from influence.run.runlog import describe_model, rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 params = dict(smk.params)

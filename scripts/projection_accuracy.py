@@ -3,17 +3,18 @@
 from pathlib import Path
 
 import pandas as pd
-from influence import index_figures
-from influence.engine import io, names
+from influence.candidates import figures as index_figures
+from influence.candidates.gradient_index import TFIDF_ROW, accuracy_specs, projection_accuracy
+from influence.engine import artefacts, files, names
+from influence.engine.api import precondition
 from influence.engine.data import query_batches
 from influence.engine.index import projected_scores, projector_for
 from influence.engine.model import load_tokenizer
-from influence.engine.precondition import Damping, precondition_queries
+from influence.engine.precondition import Damping
 from influence.engine.sequences import TokenStore, fitting_sample, ordered_batches
-from influence.gradient_index import TFIDF_ROW, accuracy_specs, projection_accuracy
-from influence.queries import english_originals_first, load_queries
-from influence.runlog import describe_model, rule_log
-from influence.workflow import load_tracked_model
+from influence.inputs.queries import english_originals_first, load_queries
+from influence.run.runlog import describe_model, rule_log
+from influence.run.steps import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 settings = smk.params.analysis
@@ -24,9 +25,9 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
     store = TokenStore(Path(smk.input.sequences).parent)
     sample = fitting_sample(store.table.index.tolist(), settings["sample_size"], settings["seed"])
     order, batches = ordered_batches(store, sample, smk.params.batch_size)
-    curvature = io.load_curvature({k: smk.input[k] for k in (names.EIGEN_INPUT, names.CORRECTION_INPUT)}, digest)
+    curvature = artefacts.load_curvature({k: smk.input[k] for k in (names.EIGEN_INPUT, names.CORRECTION_INPUT)}, digest)
     eigen = curvature["eigen"]
-    pre = precondition_queries(
+    pre = precondition(
         model,
         layers,
         [q.id for q in queries],
@@ -35,7 +36,7 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
         damping=Damping(**smk.params.damping),
         **curvature,
     )
-    exact = io.read_table(smk.input.exact)
+    exact = files.read_table(smk.input.exact)
     exact = exact[(exact["estimator"] == "ekfac") & (exact["query_rank"] == 0)][["query_id", "seq_id", "influence"]]
     # Every k, for each sketch (whitened and plain random at several projection seeds, the factors' top
     # eigenvectors once), from one pass over the sample: what whitening and the eigenbasis buy, and how much of
@@ -55,10 +56,10 @@ with rule_log(smk.log[0], "projection_accuracy", **smk.params) as (log, stats):
         for variant, score in zip(variants, scores)
     }
     # The TF-IDF prefilter on the same pairs, ranked as tfidf_filter ranks them (ties in corpus order).
-    tfidf = io.read_table(smk.input.tfidf)
+    tfidf = files.read_table(smk.input.tfidf)
     projected[TFIDF_ROW] = tfidf.assign(influence=-tfidf["tfidf_rank"])[["query_id", "seq_id", "influence"]]
     table = projection_accuracy(exact, projected, n=smk.params.top_n)
-    io.write_table(table, smk.output.tables[0])
+    files.write_table(table, smk.output.tables[0])
     caption = index_figures.plot_projection_accuracy(table, smk.output.projection_accuracy, len(order))
     log.info("caption: %s", caption)
     stats.update(

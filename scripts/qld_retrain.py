@@ -4,15 +4,15 @@ random ones)."""
 import numpy as np
 import pandas as pd
 import torch
-from influence.engine import io
+from influence.engine import files
 from influence.engine.model import load_tokenizer
 from influence.evaluation.attribution import score_matrix
 from influence.evaluation.planted_hard import filler_fact_id
 from influence.evaluation.qld import RANDOM, plan_retrains, qld_values, random_sets, top_k_sets
 from influence.evaluation.retrain import cached_retrains
 from influence.evaluation.training import encode_texts, retrain_shape, retrainer
-from influence.queries import load_queries
-from influence.runlog import rule_log
+from influence.inputs.queries import load_queries
+from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 torch.set_num_threads(smk.threads)  # 1 for the tiny model: a 32-wide model trains ~30x faster on one thread
@@ -22,12 +22,12 @@ with rule_log(smk.log[0], "qld_retrain", seed=smk.wildcards.seed, model=smk.wild
 ):
     r, settings, seed = smk.params.retrain, smk.params.qld, int(smk.wildcards.seed)
     tokenizer = load_tokenizer(smk.input.model)
-    documents = io.read_table(smk.input.documents)
+    documents = files.read_table(smk.input.documents)
     queries = [q for q in load_queries(smk.input.queries) if q.tags["variant"] in settings["variants"]]
     if r["qld_facts"] is not None:  # the fine-tuned model: the first n facts' queries only (retrains cost minutes)
         chosen = list(dict.fromkeys(q.tags["fact_id"] for q in queries))[: r["qld_facts"]]
         queries = [q for q in queries if q.tags["fact_id"] in chosen]
-    scores = io.read_table(smk.input.scores)
+    scores = files.read_table(smk.input.scores)
     sequences = encode_texts(tokenizer, documents["text"].tolist(), smk.params.max_tokens)
     seq_ids, query_ids = documents["seq_id"].tolist(), [q.id for q in queries]
     k = settings["k"] if settings["fraction"] is None else max(1, round(settings["fraction"] * len(seq_ids)))
@@ -64,10 +64,10 @@ with rule_log(smk.log[0], "qld_retrain", seed=smk.wildcards.seed, model=smk.wild
         for method, control, q in p.members
     ]
     table = pd.DataFrame(rows, columns=["retrain", "method", "control", "query_id", "loss", "n_removed", "n_queries"])
-    io.write_table(table, smk.output.outcomes)
-    full = io.read_table(smk.input.accuracy).set_index("query_id")["log_prob"]
+    files.write_table(table, smk.output.outcomes)
+    full = files.read_table(smk.input.accuracy).set_index("query_id")["log_prob"]
     values = qld_values(table, {q: -float(full[q]) for q in query_ids})
-    io.write_table(
+    files.write_table(
         values.assign(fact_id=values["query_id"].map({q.id: q.tags["fact_id"] for q in queries}), k=k), smk.output.qld
     )
     stats.update(retrains=len(plan), k=k, queries=len(queries), methods=sorted(scores["estimator"].unique()))

@@ -2,19 +2,19 @@
 
 from pathlib import Path
 
-from influence.engine import io, names
+from influence.candidates.gradient_index import query_index
+from influence.engine import artefacts, files, names
 from influence.engine.index import corpus_digest
 from influence.engine.projection import ProjectionSpec
-from influence.gradient_index import query_index
-from influence.runlog import rule_log
+from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "query_index", **smk.params) as (log, stats):
-    pre = io.load_preconditioned(smk.input.preconditioned)
-    queries_model = io.read_metadata(smk.input.preconditioned)[names.META_MODEL]
-    modules = io.read_metadata(smk.input.shards[0])[names.META_MODULES]
+    pre = artefacts.load_preconditioned(smk.input.preconditioned)
+    queries_model = files.read_metadata(smk.input.preconditioned)[names.META_MODEL]
+    modules = files.read_metadata(smk.input.shards[0])[names.META_MODULES]
     spec = ProjectionSpec(**smk.params.projection)
-    eigen = io.load_eigen(smk.input.eigen, queries_model) if spec.needs_eigen else None
+    eigen = artefacts.load_eigen(smk.input.eigen, queries_model) if spec.needs_eigen else None
     tables = query_index(
         pre,
         queries_model,
@@ -29,7 +29,7 @@ with rule_log(smk.log[0], "query_index", **smk.params) as (log, stats):
         eigen,
     )
     for name, table in tables.items():
-        io.write_table(table, smk.output[name])
+        files.write_table(table, smk.output[name])
     stats.update(
         queries=len(pre.query_ids),
         estimator=pre.estimator,

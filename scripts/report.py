@@ -2,15 +2,17 @@
 
 from pathlib import Path
 
-from influence.engine import io
-from influence.queries import load_queries
-from influence.report import render_report
-from influence.runlog import rule_log
+from influence.engine import files
+from influence.inputs.queries import load_queries
+from influence.run.report import render_report
+from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "report", **smk.params) as (log, stats):
     queries = load_queries(smk.input.queries)
-    page = render_report(queries, io.read_table(smk.input.top), io.read_table(smk.input.tokens), smk.params.setting)
+    page = render_report(
+        queries, files.read_table(smk.input.top), files.read_table(smk.input.tokens), smk.params.setting
+    )
     Path(smk.output.html).write_text(page, encoding="utf-8")
     log.info("report written to %s", Path(smk.output.html).resolve())
     stats.update(queries=len(queries), bytes=len(page))

@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from influence import analysis, figures
-from influence.engine import io
-from influence.runlog import rule_log
+from influence.analysis import figures
+from influence.analysis import tables as analysis
+from influence.engine import files
+from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
@@ -18,7 +19,7 @@ def cutoffs(n: int) -> list[int]:
 
 
 with rule_log(smk.log[0], "sample_figures", **smk.params) as (log, stats):
-    scores = io.read_table(smk.input.scores)
+    scores = files.read_table(smk.input.scores)
     full = scores[scores["query_rank"] == 0]
     by_estimator = {name: table for name, table in full.groupby("estimator", sort=False)}
     main = smk.params.estimator if smk.params.estimator in by_estimator else next(iter(by_estimator))
@@ -26,7 +27,7 @@ with rule_log(smk.log[0], "sample_figures", **smk.params) as (log, stats):
     n_sample = full["seq_id"].nunique()
     tables = {
         "tfidf_recall": analysis.tfidf_recall(
-            by_estimator[main], io.read_table(smk.input.tfidf), smk.params.true_k, cutoffs(n_sample)
+            by_estimator[main], files.read_table(smk.input.tfidf), smk.params.true_k, cutoffs(n_sample)
         ),
         "query_batching": analysis.rank_agreement_sweep(
             ekfac[ekfac["query_rank"] == 0], {r: t for r, t in ekfac.groupby("query_rank") if r > 0}
@@ -41,6 +42,6 @@ with rule_log(smk.log[0], "sample_figures", **smk.params) as (log, stats):
         ),
     }
     for name, table in tables.items():
-        io.write_table(table, Path(smk.output.captions).with_name(f"{name}.parquet"))
+        files.write_table(table, Path(smk.output.captions).with_name(f"{name}.parquet"))
     Path(smk.output.captions).write_text(json.dumps(captions, indent=2), encoding="utf-8")
     stats.update(sample=n_sample, queries=full["query_id"].nunique(), estimators=list(by_estimator))

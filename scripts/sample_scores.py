@@ -4,16 +4,17 @@ and the sample's TF-IDF ranks; the data of the TF-IDF recall, query batching and
 from pathlib import Path
 
 import pandas as pd
-from influence.engine import io
+from influence.candidates.tfidf import IdfModel, sample_tfidf_ranks
+from influence.engine import artefacts, files
+from influence.engine.api import precondition
 from influence.engine.data import query_batches
 from influence.engine.model import load_tokenizer
 from influence.engine.precondition import Damping
 from influence.engine.scores import score_many, scores_table
 from influence.engine.sequences import TokenStore, fitting_sample, ordered_batches
-from influence.queries import english_originals_first, load_queries
-from influence.runlog import describe_model, rule_log
-from influence.tfidf import IdfModel, sample_tfidf_ranks
-from influence.workflow import load_tracked_model, precondition
+from influence.inputs.queries import english_originals_first, load_queries
+from influence.run.runlog import describe_model, rule_log
+from influence.run.steps import load_tracked_model, refinement_for
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 settings = smk.params.analysis
@@ -23,7 +24,7 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     queries = english_originals_first(load_queries(smk.input.queries), settings["n_queries"])
     batches = query_batches(load_tokenizer(smk.input.model), queries)
-    curvature = io.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
+    curvature = artefacts.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
     store = TokenStore(Path(smk.input.sequences).parent)
     sample = fitting_sample(store.table.index.tolist(), settings["sample_size"], settings["seed"])
     order, candidates = ordered_batches(store, sample, smk.params.batch_size)
@@ -37,8 +38,7 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
             estimator=estimator,
             damping=Damping(**smk.params.damping),
             rank=rank,
-            refine=smk.params.refine,
-            corpus_dir=Path(smk.input.sequences).parent,
+            refinement=refinement_for(estimator, smk.params.refine, Path(smk.input.sequences).parent),
             logger=log,
             **curvature,
         )
@@ -52,8 +52,8 @@ with rule_log(smk.log[0], "sample_scores", **smk.params) as (log, stats):
             table = scores_table(scores, order, [q.id for q in queries])[["query_id", "seq_id", "influence"]]
             tables.append(table.assign(estimator=name, query_rank=rank))
         del variants
-    io.write_table(pd.concat(tables, ignore_index=True), smk.output.scores)
+    files.write_table(pd.concat(tables, ignore_index=True), smk.output.scores)
     texts = {q.id: q.text for q in queries}
     ranks = sample_tfidf_ranks(IdfModel.load(smk.input.idf), texts, order, store.table.loc[order, "text"].tolist())
-    io.write_table(ranks, smk.output.tfidf)
+    files.write_table(ranks, smk.output.tfidf)
     stats.update(describe_model(model, layers), queries=len(queries), sample=len(order), variants=len(tables))

@@ -3,17 +3,18 @@
 import json
 from pathlib import Path
 
-from influence import scale, scale_plots
-from influence.engine import io
-from influence.runlog import rule_log
+from influence.engine import files
+from influence.run.runlog import rule_log
+from influence.scale import figures as scale_plots
+from influence.scale import tables as scale
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "scale_figures", **smk.params) as (log, stats):
-    models = io.read_table(smk.input.models)
+    models = files.read_table(smk.input.models)
     names = smk.params.names  # the order of every per-model input list
 
     def per_model(key: str) -> dict:
-        return {name: io.read_table(path) for name, path in zip(names, smk.input[key])}
+        return {name: files.read_table(path) for name, path in zip(names, smk.input[key])}
 
     tables = {
         "scale_sparsity": scale.sparsity(per_model("fits"), per_model("top_share"), models),
@@ -33,6 +34,6 @@ with rule_log(smk.log[0], "scale_figures", **smk.params) as (log, stats):
     }
     captions = {name: plots[name](table, smk.output[name]) for name, table in tables.items()}
     for name, table in tables.items():
-        io.write_table(table, Path(smk.output[name]).with_suffix(".parquet"))
+        files.write_table(table, Path(smk.output[name]).with_suffix(".parquet"))
     Path(smk.output.captions).write_text(json.dumps(captions, indent=2), encoding="utf-8")
     stats.update(models=list(models["model"]), rows={name: len(t) for name, t in tables.items()})

@@ -1,25 +1,25 @@
 """Rule score_probes: phrase-order probe sequences from the config's templates, scored like candidates."""
 
-from influence.engine import io
+from influence.analysis.probes import make_probes
+from influence.engine import artefacts, files
 from influence.engine.data import text_batches
 from influence.engine.model import load_tokenizer
 from influence.engine.scores import score_candidates, scores_table
-from influence.probes import make_probes
-from influence.queries import load_queries
-from influence.runlog import describe_model, rule_log
-from influence.workflow import load_tracked_model
+from influence.inputs.queries import load_queries
+from influence.run.runlog import describe_model, rule_log
+from influence.run.steps import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "score_probes", **smk.params) as (log, stats):
     probes = make_probes(load_queries(smk.input.queries), smk.params.templates)
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
-    pre = io.load_preconditioned(smk.input.preconditioned, digest)
+    pre = artefacts.load_preconditioned(smk.input.preconditioned, digest)
     batches = text_batches(
         load_tokenizer(smk.input.model), probes["text"], smk.params.max_tokens, smk.params.batch_size
     )
     scores = score_candidates(model, layers, pre, batches)
     table = scores_table(scores, probes["probe_id"].tolist(), pre.query_ids)[["query_id", "seq_id", "influence"]]
-    io.write_table(
+    files.write_table(
         table.merge(probes, left_on="seq_id", right_on="probe_id").drop(columns="probe_id"), smk.output.probes
     )
     stats.update(describe_model(model, layers), probes=len(probes), facts=probes["fact_id"].nunique())

@@ -2,22 +2,24 @@
 
 from pathlib import Path
 
-from influence.engine import io
+from influence.candidates.tfidf import candidate_union
+from influence.engine import artefacts, files
 from influence.engine.scores import score_candidates, scores_table
 from influence.engine.sequences import TokenStore, ordered_batches, shard
-from influence.runlog import describe_model, rule_log
-from influence.tfidf import candidate_union
-from influence.workflow import load_tracked_model
+from influence.run.runlog import describe_model, rule_log
+from influence.run.steps import load_tracked_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "score_shard", shard=smk.wildcards.shard, **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
-    pre = io.load_preconditioned(smk.input.preconditioned, digest)
-    seq_ids = shard(candidate_union(io.read_table(smk.input.candidates)), int(smk.wildcards.shard), smk.params.n_shards)
+    pre = artefacts.load_preconditioned(smk.input.preconditioned, digest)
+    seq_ids = shard(
+        candidate_union(files.read_table(smk.input.candidates)), int(smk.wildcards.shard), smk.params.n_shards
+    )
     store = TokenStore(Path(smk.input.sequences).parent)
     order, batches = ordered_batches(store, seq_ids, smk.params.batch_size)
     scores = score_candidates(model, layers, pre, batches)
-    io.write_table(scores_table(scores, order, pre.query_ids), smk.output.scores)
+    files.write_table(scores_table(scores, order, pre.query_ids), smk.output.scores)
     stats.update(
         describe_model(model, layers),
         candidates=len(order),

@@ -2,21 +2,21 @@
 
 from pathlib import Path
 
-from influence.engine import io
-from influence.runlog import rule_log
-from influence.sweep import compare_to_base, plot_sweep, summarise
+from influence.analysis.sweep import compare_to_base, plot_sweep, summarise
+from influence.engine import files
+from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "sweep_summary", points=len(smk.params.settings), top_n=smk.params.top_n) as (log, stats):
     settings = list(smk.params.settings)
     scores = {
-        s: io.read_table(path, columns=["query_id", "seq_id", "influence"])
+        s: files.read_table(path, columns=["query_id", "seq_id", "influence"])
         for s, path in zip(settings, smk.input.scores)
     }
     points = dict(zip(settings, smk.params.points))
     table = compare_to_base(scores, points, base=settings[0], top_n=smk.params.top_n)
     summary = summarise(table)
-    io.write_table(table, smk.output.table)
-    io.write_table(summary, smk.output.summary)
+    files.write_table(table, smk.output.table)
+    files.write_table(summary, smk.output.summary)
     Path(smk.output.caption).write_text(plot_sweep(summary, smk.output.figure, smk.params.top_n), encoding="utf-8")
     stats.update(rows=len(table))

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from influence.corpus import read_source
 from influence.engine.model import load_tokenizer
 from influence.engine.sequences import tokenize_corpus
-from influence.runlog import rule_log
+from influence.inputs.corpus import read_source
+from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "tokenize_corpus", corpus=list(smk.input.corpus), **smk.params) as (log, stats):

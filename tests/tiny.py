@@ -117,7 +117,7 @@ def build_tiny_model(directory: Path) -> None:
 def write_corpus(path: Path, n: int = 300) -> None:
     """The first `n` WordNet glosses, the glosses naming the queries' answers, and one exact query text."""
     import pandas as pd
-    from influence.corpus import read_wordnet_glosses, write_corpus_jsonl
+    from influence.inputs.corpus import read_wordnet_glosses, write_corpus_jsonl
 
     glosses = read_wordnet_glosses()
     relevant = glosses[glosses["lemma"].isin(["Paris", "Jupiter", "France"])]

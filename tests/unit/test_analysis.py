@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-from influence import analysis, figures
+from influence.analysis import figures
+from influence.analysis import tables as analysis
 from influence.engine import names
 
 LAYERS = ["model.layers.1.mlp.down_proj", "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"]
@@ -214,8 +215,8 @@ def test_figure_writes_png_and_caption(tables, tmp_path, name):
 
 
 def test_one_ranking_rule_breaks_ties_by_seq_id_everywhere():
+    from influence.analysis.sweep import compare_to_base
     from influence.stats import ranked, top_k
-    from influence.sweep import compare_to_base
 
     # b and c tie, and so do x and y: the rule is score descending, then seq_id ascending
     table = pd.DataFrame(

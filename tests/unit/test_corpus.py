@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from influence.corpus import (
+from influence.inputs.corpus import (
     WORDNET_N_GLOSSES,
     WORDNET_ROOT,
     iter_corpus,

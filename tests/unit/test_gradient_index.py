@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 import torch
 from conftest import random_sequences, tiny_llama
+from influence.candidates.gradient_index import build_shard, indexed_sequences, tfidf_recall_of_index
 from influence.engine import integrity, names
+from influence.engine.files import write_table
 from influence.engine.index import corpus_digest, load_index, recall_at_n, save_shard, search
-from influence.engine.io import write_table
 from influence.engine.model import fingerprint, select_layers
 from influence.engine.projection import ProjectionSpec
 from influence.engine.sequences import SEQUENCES, TOKENS, TokenStore
-from influence.gradient_index import build_shard, indexed_sequences, tfidf_recall_of_index
 
 SPEC = ProjectionSpec(k=4, seed=7)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from conftest import MODELS, batches_of, query_batch, random_sequences
-from influence.engine import io, names
+from influence.engine import artefacts, files, names
 from influence.engine.data import encode_query
 from influence.engine.eigen import eigendecompose
 from influence.engine.factors import fit_covariance
@@ -17,14 +17,14 @@ F64 = dict(dtype=torch.float64, progress=False)
 def test_artefacts_round_trip(fitted, tmp_path):
     model, layers, covariance, eigen, correction = fitted
     digest = fingerprint(layers)
-    io.save_factor_sums(tmp_path / "cov.safetensors", covariance, "covariance", digest, {"fisher": "true"})
-    loaded = io.load_factor_sums(tmp_path / "cov.safetensors", "covariance", digest)
+    artefacts.save_factor_sums(tmp_path / "cov.safetensors", covariance, "covariance", digest, {"fisher": "true"})
+    loaded = artefacts.load_factor_sums(tmp_path / "cov.safetensors", "covariance", digest)
     assert (loaded.n_tokens, loaded.n_sequences) == (covariance.n_tokens, covariance.n_sequences)
     for module, factors in covariance.sums.items():
         for factor, tensor in factors.items():
             assert torch.equal(loaded.sums[module][factor], tensor)
-    io.save_eigen(tmp_path / "eigen.safetensors", eigen, digest, {})
-    eigen2 = io.load_eigen(tmp_path / "eigen.safetensors", digest)
+    artefacts.save_eigen(tmp_path / "eigen.safetensors", eigen, digest, {})
+    eigen2 = artefacts.load_eigen(tmp_path / "eigen.safetensors", digest)
     gate, up = eigen2["model.layers.0.mlp.gate_proj"], eigen2["model.layers.0.mlp.up_proj"]
     assert gate[names.ACTIVATION_EIGENVECTORS] is up[names.ACTIVATION_EIGENVECTORS]  # sharing restored
     pre = precondition_queries(
@@ -38,8 +38,8 @@ def test_artefacts_round_trip(fitted, tmp_path):
         rank=3,
         **F64,
     )
-    io.save_preconditioned(tmp_path / "pre.safetensors", pre, digest, {"rank": 3})
-    pre2 = io.load_preconditioned(tmp_path / "pre.safetensors", digest)
+    artefacts.save_preconditioned(tmp_path / "pre.safetensors", pre, digest, {"rank": 3})
+    pre2 = artefacts.load_preconditioned(tmp_path / "pre.safetensors", digest)
     assert pre2.query_ids == ["a", "b"] and pre2.rank == 3 and pre2.damping == pytest.approx(pre.damping)
     assert torch.equal(
         pre2.layers["model.layers.1.mlp.down_proj"][names.LEFT], pre.layers["model.layers.1.mlp.down_proj"][names.LEFT]
@@ -49,21 +49,21 @@ def test_artefacts_round_trip(fitted, tmp_path):
 
 def test_factors_of_another_model_are_refused(fitted, tmp_path):
     _, layers, covariance, _, _ = fitted
-    io.save_factor_sums(tmp_path / "cov.safetensors", covariance, "covariance", fingerprint(layers), {})
+    artefacts.save_factor_sums(tmp_path / "cov.safetensors", covariance, "covariance", fingerprint(layers), {})
     other = fingerprint(select_layers(MODELS["llama"](seed=1)))
     with pytest.raises(ValueError, match="another model"):
-        io.load_factor_sums(tmp_path / "cov.safetensors", "covariance", other)
+        artefacts.load_factor_sums(tmp_path / "cov.safetensors", "covariance", other)
     with pytest.raises(ValueError, match="expected 'eigen'"):
-        io.load_eigen(tmp_path / "cov.safetensors")
+        artefacts.load_eigen(tmp_path / "cov.safetensors")
 
 
 def test_corrupt_and_missing_files_are_named(tmp_path):
     bad = tmp_path / "eigen.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all")
     with pytest.raises(ValueError, match="eigen.safetensors"):
-        io.load_eigen(bad)
+        artefacts.load_eigen(bad)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
-        io.load_eigen(tmp_path / "missing.safetensors")
+        artefacts.load_eigen(tmp_path / "missing.safetensors")
 
 
 def test_non_finite_factors_and_gradients_are_named(fitted):
@@ -98,10 +98,10 @@ def test_unsupported_layers_and_empty_completions_are_named():
 
 def test_atomic_path_replaces_only_on_success(tmp_path):
     target = tmp_path / "sub" / "artefact.bin"
-    with io.atomic_path(target) as tmp:
+    with files.atomic_path(target) as tmp:
         tmp.write_bytes(b"first")
     assert target.read_bytes() == b"first"
-    with pytest.raises(RuntimeError), io.atomic_path(target) as tmp:
+    with pytest.raises(RuntimeError), files.atomic_path(target) as tmp:
         tmp.write_bytes(b"half")
         raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"first" and not list(target.parent.glob("*.partial"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from influence.evaluation.planted import RELATIONS, VARIANTS, plant_facts, relevant_documents
 from influence.evaluation.training import completion_stats, encode_texts, tiny_llama, train, word_tokenizer
-from influence.queries import Query
+from influence.inputs.queries import Query
 
 
 def test_planted_corpus_states_each_fact_k_times():

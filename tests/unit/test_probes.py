@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-from influence.probes import make_probes, probe_summary
-from influence.queries import Query
+from influence.analysis.probes import make_probes, probe_summary
+from influence.inputs.queries import Query
 
 TEMPLATES = {
     "capital": {

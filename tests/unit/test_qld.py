@@ -8,7 +8,7 @@ from influence.evaluation.planted import plant_facts
 from influence.evaluation.qld import RANDOM, plan_retrains, qld_values, random_sets, top_k_sets
 from influence.evaluation.retrain import cached_retrains
 from influence.evaluation.training import encode_texts, retrain_tiny, tiny_llama, train, word_tokenizer
-from influence.queries import Query
+from influence.inputs.queries import Query
 
 
 def test_top_k_and_random_sets():

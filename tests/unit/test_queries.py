@@ -2,9 +2,9 @@
 
 import pandas as pd
 import pytest
-from influence.queries import load_queries
+from influence.inputs.queries import load_queries
 
-SHIPPED = "scripts/influence/resources/queries.yaml"
+SHIPPED = "scripts/influence/inputs/resources/queries.yaml"
 
 
 def test_shipped_queries_pair_every_fact_with_translations_and_a_flip():

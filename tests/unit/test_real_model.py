@@ -11,7 +11,7 @@ from influence.engine.model import (
     save_dequantised,
     select_layers,
 )
-from influence.queries import load_queries
+from influence.inputs.queries import load_queries
 
 
 def test_gguf_dequantises_to_an_identical_checkpoint(tmp_path):
@@ -25,7 +25,7 @@ def test_gguf_dequantises_to_an_identical_checkpoint(tmp_path):
         assert torch.equal(model(input_ids=batch["input_ids"]).logits, plain(input_ids=batch["input_ids"]).logits)
         greedy = plain(input_ids=batch["input_ids"][:, :-1]).logits[0, -1].argmax()
     assert tokenizer.decode(greedy).strip() == "Paris"  # the model knows the fact the query states
-    for query in load_queries("scripts/influence/resources/queries.yaml"):  # the shipped facts are known
+    for query in load_queries("scripts/influence/inputs/resources/queries.yaml"):  # the shipped facts are known
         if query.tags["lang"] == "en" and query.tags["order"] == "original":
             prompt = pad_batch([encode_query(tokenizer, query.id, query.prompt, query.completion)[0]])
             with torch.no_grad():

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import torch
 from conftest import MODELS, ROOT, query_batch
-from influence.corpus import read_corpus
-from influence.engine import names
-from influence.engine.factors import FactorSums
+from influence.engine import artefacts, files, names
+from influence.engine.containers import FactorSums
 from influence.engine.model import select_layers
 from influence.engine.precondition import precondition_queries
 from influence.engine.scores import Scores, scores_table
 from influence.engine.sequences import tokenize_corpus
-from influence.queries import load_queries
+from influence.inputs.corpus import read_corpus
+from influence.inputs.queries import load_queries
 
 F64 = dict(dtype=torch.float64, progress=False)
 
@@ -50,7 +50,7 @@ def test_queries_and_report_are_utf8_under_the_c_locale(tmp_path):
     out = tmp_path / "report.log"
     code = (
         "import sys, logging; sys.path.insert(0, 'scripts');"
-        "from influence.queries import load_queries; from influence.runlog import rule_log;"
+        "from influence.inputs.queries import load_queries; from influence.run.runlog import rule_log;"
         f"q = load_queries({str(path)!r})[0];"
         f"ctx = rule_log({str(out)!r}, 'probe', prompt=q.prompt)\n"
         "with ctx as (log, stats): log.info(q.prompt + q.completion)\n"
@@ -127,21 +127,20 @@ def _overwrite_middle(path, n: int = 64) -> None:
 
 
 def test_damaged_factor_file_is_refused_naming_it(fitted, tmp_path):
-    from influence.engine import io
     from influence.engine.model import fingerprint
 
     _, layers, _, eigen, correction = fitted
     digest = fingerprint(layers)
     path = tmp_path / "lambda.safetensors"
-    io.save_factor_sums(path, correction, names.KIND_CORRECTION, digest, {})
-    io.load_factor_sums(path, names.KIND_CORRECTION, digest)  # sound before
+    artefacts.save_factor_sums(path, correction, names.KIND_CORRECTION, digest, {})
+    artefacts.load_factor_sums(path, names.KIND_CORRECTION, digest)  # sound before
     size = path.stat().st_size
     _overwrite_middle(path)
     assert path.stat().st_size == size
     with pytest.raises(
         ValueError, match=rf"{path} is damaged: its data do not match the checksum.*Delete it and rerun"
     ):
-        io.load_factor_sums(path, names.KIND_CORRECTION, digest)
+        artefacts.load_factor_sums(path, names.KIND_CORRECTION, digest)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +155,6 @@ def test_damaged_factor_file_is_refused_naming_it(fitted, tmp_path):
 )
 def test_impossible_factor_values_are_refused_naming_file_and_layer(fitted, tmp_path, kind, factor, value, message):
     """A file with a right checksum but impossible numbers (written by a broken computation)."""
-    from influence.engine import io
     from influence.engine.model import fingerprint
 
     _, layers, covariance, eigen, correction = fitted
@@ -165,20 +163,19 @@ def test_impossible_factor_values_are_refused_naming_file_and_layer(fitted, tmp_
     if kind == names.KIND_EIGEN:
         broken = {m: {k: t.clone() for k, t in fs.items()} for m, fs in eigen.items()}
         broken[layer][factor][-1] = value
-        io.save_eigen(path, broken, fingerprint(layers), {})
-        load = lambda: io.load_eigen(path)  # noqa: E731
+        artefacts.save_eigen(path, broken, fingerprint(layers), {})
+        load = lambda: artefacts.load_eigen(path)  # noqa: E731
     else:
         sums = covariance if kind == names.KIND_COVARIANCE else correction
         broken = FactorSums({m: {k: t.clone() for k, t in fs.items()} for m, fs in sums.sums.items()}, 10, 10)
         broken.sums[layer][factor].view(-1)[0] = value
-        io.save_factor_sums(path, broken, kind, fingerprint(layers), {})
-        load = lambda: io.load_factor_sums(path, kind)  # noqa: E731
+        artefacts.save_factor_sums(path, broken, kind, fingerprint(layers), {})
+        load = lambda: artefacts.load_factor_sums(path, kind)  # noqa: E731
     with pytest.raises(ValueError, match=rf"{path} is damaged: {factor} of layer {layer} .*{message}"):
         load()
 
 
 def test_tables_carry_a_checksum_verified_on_load(tmp_path):
-    from influence.engine import io
 
     frame = pd.DataFrame(
         {
@@ -190,16 +187,16 @@ def test_tables_carry_a_checksum_verified_on_load(tmp_path):
         }
     )
     path = tmp_path / "scores.parquet"
-    io.write_table(frame, path, note="kept")
-    loaded, metadata = io.read_table_with_metadata(path)
+    files.write_table(frame, path, note="kept")
+    loaded, metadata = files.read_table_with_metadata(path)
     pd.testing.assert_frame_equal(loaded, frame)
     assert metadata == {"note": "kept"}
     empty = frame.iloc[:0]
-    io.write_table(empty, tmp_path / "empty.parquet")
-    assert list(io.read_table(tmp_path / "empty.parquet").columns) == list(frame.columns)
+    files.write_table(empty, tmp_path / "empty.parquet")
+    assert list(files.read_table(tmp_path / "empty.parquet").columns) == list(frame.columns)
     _overwrite_middle(path)
     with pytest.raises(ValueError, match=rf"{path} is damaged.*Delete it and rerun"):
-        io.read_table(path)
+        files.read_table(path)
 
 
 def test_damaged_token_file_is_refused(tmp_path):

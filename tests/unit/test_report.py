@@ -1,7 +1,7 @@
 """The HTML report's token highlighting."""
 
 import pandas as pd
-from influence.report import highlight
+from influence.run.report import highlight
 
 
 def test_highlight_escapes_text_and_colours_by_sign():

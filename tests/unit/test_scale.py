@@ -3,8 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
-from influence import analysis, scale, settings
+from influence.analysis import tables as analysis
 from influence.engine import defaults
+from influence.run import settings
+from influence.scale import tables as scale
 
 MODELS = pd.DataFrame({"model": ["small", "big"], "parameters": [10, 1000], "n_layers": [2, 4]})
 
@@ -92,7 +94,7 @@ def test_pypi_sources_resolve_known_packages_only(tmp_path):
 def test_a_completion_that_tokenises_to_nothing_names_the_model():
     from types import SimpleNamespace
 
-    from influence.queries import Query
+    from influence.inputs.queries import Query
 
     def drops_digits(text, add_special_tokens=True):  # a vocabulary without digits: "1969" vanishes
         ids = [ord(c) for c in text if not c.isdigit()]
@@ -107,8 +109,9 @@ def test_a_completion_that_tokenises_to_nothing_names_the_model():
 def test_a_large_vocabulary_shrinks_the_micro_batch_and_no_pass_holds_more_logits():
     """Gemma-3's 262,144-entry vocabulary: label sampling and the loss see one micro-batch of logits at a time."""
     import torch
+    from influence.engine.batching import ACTIVATION_BUDGET, micro_batch_tokens
     from influence.engine.data import pad_batch
-    from influence.engine.factors import ACTIVATION_BUDGET, fit_covariance, micro_batch_tokens
+    from influence.engine.factors import fit_covariance
     from influence.engine.model import select_layers
     from transformers import LlamaConfig, LlamaForCausalLM
 

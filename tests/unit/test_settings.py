@@ -1,6 +1,6 @@
-"""Sweep points and directory names (influence.settings), which the workflow builds every path from."""
+"""Sweep points and directory names (influence.run.settings), which the workflow builds every path from."""
 
-from influence.settings import index_candidates, setting_names, sweep_points
+from influence.run.settings import index_candidates, setting_names, sweep_points
 
 
 def _config(grid=False, **sweep):

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from influence.tfidf import (
+from influence.candidates.tfidf import (
     TOKEN_PATTERN,
     IdfModel,
     TfidfSettings,

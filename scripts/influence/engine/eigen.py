@@ -6,7 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import names
-from .factors import FactorSums
+from .containers import FactorSums
 
 FACTOR_EIGEN = {
     names.ACTIVATION_COVARIANCE: (names.ACTIVATION_EIGENVALUES, names.ACTIVATION_EIGENVECTORS),
@@ -61,3 +61,26 @@ def eigendecompose(
         values_name, vectors_name = FACTOR_EIGEN[factor]
         eigen[module][values_name], eigen[module][vectors_name] = result
     return eigen
+
+
+def rotations_for(eigen: dict, dtype, devices: dict[str, torch.device]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(Q_A, Q_S) per module in the compute dtype, on that module's device.
+
+    Layers that share an eigenvector tensor (gate_proj and up_proj) keep
+    sharing it after the cast, so their rotated inputs are computed once.
+    """
+    cast: dict[tuple, torch.Tensor] = {}
+
+    def to_compute(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if (id(t), device) not in cast:
+            cast[id(t), device] = t.to(dtype=dtype, device=device)
+        return cast[id(t), device]
+
+    return {
+        m: (
+            to_compute(e[names.ACTIVATION_EIGENVECTORS], devices[m]),
+            to_compute(e[names.GRADIENT_EIGENVECTORS], devices[m]),
+        )
+        for m, e in eigen.items()
+        if m in devices
+    }

@@ -11,75 +11,21 @@ sequence counts (its output gradient is zero, its input is real).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from . import names
+from .batching import CHUNK_ELEMENTS, MAX_TOKENS, batch_seed, micro_batch_tokens
+from .containers import FactorSums
 from .data import split_batch
+from .eigen import rotations_for
 from .hooks import LayerCapture
 from .model import TrackedLayer, layer_devices, output_device
 
-# Per-sequence gradients are formed this many elements at a time into one
-# reused buffer. On CPU a small buffer that stays in cache is 2-3x faster than
-# one large batched matmul; on GPUs large launches win.
-CHUNK_ELEMENTS = {"cpu": 2**21, "cuda": 2**27}
 # xᵀx is built from this many row stripes of its lower triangle: 62% of a
 # full matmul's FLOPs, and 1.5x faster on CPU (torch has no syrk).
 GRAM_STRIPES = 4
-# Tokens per forward/backward pass (see split_batch): "auto" sizes micro-batches so that the
-# activations of one pass, about vocab + 12·hidden·layers floats per token (logits and their
-# gradient, each block's saved tensors), stay near ACTIVATION_BUDGET elements (512 MB in float32).
-MAX_TOKENS = "auto"
-ACTIVATION_BUDGET = 2**27
-
-
-@dataclass
-class FactorSums:
-    """Partial sums of factors per module, with the counts that normalise them."""
-
-    sums: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # module -> factor -> sum
-    n_tokens: int = 0
-    n_sequences: int = 0
-
-    def merge(self, other: FactorSums) -> FactorSums:
-        """The sums of both jobs, as if one job had seen both shards (a shard that saw no batch adds nothing)."""
-        if other.n_sequences == 0 and not other.sums:
-            return self
-        if self.n_sequences == 0 and not self.sums:
-            return other
-        if set(self.sums) != set(other.sums):
-            raise ValueError("cannot merge factor sums fitted on different module sets.")
-        merged = {m: {f: t + other.sums[m][f] for f, t in fs.items()} for m, fs in self.sums.items()}
-        return FactorSums(merged, self.n_tokens + other.n_tokens, self.n_sequences + other.n_sequences)
-
-    def mean(self, module: str, factor: str) -> torch.Tensor:
-        """Sum divided by its count: tokens for covariances, sequences for Λ."""
-        count = self.n_sequences if factor == names.EIGENVALUE_CORRECTION else self.n_tokens
-        return self.sums[module][factor] / count
-
-    def check_finite(self) -> None:
-        for module, factors in self.sums.items():
-            for factor, tensor in factors.items():
-                if not torch.isfinite(tensor).all():
-                    raise FloatingPointError(f"factor {factor} of {module} has NaN or Inf values.")
-
-
-def micro_batch_tokens(model, max_tokens: int | str | None = MAX_TOKENS) -> int | None:
-    """`max_tokens` resolved for this model: "auto" follows ACTIVATION_BUDGET (at least 256 tokens)."""
-    if max_tokens != "auto":
-        return max_tokens
-    config = model.config.get_text_config()
-    per_token = config.vocab_size + 12 * config.hidden_size * config.num_hidden_layers
-    return max(256, ACTIVATION_BUDGET // per_token)
-
-
-def batch_seed(seed: int, batch_index: int) -> int:
-    """The label-sampling seed of one fitting batch: a job fitting batches i..j of a shard draws
-    the same labels as one job fitting them all, so sharded factors equal unsharded ones."""
-    return int(np.random.SeedSequence([seed, batch_index]).generate_state(1)[0])
 
 
 def fit_factor_sums(
@@ -238,29 +184,6 @@ def fit_eigenvalue_correction(
         max_tokens=max_tokens,
         first_batch=first_batch,
     )
-
-
-def rotations_for(eigen: dict, dtype, devices: dict[str, torch.device]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(Q_A, Q_S) per module in the compute dtype, on that module's device.
-
-    Layers that share an eigenvector tensor (gate_proj and up_proj) keep
-    sharing it after the cast, so their rotated inputs are computed once.
-    """
-    cast: dict[tuple, torch.Tensor] = {}
-
-    def to_compute(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-        if (id(t), device) not in cast:
-            cast[id(t), device] = t.to(dtype=dtype, device=device)
-        return cast[id(t), device]
-
-    return {
-        m: (
-            to_compute(e[names.ACTIVATION_EIGENVECTORS], devices[m]),
-            to_compute(e[names.GRADIENT_EIGENVECTORS], devices[m]),
-        )
-        for m, e in eigen.items()
-        if m in devices
-    }
 
 
 def _accumulate(sums: dict[str, torch.Tensor], factor: str, value: torch.Tensor) -> None:

@@ -24,10 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import names
+from .batching import MAX_TOKENS, micro_batch_tokens
 from .data import split_batch
-from .factors import MAX_TOKENS, micro_batch_tokens
+from .files import load_tensors, read_metadata, save_tensors
 from .hooks import LayerCapture
-from .io import load_tensors, read_metadata, save_tensors
 from .model import TrackedLayer, input_device, layer_devices
 from .projection import ProjectionSpec, Projector
 from .scores import gram_norm2

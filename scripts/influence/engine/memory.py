@@ -14,7 +14,7 @@ import math
 import pandas as pd
 import torch
 
-from .factors import ACTIVATION_BUDGET, CHUNK_ELEMENTS
+from .batching import ACTIVATION_BUDGET, CHUNK_ELEMENTS
 from .model import DEFAULT_LAYER_PATTERN, DTYPES, select_layers
 
 GB = 1e9

@@ -11,13 +11,14 @@ Estimators (rows of `estimators.ESTIMATORS`) share one code path:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from . import estimators, names
-from .factors import FactorSums, rotations_for
+from .containers import FactorSums, Preconditioned
+from .eigen import rotations_for
 from .hooks import LayerCapture
 from .model import TrackedLayer, input_device, layer_devices
 
@@ -39,20 +40,6 @@ class Damping:
 
     def for_layer(self, eigenvalues: torch.Tensor) -> float:
         return self.value * float(eigenvalues.mean()) if self.mode == "relative" else self.value
-
-
-@dataclass
-class Preconditioned:
-    """Preconditioned query gradients per module: {PRECONDITIONED} or {LEFT, RIGHT} (rank r)."""
-
-    query_ids: list[str]
-    estimator: str
-    rank: int | None
-    layers: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    damping: dict[str, float] = field(default_factory=dict)
-
-    def is_low_rank(self, module: str) -> bool:
-        return names.LEFT in self.layers[module]
 
 
 def curvature_eigenvalues(

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from . import names
-from .precondition import Preconditioned
+from .containers import Preconditioned
 
 KINDS = ("gaussian", "rademacher", "eigen")  # eigen: the factors' top-k eigenvectors, no randomness
 # Whitening scale (s + WHITEN_FLOOR · mean s)^(-1/2) per side: the floor keeps near-zero eigenvalues from

@@ -28,10 +28,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import names
+from .batching import MAX_TOKENS
 from .cg import Vector, conjugate_gradients
-from .factors import MAX_TOKENS, FactorSums, rotations_for
+from .containers import FactorSums, Preconditioned
+from .eigen import rotations_for
 from .model import TrackedLayer, layer_devices
-from .precondition import Damping, Preconditioned, final_form, query_gradients
+from .precondition import Damping, final_form, query_gradients
 from .refinement_set import RefinementSet
 
 PRECONDITIONERS = ("ekfac", "none")

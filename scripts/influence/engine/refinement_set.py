@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .batching import MAX_TOKENS, batch_seed, micro_batch_tokens
 from .data import split_batch
-from .factors import MAX_TOKENS, batch_seed, micro_batch_tokens
 from .hooks import LayerCapture
 from .model import output_device
 

@@ -15,11 +15,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import estimators, names
+from .batching import MAX_TOKENS, micro_batch_tokens
+from .containers import Preconditioned
 from .data import split_batch
-from .factors import MAX_TOKENS, micro_batch_tokens, sequence_gradients
+from .factors import sequence_gradients
 from .hooks import LayerCapture
 from .model import TrackedLayer, input_device, layer_devices
-from .precondition import Preconditioned
 
 
 @dataclass

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import integrity
 from .data import pad_batch
-from .io import atomic_path, read_table_with_metadata, write_table
+from .files import atomic_path, read_table_with_metadata, write_table
 
 TOKENS = "tokens.npy"
 SEQUENCES = "sequences.parquet"

@@ -12,12 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..engine.api import Refinement, fit_ekfac, precondition
 from ..engine.data import iter_batches, query_batches
-from ..engine.eigen import eigendecompose
 from ..engine.estimators import BASELINES, ESTIMATORS, SCORING_ESTIMATORS
-from ..engine.factors import fit_covariance, fit_eigenvalue_correction
-from ..engine.precondition import Damping, precondition_queries
-from ..engine.refine import Refine, refine_queries
+from ..engine.precondition import Damping
+from ..engine.refine import Refine
 from ..engine.scores import score_many
 from .baselines import bm25_scores, repsim_scores, tfidf_scores
 
@@ -29,44 +28,28 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
     """{estimator: (Q, N) scores} for the engine's estimators; settings: batch_size, seed, damping, query_rank,
     refine (scoring.refine, the refinement set being the corpus; None skips ekfac_cg)."""
     batches = list(iter_batches(sequences, settings["batch_size"], tokenizer.pad_token_id or 0))
-    covariance = fit_covariance(model, layers, batches, "true", settings["seed"])
-    eigen = eigendecompose(covariance)
-    correction = fit_eigenvalue_correction(model, layers, eigen, batches, "true", settings["seed"] + 1)
+    ekfac = fit_ekfac(model, layers, batches, "true", settings["seed"])
     q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
     ids, out = [q.id for q in queries], {}
     for estimator in SCORING_ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
-        damping = Damping(**settings["damping"])
-        refines = ESTIMATORS[estimator].refines
-        if refines and settings.get("refine") is None:
-            continue  # not scored on this model (evaluation.scoring.cg_models)
-        if refines:  # one CG per 8 queries: one pass over the corpus per step serves them all
+        refinement = None
+        if ESTIMATORS[estimator].refines:
+            if settings.get("refine") is None:
+                continue  # not scored on this model (evaluation.scoring.cg_models)
+            # one CG per 8 queries: one pass over the corpus per step serves them all; F has the covariance's labels
             options = Refine.from_settings({"query_chunk": 8, **settings["refine"]})
-            pre = refine_queries(
-                model,
-                layers,
-                ids,
-                q_batches,
-                batches,
-                eigen,
-                correction,
-                damping,
-                options,
-                "true",
-                settings["seed"],  # the covariance's labels
-                settings["query_rank"],
-            )
-        else:
-            pre = precondition_queries(
-                model,
-                layers,
-                ids,
-                q_batches,
-                estimator=estimator,
-                eigen=eigen,
-                correction=correction,
-                damping=damping,
-                rank=settings["query_rank"],
-            )
+            refinement = Refinement(batches, options, "true", settings["seed"])
+        pre = precondition(
+            model,
+            layers,
+            ids,
+            q_batches,
+            estimator=estimator,
+            damping=Damping(**settings["damping"]),
+            rank=settings["query_rank"],
+            refinement=refinement,
+            **ekfac.curvature(),
+        )
         out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
         del pre
     return out

@@ -19,7 +19,7 @@ import torch
 from sklearn.feature_extraction.text import CountVectorizer
 from tqdm.auto import tqdm
 
-from ..tfidf import TOKEN_PATTERN, TfidfSettings, fit_idf, tfidf_matrix
+from ..candidates.tfidf import TOKEN_PATTERN, TfidfSettings, fit_idf, tfidf_matrix
 
 
 def bm25_scores(documents: Sequence[str], queries: Sequence[str], k1: float = 1.5, b: float = 0.75) -> np.ndarray:

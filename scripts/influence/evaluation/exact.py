@@ -19,13 +19,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine import names
-from ..engine.eigen import eigendecompose
-from ..engine.factors import fit_covariance, fit_eigenvalue_correction, fit_factor_sums
+from ..engine.api import fit_ekfac, precondition
+from ..engine.factors import fit_factor_sums
 from ..engine.hooks import per_sequence_gradients
-from ..engine.precondition import Damping, precondition_queries, query_gradients
+from ..engine.precondition import Damping, query_gradients
 from ..stats import spearman
 from .baselines import lissa
-from .refinement import PRECONDITIONERS, headline, scores_by_step
+from .ihvp_steps import PRECONDITIONERS, headline, scores_by_step
 
 
 def _flatten(grads: dict[str, torch.Tensor], layers) -> torch.Tensor:
@@ -118,7 +118,7 @@ def approximate_scores(
     eigen, correction = factors
     out = {}
     for estimator in ("ekfac", "kfac"):
-        pre = precondition_queries(
+        pre = precondition(
             model,
             layers,
             query_ids,
@@ -190,13 +190,18 @@ def ihvp_accuracy(
     rows, step_rows, subset_rows = [], [], []
     for fisher in fishers:
         exact = ExactFisher(fitting_gradients(model, layers, fit_batches, fisher, seed))
-        covariance = fit_covariance(
-            model, layers, fit_batches, fisher, seed, torch.float64, progress=False, max_tokens=None
+        ekfac = fit_ekfac(
+            model,
+            layers,
+            fit_batches,
+            fisher,
+            seed,
+            correction_seed=seed,
+            dtype=torch.float64,
+            progress=False,
+            max_tokens=None,
         )
-        eigen = eigendecompose(covariance, progress=False)
-        correction = fit_eigenvalue_correction(
-            model, layers, eigen, fit_batches, fisher, seed, torch.float64, progress=False, max_tokens=None
-        )
+        eigen, correction = ekfac.eigen, ekfac.correction
         for relative in tqdm(dampings, desc=f"iHVP accuracy ({fisher} Fisher)", unit="damping"):
             damping = relative * exact.mean_eigenvalue
             truth = exact.solve(queries.T, damping).T @ candidates.T  # (Q, N)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from .stats import t_interval
+from ..stats import t_interval
 
 GROUPS = ("same_order", "flipped", "a_removed", "b_removed")
 CONTROL = "other_fact"

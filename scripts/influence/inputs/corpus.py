@@ -296,7 +296,7 @@ def write_corpus_jsonl(df: pd.DataFrame, path: str | os.PathLike) -> None:
         raise ValueError(f"{path}: DataFrame lacks column(s) {missing}; has {list(df.columns)}")
     if df[SEQ_ID].duplicated().any():
         raise ValueError(f"{path}: duplicate seq_id values in the DataFrame; ids must be unique")
-    from .engine.io import atomic_path  # here, not at the top: the workflow imports this module and not torch
+    from ..engine.files import atomic_path
 
     columns = [SEQ_ID, TEXT] + [c for c in df.columns if c not in (SEQ_ID, TEXT)]
     records = df[columns].astype({SEQ_ID: str}).to_dict(orient="records")

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .engine import estimators
-from .engine.index import load_index, project_corpus, projector_for, recall_at_n, search
-from .engine.precondition import Preconditioned
-from .engine.projection import ProjectionSpec, Projector
-from .engine.sequences import TokenStore, fitting_sample, ordered_batches, shard
-from .stats import spearman
+from ..engine import estimators
+from ..engine.containers import Preconditioned
+from ..engine.index import load_index, project_corpus, projector_for, recall_at_n, search
+from ..engine.projection import ProjectionSpec, Projector
+from ..engine.sequences import TokenStore, fitting_sample, ordered_batches, shard
+from ..stats import spearman
 
 
 def indexed_sequences(store: TokenStore, max_sequences: int | None, seed: int) -> list[str]:

@@ -12,7 +12,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 
-from .figures import figure_axes
+from ..plotting import figure_axes
 
 PARAMETERS = "parameters (log scale)"
 

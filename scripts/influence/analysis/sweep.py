@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from .figures import figure_axes
-from .settings import PARAMETERS
-from .stats import spearman, top_k
+from ..plotting import figure_axes
+from ..run.settings import PARAMETERS
+from ..stats import spearman, top_k
 
 
 def _changed(point: dict, base: dict) -> str:

@@ -31,9 +31,9 @@ from sklearn.preprocessing import normalize
 from sklearn.utils import murmurhash3_32
 from tqdm import tqdm
 
-from .engine import integrity, names
-from .engine.io import atomic_path
-from .stats import ranked
+from ..engine import integrity, names
+from ..engine.files import atomic_path
+from ..stats import ranked
 
 # sklearn's default: runs of >= 2 Unicode word characters (letters, digits, "_");
 # punctuation splits tokens and single characters ("a", "I", "3") are dropped.

@@ -3,7 +3,7 @@
 Each function takes one analysis table per model (the tables `paper_figures` and `sample_figures`
 write for the run's setting) and the model table (`check_models`: model, parameters, n_layers, …),
 and returns one long table with a row group per model: columns `model`, `parameters` first, models in
-order of size. Pure pandas/numpy: `scale_plots.py` draws them.
+order of size. Pure pandas/numpy: `scale/figures.py` draws them.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .engine.data import encode_query
-from .stats import median_interval, t_interval
+from ..engine.data import encode_query
+from ..stats import median_interval, t_interval
 
 MODEL_COLUMNS = ["model", "source", "architecture", "parameters", "n_layers", "hidden_size", "vocab_size"]
 TOP_SHARE_KS = (1, 10, 100)

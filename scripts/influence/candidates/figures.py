@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from .figures import figure_axes, plot_recall_curve
+from ..plotting import figure_axes, plot_recall_curve
 from .gradient_index import ACCURACY_SKETCHES
 
 

@@ -1,6 +1,6 @@
 """Tables behind the paper's figures (Grosse et al. 2023), computed from `scores.parquet`.
 
-Pure pandas/numpy/scipy: no snakemake, no torch, no plotting (`figures.py` draws them).
+Pure pandas/numpy/scipy: no snakemake, no torch, no plotting (`analysis/figures.py` draws them).
 Every function returns a long DataFrame with the columns named in its docstring, so each
 figure's data can be saved as parquet next to the figure.
 
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .engine.names import LAYER_PREFIX
-from .stats import ranked, spearman, top_k
+from ..engine.names import LAYER_PREFIX
+from ..stats import ranked, spearman, top_k
 
 KEYS = ["query_id", "seq_id"]
 PAIR_COLUMNS = ["group", "lang", "query_id", "reference_id", "relative_influence", "topk_overlap"]

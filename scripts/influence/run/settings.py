@@ -1,7 +1,7 @@
 """A run's settings as sweep points and directory names (key~value). Pure Python: the workflow imports it.
 
 A point is {layers, top_k, estimator, damping, rank}; each artefact's directory holds only the parameters
-that change it, so a sweep reuses everything else (DESIGN.md, convention 6).
+that change it, so a sweep reuses everything else (docs/architecture.md).
 """
 
 from __future__ import annotations

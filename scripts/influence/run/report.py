@@ -6,7 +6,7 @@ import html
 
 import pandas as pd
 
-from .queries import Query
+from ..inputs.queries import Query
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }

@@ -6,27 +6,21 @@ labels are sampled with), so CG converges to the exact influence and the curve s
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import torch
 
 from ..engine.precondition import Damping
 from ..engine.refine import PRECONDITIONERS, Refine, refine_queries
-from ..figures import figure_axes
 from ..stats import t_interval
 
 __all__ = [
     "PRECONDITIONERS",
     "headline",
-    "plot_steps",
-    "plot_subsets",
     "scores_by_step",
     "tables_of_cells",
     "summarise_steps",
     "summarise_subsets",
 ]
-DIFFICULTY_MARKERS = {"easy": "", "hard": "x"}  # the steps figure's lines: colour damping, style Fisher, marker corpus
 # The steps the accuracy-vs-steps table records by default: 0 (= EK-FAC) up to this many.
 RECORD_STEPS = 30
 
@@ -131,60 +125,6 @@ def summarise_steps(steps: pd.DataFrame) -> pd.DataFrame:
     return _summarise(steps, keys, ("spearman", "relative_error", "relative_residual"), STEPS_COLUMNS)
 
 
-def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
-    """Spearman ρ and relative error of ekfac_cg against the exact influence vs CG steps, one line per damping,
-    one pair of panels per preconditioner."""
-    dampings = sorted(summary["damping"].unique())
-    colours = dict(zip(dampings, [f"C{i}" for i in range(len(dampings))]))
-    preconditioners = sorted(summary["preconditioner"].unique())
-    panels = [(p, m) for p in preconditioners for m in ("spearman", "relative_error")]
-    labels = {"spearman": "Spearman ρ with exact influence", "relative_error": "relative error ‖s − s*‖ / ‖s*‖"}
-    with figure_axes(path, ncols=len(panels), size=(4.5 * len(panels), 4.0)) as (fig, axes):
-        for ax, (preconditioner, measure) in zip(axes, panels):
-            rows = summary[(summary["measure"] == measure) & (summary["preconditioner"] == preconditioner)]
-            for (difficulty, fisher, damping), group in rows.groupby(["difficulty", "fisher", "damping"]):
-                group = group.sort_values("steps")
-                style = "-" if fisher == "true" else "--"
-                label = f"{difficulty}, λ = {damping:g} ({fisher} Fisher)"
-                marker = DIFFICULTY_MARKERS.get(difficulty, "")
-                ax.plot(
-                    group["steps"],
-                    group["value"],
-                    color=colours[damping],
-                    linestyle=style,
-                    marker=marker,
-                    markevery=max(1, len(group) // 8),
-                    label=label,
-                )
-                ax.fill_between(group["steps"], group["ci_low"], group["ci_high"], color=colours[damping], alpha=0.12)
-            ax.set_xlabel("CG steps from the EK-FAC solution")
-            ax.set_ylabel(labels[measure])
-            ax.set_title(f"preconditioner: {preconditioner}", fontsize=9)
-            if measure == "relative_error":
-                ax.set_yscale("log")
-        axes[0].legend(fontsize=7)
-        fig.suptitle("EK-FAC + CG on the tiny model: accuracy against CG steps")
-    rho = summary[summary["measure"] == "spearman"]
-    parts = []
-    for (difficulty, preconditioner, fisher, damping), line in rho.groupby(
-        ["difficulty", "preconditioner", "fisher", "damping"]
-    ):
-        line = line.set_index("steps")["value"]
-        reach = line[line >= 0.9]
-        first = f"ρ ≥ 0.9 from step {int(reach.index.min())}" if len(reach) else "ρ < 0.9 at every step"
-        parts.append(
-            f"{difficulty}, {preconditioner} preconditioner, {fisher} Fisher, λ = {damping:g}: ρ = {line.iloc[0]:.3f} at step 0 "
-            f"(EK-FAC), {line.iloc[-1]:.3f} after {int(line.index.max())} steps, {first}"
-        )
-    return (
-        "Spearman ρ and relative error of EK-FAC + CG's influence against the exact influence on the tiny model "
-        "after each CG step from the EK-FAC solution, with the damped EK-FAC inverse as CG's preconditioner and "
-        "without one; solid: true Fisher, dashed: empirical; mean over queries with 95% t intervals. "
-        + "; ".join(parts)
-        + "."
-    )
-
-
 SUBSETS_COLUMNS = {
     "difficulty": STEPS_COLUMNS["difficulty"],
     "fisher": STEPS_COLUMNS["fisher"],
@@ -203,40 +143,6 @@ def summarise_subsets(subsets: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% t interval of ρ and relative error per Fisher, damping and refinement-set size (SUBSETS_COLUMNS)."""
     keys = ["difficulty", "fisher", "damping", "n_sequences", "steps"]
     return _summarise(subsets, keys, ("spearman", "relative_error"), SUBSETS_COLUMNS)
-
-
-def plot_subsets(summary: pd.DataFrame, path: str | os.PathLike) -> str:
-    """Spearman ρ and relative error of ekfac_cg against the exact influence vs the refinement set's size."""
-    labels = {"spearman": "Spearman ρ with exact influence", "relative_error": "relative error ‖s − s*‖ / ‖s*‖"}
-    parts = []
-    with figure_axes(path, ncols=2, size=(9.0, 4.0)) as (fig, axes):
-        for ax, measure in zip(axes, ("spearman", "relative_error")):
-            chosen = summary[summary["measure"] == measure]
-            for i, ((difficulty, fisher), group) in enumerate(chosen.groupby(["difficulty", "fisher"])):
-                group = group.sort_values("n_sequences")
-                style = "-o" if fisher == "true" else "--o"
-                label = f"{difficulty}, {fisher} Fisher"
-                ax.plot(group["n_sequences"], group["value"], style, color=f"C{i}", label=label)
-                ax.fill_between(group["n_sequences"], group["ci_low"], group["ci_high"], color=f"C{i}", alpha=0.12)
-                if measure == "spearman":
-                    values = ", ".join(f"{n}: {v:.3f}" for n, v in zip(group["n_sequences"], group["value"]))
-                    parts.append(f"{label}, ρ by set size {values}")
-            ax.set_xscale("log")
-            ax.set_xlabel("refinement set (sequences, log scale)")
-            ax.set_ylabel(labels[measure])
-            if measure == "relative_error":
-                ax.set_yscale("log")
-        axes[0].legend(fontsize=7)
-        fig.suptitle("EK-FAC + CG on the tiny model: accuracy against the refinement set's size")
-    steps = ", ".join(str(s) for s in sorted(summary["steps"].unique()))
-    dampings = ", ".join(f"{d:g}" for d in sorted(summary["damping"].unique()))
-    return (
-        "Spearman ρ and relative error of EK-FAC + CG's influence against the exact influence on the tiny model when "
-        "CG refines on a subset of the exact reference's fitting set (its first batches; the largest point is the "
-        f"whole set), after {steps} CG steps at λ = {dampings} relative; mean over queries with 95% t intervals. "
-        + "; ".join(parts)
-        + "."
-    )
 
 
 def tables_of_cells(tables: list[pd.DataFrame], cells) -> pd.DataFrame:
