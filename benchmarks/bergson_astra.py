@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from influence.engine.data import IGNORE, pad_batch  # noqa: E402
 
 from benchmarks.bergson_adapter import bergson_model, query_gradients, run_bergson, to_dataset  # noqa: E402
+from benchmarks.peers import require  # noqa: E402
 
 
 def tiny_gpt2_workload(n_documents: int, n_queries: int, seed: int = 0):
@@ -221,6 +222,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=4)
     parser.add_argument("--out", help="write the timings as JSON here")
     args = parser.parse_args()
+    require("bergson")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     model, names, docs, queries = tiny_gpt2_workload(args.documents, args.queries)
     with tempfile.TemporaryDirectory() as tmp:

@@ -338,6 +338,9 @@ def main() -> None:
         ]
         Path(args.out).write_text(json.dumps(runner(args.workloads[0])))
         return
+    from benchmarks.peers import require
+
+    require(*(e for e in args.engines if e != "ours"))  # before minutes of our own engine's work
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, batch {BATCH}")
     raw = {}
     for name in args.workloads:

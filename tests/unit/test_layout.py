@@ -33,3 +33,51 @@ def test_no_module_imports_another_modules_private_names():
 def test_the_library_never_imports_snakemake():
     for path in LIBRARY.rglob("*.py"):
         assert all(not module.startswith("snakemake") for _, module, _ in _imports(path)), path
+
+
+# The rooms from the bottom up: a room imports only rooms on a lower floor (or itself), so no import runs back up.
+FLOORS = {
+    "engine": 0,
+    "stats": 1,
+    "plotting": 1,
+    "inputs": 2,
+    "run": 3,
+    "candidates": 4,
+    "analysis": 5,
+    "scale": 5,
+    "evaluation": 6,
+    "validation": 7,
+}
+
+
+def _room(path):
+    parts = path.relative_to(LIBRARY).parts
+    return parts[0].removesuffix(".py")
+
+
+def test_every_room_has_a_floor_and_a_face():
+    for path in LIBRARY.iterdir():
+        if path.is_dir() and (path / "__init__.py").exists():
+            assert path.name in FLOORS, f"room {path.name}/ has no floor in FLOORS"
+            assert ast.get_docstring(ast.parse((path / "__init__.py").read_text())), f"{path.name}/__init__.py says nothing"
+        elif path.suffix == ".py" and path.name != "__init__.py":
+            assert path.stem in FLOORS, f"flat module {path.name} has no floor in FLOORS"
+
+
+def test_no_import_runs_back_up():
+    for path in LIBRARY.rglob("*.py"):
+        if path.parent == LIBRARY and path.name == "__init__.py":
+            continue
+        here = _room(path)
+        package = list(path.relative_to(LIBRARY).parent.parts)
+        for level, module, names in _imports(path):
+            if level:
+                target = (package[: len(package) - (level - 1)] + (module.split(".") if module else []))[:1]
+                rooms = target or names
+            elif module.startswith("influence."):
+                rooms = [module.split(".")[1]]
+            else:
+                continue
+            for room in rooms:
+                if room != here and room in FLOORS:
+                    assert FLOORS[room] < FLOORS[here], f"{path.relative_to(LIBRARY)} imports {room} from a higher floor"

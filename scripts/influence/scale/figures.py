@@ -1,4 +1,4 @@
-"""The model sweep's scale figures, one function per table of `scale.py`; each returns its caption.
+"""The model sweep's scale figures, one function per table of `scale/tables.py`; each returns its caption.
 
 The x axis is the parameter count on a log scale (the layer-depth figure: relative depth, one line per
 model). Drawn with `figures.figure_axes`, like every other figure of the workflow.
