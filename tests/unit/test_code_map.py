@@ -45,7 +45,9 @@ def test_every_library_module_is_named_in_its_rooms_line():
 def test_every_rule_file_and_rule_script_is_named():
     rules = section("Rules")
     for path in sorted((ROOT / "rules").rglob("*.smk")):
-        assert f"`{path.relative_to(ROOT / 'rules')}`" in rules, f"{path.relative_to(ROOT)} is missing from the code map"
+        assert f"`{path.relative_to(ROOT / 'rules')}`" in rules, (
+            f"{path.relative_to(ROOT)} is missing from the code map"
+        )
     scripts = section("Scripts")
     for path in sorted((ROOT / "scripts").glob("*.py")):
         assert f"`{path.stem}`" in scripts, f"scripts/{path.name} is missing from the README's code map"

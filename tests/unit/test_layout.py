@@ -59,7 +59,9 @@ def test_every_room_has_a_floor_and_a_face():
     for path in LIBRARY.iterdir():
         if path.is_dir() and (path / "__init__.py").exists():
             assert path.name in FLOORS, f"room {path.name}/ has no floor in FLOORS"
-            assert ast.get_docstring(ast.parse((path / "__init__.py").read_text())), f"{path.name}/__init__.py says nothing"
+            assert ast.get_docstring(ast.parse((path / "__init__.py").read_text())), (
+                f"{path.name}/__init__.py says nothing"
+            )
         elif path.suffix == ".py" and path.name != "__init__.py":
             assert path.stem in FLOORS, f"flat module {path.name} has no floor in FLOORS"
 
@@ -80,4 +82,6 @@ def test_no_import_runs_back_up():
                 continue
             for room in rooms:
                 if room != here and room in FLOORS:
-                    assert FLOORS[room] < FLOORS[here], f"{path.relative_to(LIBRARY)} imports {room} from a higher floor"
+                    assert FLOORS[room] < FLOORS[here], (
+                        f"{path.relative_to(LIBRARY)} imports {room} from a higher floor"
+                    )
