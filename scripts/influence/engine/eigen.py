@@ -37,7 +37,7 @@ def eigendecompose(
 
     Decomposed in `dtype` (float64 by default, like kronfluence's
     `eigendecomposition_dtype`; float32 halves the time of the CPU eigh, the
-    README gives its accuracy), returned in the dtype of the sums (float32
+    docs/performance.md gives its accuracy), returned in the dtype of the sums (float32
     halves the memory of every later stage). Identical matrices
     (gate_proj and up_proj read the same input, so their A sums are bitwise
     equal) are decomposed once and share the result tensors. On a GPU `device`

@@ -1,4 +1,4 @@
-"""Memory each compute rule needs for a model: the arithmetic behind the README's sizing table.
+"""Memory each compute rule needs for a model: the arithmetic behind the sizing table in docs/cluster.md.
 
     PYTHONPATH=scripts python -m influence.engine.memory --model <checkpoint dir> --dtype bfloat16 --queries 100 --rank 32
 

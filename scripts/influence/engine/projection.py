@@ -38,7 +38,7 @@ k × k block of every gradient in the Kronecker eigenbasis, and the query side
 the same block of P. The score is then exact on that block and drops the
 rest: not unbiased, but an EK-FAC score Σ_ij Ĝ_q,ij Ĝ_z,ij / (Λ_ij + λ) gets
 little from cells whose curvature is far below the damping, and those are
-the low-eigenvalue ones this projection drops (README: projection accuracy).
+the low-eigenvalue ones this projection drops (docs/gradient-index.md: projection accuracy).
 Whitening would rescale each kept row on both sides by inverse factors,
 which cancel, so with `eigen` it is not applied. The seed is unused here.
 """
