@@ -2,7 +2,7 @@
 
 import re
 
-from tiny import ROOT
+from helpers import ROOT
 
 LIBRARY = ROOT / "scripts" / "influence"
 

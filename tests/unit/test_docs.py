@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tiny import ROOT
+from helpers import ROOT
 
 README_MAX_LINES = 250
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "benchmarks" / "README.md"])

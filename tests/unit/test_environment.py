@@ -1,12 +1,11 @@
 """envs/*.yaml are valid conda environments that pin the same packages and ranges as requirements.txt."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 # conda-forge names of PyPI packages that differ (the -minimal / -base variants skip GUI and extras)
 CONDA_NAMES = {"torch": "pytorch", "snakemake": "snakemake-minimal", "matplotlib": "matplotlib-base"}
 # needed only by the Snakemake process that submits jobs, never inside a rule's environment

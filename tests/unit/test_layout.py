@@ -2,7 +2,7 @@
 
 import ast
 
-from tiny import ROOT
+from helpers import ROOT
 
 LIBRARY = ROOT / "scripts" / "influence"
 

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from conftest import MODELS, ROOT, query_batch
+from helpers import MODELS, ROOT, query_batch
 from influence.engine import artefacts, files, names
 from influence.engine.containers import FactorSums
 from influence.engine.model import select_layers

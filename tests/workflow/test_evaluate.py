@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import snakemake
 from influence.evaluation.measures import TABLE_COLUMNS
-from tiny import snakemake
+
+pytestmark = pytest.mark.workflow  # runs the real Snakemake workflow end to end
 
 TINY_EVALUATION = {
     "seeds": [0],

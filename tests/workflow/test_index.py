@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tiny import IDENTICAL_SEQ, TINY_QUERIES, planned_jobs, snakemake, tiny_config
+from helpers import IDENTICAL_SEQ, TINY_QUERIES, planned_jobs, snakemake, tiny_config
+
+pytestmark = pytest.mark.workflow  # runs the real Snakemake workflow end to end
 
 QUERIES = "layers~mlp_estimator~ekfac_damping~relative-0.1_rank~8"  # the tiny config's query setting
 INDEX = "k~8_dim~none_eigen_seed~0_float16_n~1024"  # index.kind eigen, the default

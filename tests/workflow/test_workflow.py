@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tiny import GPU_RULES, IDENTICAL_SEQ, ROOT, TINY_QUERIES, planned_jobs, snakemake, tiny_config
+from helpers import GPU_RULES, IDENTICAL_SEQ, TINY_QUERIES, planned_jobs, snakemake, tiny_config
+
+pytestmark = pytest.mark.workflow  # runs the real Snakemake workflow end to end
 
 PAPER_FIGURES = ["sparsity", "top_share", "layer_shares", "cross_lingual", "query_flip", "phrase_order"]
 SAMPLE_FIGURES = ["tfidf_recall", "query_batching", "estimator_agreement"]
@@ -175,22 +177,6 @@ def test_sweep_reuses_factors_and_summarises_each_point(tiny_run):
     damped = tiny_config(tmp, name="damped_1", damping={"mode": "relative", "value": 1.0})
     point = summary.loc["damping", "setting"]
     assert planned_jobs("--configfile", damped, "--directory", tmp, f"results/tiny/scores/{point}/scores.parquet") == {}
-
-
-def test_every_config_key_has_a_description_and_a_default():
-    import yaml
-
-    schema = yaml.safe_load((ROOT / "rules" / "schemas" / "config.schema.yaml").read_text())
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-
-    def walk(node, defaults, path):
-        for key, sub in node.get("properties", {}).items():
-            assert "description" in sub and "default" in sub, f"{path}{key}"
-            assert key in defaults, f"config.yaml lacks {path}{key}"
-            if sub.get("type") == "object" and "properties" in sub and key != "damping":
-                walk(sub, defaults[key], f"{path}{key}.")
-
-    walk(schema, config, "")
 
 
 def test_tiny_run_paper_figures(tiny_run):

@@ -5,7 +5,9 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from tiny import TINY_QUERIES, snakemake, tiny_config
+from helpers import TINY_QUERIES, snakemake, tiny_config
+
+pytestmark = pytest.mark.workflow  # runs the real Snakemake workflow end to end
 
 SETTING_TOPK1 = "layers~mlp_estimator~ekfac_damping~relative-0.1_rank~8_topk~1"
 
@@ -84,7 +86,7 @@ def test_broken_corpus_stops_tokenize_corpus_naming_the_file(tiny_run, tmp_path,
 def test_weights_changed_in_place_rerun_prepare_model(tiny_run, tmp_path):
     import shutil
 
-    from tiny import planned_jobs
+    from helpers import planned_jobs
 
     tmp, _, _ = tiny_run
     shutil.copytree(tmp / "model", tmp_path / "model")

@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tiny import ROOT, make_tiny_inputs, planned_jobs, snakemake, tiny_config
+from helpers import ROOT, make_tiny_inputs, planned_jobs, snakemake, tiny_config
+
+pytestmark = pytest.mark.workflow  # runs the real Snakemake workflow end to end
 
 SCALE_TABLES = [
     "scale_sparsity",

@@ -109,19 +109,14 @@ def test_a_completion_that_tokenises_to_nothing_names_the_model():
 def test_a_large_vocabulary_shrinks_the_micro_batch_and_no_pass_holds_more_logits():
     """Gemma-3's 262,144-entry vocabulary: label sampling and the loss see one micro-batch of logits at a time."""
     import torch
+    from helpers import tiny_llama
     from influence.engine.batching import ACTIVATION_BUDGET, micro_batch_tokens
     from influence.engine.data import pad_batch
     from influence.engine.factors import fit_covariance
     from influence.engine.model import select_layers
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     def tiny(vocab):
-        torch.manual_seed(0)
-        config = LlamaConfig(
-            hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=vocab, tie_word_embeddings=True,
-        )  # fmt: skip
-        return LlamaForCausalLM(config).eval()
+        return tiny_llama(intermediate=32, vocab=vocab, dtype=torch.float32)
 
     model = tiny(262_144)
     limit = micro_batch_tokens(model)

@@ -3,8 +3,7 @@
 from functools import partial
 
 import torch
-from conftest import MODELS, batches_of, random_sequences
-from dense import autograd_gradients, fisher
+from helpers import MODELS, autograd_gradients, batches_of, fisher, random_sequences
 from influence.engine import names
 from influence.engine.data import sample_labels, summed_loss
 from influence.engine.eigen import eigendecompose

@@ -26,7 +26,7 @@ Convention differences, and how each is handled:
 
 import pytest
 import torch
-from conftest import MODELS, batches_of, query_batch, random_sequences
+from helpers import MODELS, batches_of, query_batch, random_sequences
 from influence.engine.eigen import eigendecompose
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
 from influence.engine.model import select_layers

@@ -2,9 +2,9 @@
 
 import pytest
 import yaml
+from helpers import ROOT
 from influence.engine import estimators, names
 from influence.engine.precondition import precondition_queries
-from tiny import ROOT
 
 
 def _estimator_enums(node, path=""):
@@ -53,3 +53,37 @@ def test_schema_default_layers_are_the_engine_default():
 
     schema = yaml.safe_load((ROOT / "rules/schemas/config.schema.yaml").read_text())
     assert schema["properties"]["model"]["properties"]["layers"]["default"] == DEFAULT_LAYER_PATTERN
+
+
+# The phrase-order templates are data kept in config.yaml only; the schema's default {} means "no templates".
+DEFAULTS_KEPT_IN_CONFIG_ONLY = {"probes"}
+
+
+def _schema_drift(node: dict, defaults: dict, path: str = "") -> list[str]:
+    """Every key of the schema lacking a description or a default, missing from config.yaml, or whose schema
+    default differs from config.yaml's value (the schema's defaults are what a key left out of a config gets)."""
+    drift = []
+    for key, sub in node.get("properties", {}).items():
+        name = f"{path}{key}"
+        if "description" not in sub or "default" not in sub:
+            drift.append(f"{name}: no description or no default in the schema")
+        elif key not in defaults:
+            drift.append(f"{name}: not in config.yaml")
+        elif sub.get("type") == "object" and "properties" in sub and key != "damping":
+            drift += _schema_drift(sub, defaults[key], f"{name}.")
+        elif name not in DEFAULTS_KEPT_IN_CONFIG_ONLY and sub["default"] != defaults[key]:
+            drift.append(f"{name}: schema default {sub['default']!r}, config.yaml {defaults[key]!r}")
+    return drift
+
+
+def test_every_config_key_has_a_description_and_the_same_default_in_schema_and_config():
+    schema = yaml.safe_load((ROOT / "rules/schemas/config.schema.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert _schema_drift(schema, config) == []
+
+
+def test_schema_drift_is_seen():
+    schema = {"properties": {"lds": {"type": "object", "description": ".", "default": {}, "properties": {
+        "n": {"type": "integer", "description": ".", "default": 32}}}}}  # fmt: skip
+    assert _schema_drift(schema, {"lds": {"n": 16}}) == ["lds.n: schema default 32, config.yaml 16"]
+    assert _schema_drift(schema, {}) == ["lds: not in config.yaml"]

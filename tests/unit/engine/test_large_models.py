@@ -1,7 +1,7 @@
 """The two settings for models larger than one GPU: bf16 weights, and layers spread by a device_map."""
 
 import torch
-from conftest import batches_of, query_batch, random_sequences, tiny_llama
+from helpers import batches_of, query_batch, random_sequences, tiny_llama
 from influence.engine.eigen import eigendecompose
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
 from influence.engine.model import layer_devices, load_model, select_layers

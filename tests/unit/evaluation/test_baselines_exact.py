@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import batches_of, query_batch, random_sequences, tiny_llama
+from helpers import batches_of, query_batch, random_sequences, tiny_llama
 from influence.engine import names
 from influence.engine.eigen import eigendecompose
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction

@@ -1,5 +1,13 @@
-"""Inputs of a tiny but complete workflow run: random tiny Llama with SmolLM2's tokenizer, real glosses."""
+"""Helpers shared by every test (the one module they import; conftest.py holds only fixtures).
 
+- tiny models and data: `tiny_llama` (the one model builder), `tiny_gpt2`, `MODELS`, `random_sequences`,
+  `batches_of`, `query_batch`;
+- dense float64 oracles: `autograd_gradients`, `fisher`, `solve`;
+- the tiny workflow run: `make_tiny_inputs` (a random tiny Llama with SmolLM2's tokenizer, real WordNet
+  glosses), `tiny_config`, `snakemake` (the real CLI), `planned_jobs`.
+"""
+
+import copy
 import os
 import shutil
 import subprocess
@@ -7,9 +15,104 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 import yaml
+from influence.engine.data import pad_batch, summed_loss
+from influence.engine.model import select_layers
 
 ROOT = Path(__file__).resolve().parents[1]
+VOCAB = 50
+
+# Tiny models and data ----------------------------------------------------------------------------------
+
+
+def tiny_llama(
+    mlp_bias: bool = False, seed: int = 0, dtype=torch.float64, hidden: int = 16, intermediate: int = 24, vocab=VOCAB
+):
+    """The one tiny-model builder: a random 2-layer Llama (4 heads, 2 KV heads, tied embeddings), in eval mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab,
+        mlp_bias=mlp_bias,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).to(dtype).eval()
+
+
+def tiny_gpt2(seed: int = 0, dtype=torch.float64):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        n_embd=16, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
+    return GPT2LMHeadModel(config).to(dtype).eval()
+
+
+MODELS = {"llama": tiny_llama, "llama_bias": lambda **k: tiny_llama(mlp_bias=True, **k), "gpt2": tiny_gpt2}
+
+
+def random_sequences(n: int, seed: int, low: int = 5, high: int = 12) -> list[list[int]]:
+    """Sequences of random lengths, so batches carry right padding."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(low, high, (n,), generator=gen)
+    return [torch.randint(0, VOCAB, (int(t),), generator=gen).tolist() for t in lengths]
+
+
+def batches_of(sequences, size: int):
+    return [pad_batch(sequences[i : i + size]) for i in range(0, len(sequences), size)]
+
+
+def query_batch(n: int, seed: int):
+    """Queries whose first half is prompt (no loss) and second half completion."""
+    sequences = random_sequences(n, seed, 6, 10)
+    labels = [[-100] * (len(s) // 2) + s[len(s) // 2 :] for s in sequences]
+    return pad_batch(sequences, labels)
+
+
+# Dense float64 oracles ---------------------------------------------------------------------------------
+
+
+def autograd_gradients(model, batch: dict, fisher: str = "empirical", labels: torch.Tensor | None = None) -> dict:
+    """{layer: (N, d_out, d_in [+1])} from one backward pass per sequence, padding stripped."""
+    ref = copy.deepcopy(model).eval().requires_grad_(True)
+    layers = select_layers(ref)
+    out = {name: [] for name in layers}
+    for row in range(batch["input_ids"].shape[0]):
+        length = int(batch["attention_mask"][row].sum())
+        ids = batch["input_ids"][row : row + 1, :length]
+        lab = (batch["labels"] if labels is None else labels)[row : row + 1, :length]
+        ref.zero_grad()
+        summed_loss(ref(input_ids=ids).logits, lab, fisher).backward()
+        for name, layer in layers.items():
+            grad = layer.module.weight.grad
+            grad = grad.T if layer.kind == "conv1d" else grad
+            if layer.has_bias:
+                grad = torch.cat([grad, layer.module.bias.grad[:, None]], dim=1)
+            out[name].append(grad.clone())
+    return {name: torch.stack(grads) for name, grads in out.items()}
+
+
+def fisher(grads: torch.Tensor) -> torch.Tensor:
+    """F = mean_n vec(G_n) vec(G_n)ᵀ with row-major vec, so vec(Q_Sᵀ G Q_A) = (Q_S ⊗ Q_A)ᵀ vec(G)."""
+    flat = grads.flatten(1)  # (N, d_out·d_in)
+    return flat.T @ flat / flat.shape[0]
+
+
+def solve(matrix: torch.Tensor, damping: float, grads: torch.Tensor) -> torch.Tensor:
+    """(M + λI)⁻¹ vec(G) for each G of a (Q, d_out, d_in) batch, as a dense solve."""
+    eye = torch.eye(matrix.shape[0], dtype=matrix.dtype)
+    return torch.linalg.solve(matrix + damping * eye, grads.flatten(1).T).T.reshape(grads.shape)
+
+
+# The tiny workflow run ---------------------------------------------------------------------------------
 TINY_QUERIES = [
     {
         "id": "capital_france",
@@ -95,22 +198,10 @@ def planned_jobs(*args) -> dict[str, int]:
 
 def build_tiny_model(directory: Path) -> None:
     """A random 2-layer Llama saved with save_pretrained, with SmolLM2's real tokenizer."""
-    import torch
     from influence.engine.model import default_gguf_path, load_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer(default_gguf_path())
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory)
+    tiny_llama(hidden=32, intermediate=64, vocab=len(tokenizer), dtype=torch.float32).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
 
 

@@ -15,7 +15,7 @@ Conventions that coincide, so no conversion is needed:
 
 import pytest
 import torch
-from conftest import MODELS, batches_of, query_batch, random_sequences
+from helpers import MODELS, batches_of, query_batch, random_sequences
 from influence.engine.eigen import eigendecompose
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
 from influence.engine.model import select_layers

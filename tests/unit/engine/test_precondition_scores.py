@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from conftest import MODELS, batches_of, query_batch, random_sequences
-from dense import autograd_gradients, solve
+from helpers import MODELS, autograd_gradients, batches_of, query_batch, random_sequences, solve
 from influence.engine import names
 from influence.engine.eigen import eigendecompose
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction

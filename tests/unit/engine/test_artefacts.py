@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import MODELS, batches_of, query_batch, random_sequences
+from helpers import MODELS, batches_of, query_batch, random_sequences
 from influence.engine import artefacts, files, names
 from influence.engine.data import encode_query
 from influence.engine.eigen import eigendecompose

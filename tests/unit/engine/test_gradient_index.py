@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import random_sequences, tiny_llama
+from helpers import random_sequences, tiny_llama
 from influence.candidates.gradient_index import build_shard, indexed_sequences, tfidf_recall_of_index
 from influence.engine import integrity, names
 from influence.engine.files import write_table

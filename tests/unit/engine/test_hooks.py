@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from conftest import MODELS, batches_of, query_batch, random_sequences
-from dense import autograd_gradients
+from helpers import MODELS, autograd_gradients, batches_of, query_batch, random_sequences
 from influence.engine.hooks import per_sequence_gradients
 from influence.engine.model import select_layers
 

@@ -3,8 +3,7 @@ against EK-FAC (0 steps) and the exact damped-Fisher influence (many steps) on a
 
 import pytest
 import torch
-from conftest import batches_of, query_batch, random_sequences, tiny_llama
-from dense import autograd_gradients
+from helpers import autograd_gradients, batches_of, query_batch, random_sequences, tiny_llama
 from influence.engine import names
 from influence.engine.cg import CurvatureError, conjugate_gradients
 from influence.engine.eigen import eigendecompose

@@ -7,7 +7,7 @@ float32 summation order.
 
 import pytest
 import torch
-from conftest import MODELS, random_sequences
+from helpers import MODELS, random_sequences
 from influence.engine.data import pad_batch
 from influence.engine.eigen import eigendecompose
 from influence.engine.estimators import ESTIMATORS, SCORING_ESTIMATORS
@@ -51,7 +51,7 @@ def groupings(sequences):
 
 
 @pytest.fixture(scope="module", params=["llama_bias", "gpt2"])  # the bias column meets the padding
-def fitted(request):
+def fitted_float32(request):
     model = MODELS[request.param](dtype=torch.float32)
     layers = select_layers(model)
     fit = [pad_batch(random_sequences(16, seed=20)[i : i + 8]) for i in (0, 8)]
@@ -75,8 +75,8 @@ def _queries(sequences, extra=0):
 
 
 @pytest.mark.parametrize("estimator", SCORING_ESTIMATORS)
-def test_scores_do_not_depend_on_batching_order_or_padding(fitted, estimator):
-    model, layers, eigen, correction, fit = fitted
+def test_scores_do_not_depend_on_batching_order_or_padding(fitted_float32, estimator):
+    model, layers, eigen, correction, fit = fitted_float32
     queries = random_sequences(3, seed=21, low=6, high=10)
     ids = ["q0", "q1", "q2"]
 
@@ -113,9 +113,9 @@ def test_scores_do_not_depend_on_batching_order_or_padding(fitted, estimator):
         torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-5 * reference.abs().max().item(), msg=name)
 
 
-def test_micro_batching_does_not_change_scores(fitted):
+def test_micro_batching_does_not_change_scores(fitted_float32):
     """Batches split into micro-batches by the token budget score as the whole batch."""
-    model, layers, eigen, correction, _ = fitted
+    model, layers, eigen, correction, _ = fitted_float32
     preconditioned = precondition_queries(
         model,
         layers,
