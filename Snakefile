@@ -30,6 +30,7 @@ include: "rules/evaluate.smk"
 include: "rules/evaluate_measures.smk"
 include: "rules/evaluate_retrain.smk"
 include: "rules/index.smk"
+include: "rules/validate.smk"
 
 
 # Light rules (HTML and figures from small tables) run where Snakemake runs, not as cluster jobs.
@@ -41,6 +42,8 @@ localrules:
     index_figures,
     check_models,
     scale_figures,
+    validate_summary,
+    validation_report,
 
 
 rule all:

@@ -10,8 +10,10 @@ from influence.run.runlog import rule_log
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "report", **smk.params) as (log, stats):
     queries = load_queries(smk.input.queries)
+    # the validation's verdict as the first section, when this report is validate's (`validation_report`)
+    sections = [Path(smk.input.validation).read_text(encoding="utf-8")] if "validation" in smk.input.keys() else []
     page = render_report(
-        queries, files.read_table(smk.input.top), files.read_table(smk.input.tokens), smk.params.setting
+        queries, files.read_table(smk.input.top), files.read_table(smk.input.tokens), smk.params.setting, sections
     )
     Path(smk.output.html).write_text(page, encoding="utf-8")
     log.info("report written to %s", Path(smk.output.html).resolve())

@@ -29,6 +29,8 @@ def cached_retrains(
     settings: dict,
     names: Sequence[str],
     seed: int,
+    desc: str = "retrains",
+    hint: str = "lower evaluation.tiny.lr or change the seed and rerun",
 ) -> list[np.ndarray]:
     """`measure(keep)` (the retrained model's per-query outcomes) for every kept index array, cached.
 
@@ -38,7 +40,7 @@ def cached_retrains(
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     out = []
-    for i, keep in enumerate(tqdm(keeps, desc="retrains", unit="retrain")):
+    for i, keep in enumerate(tqdm(keeps, desc=desc, unit="retrain")):
         path = cache / f"{retrain_digest(keep, settings)}.npy"
         if path.exists():
             out.append(np.load(path))
@@ -51,7 +53,7 @@ def cached_retrains(
         except FloatingPointError as err:
             raise FloatingPointError(
                 f"retrain {names[i]} (seed {seed}) diverged: {err}. The {finished} finished retrains are kept "
-                f"in {cache}; lower evaluation.tiny.lr or change the seed and rerun."
+                f"in {cache}; {hint}."
             ) from err
         np.save(path, values)
         out.append(values)

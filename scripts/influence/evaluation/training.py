@@ -2,7 +2,8 @@
 
 The tiny model uses a word-level tokenizer built from its corpus and queries (a few hundred words),
 so training it many times (the LDS retrains) takes seconds on a CPU. Training minimises the summed
-token cross-entropy (`data.summed_loss`, empirical labels) with AdamW, in a seeded order.
+token cross-entropy (`data.summed_loss`, empirical labels) with AdamW (or SGD), in a seeded order;
+`further_trainer` trains a checkpoint further, the one path of the fine-tuned retrains and of `snakemake validate`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine.data import encode_query, iter_batches, pad_batch, summed_loss
-from ..engine.model import load_model
+from ..engine.model import load_model, select_layers
 
 SPECIAL = ["[PAD]", "[UNK]", "[BOS]"]
+OPTIMIZERS = {  # every training here starts its optimizer afresh: no state carries over between retrains
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.0),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+}
 RECIPE_FILE = "retrain_recipe.json"  # in the fine-tuned model's directory: what its retrains replay
 
 
@@ -68,16 +73,25 @@ def train(
     pad_id: int = 0,
     progress: bool = True,
     stop=None,
+    optimizer: str = "adamw",
+    parameters: Sequence[torch.nn.Parameter] | None = None,
 ) -> list[float]:
-    """AdamW on the summed token loss over `sequences` for up to `epochs` epochs; mean loss per token per epoch.
+    """`optimizer` (adamw, or sgd: plain gradient steps) on the mean token loss of each batch of `sequences`, in a
+    seeded order, for up to `epochs` epochs; returns the mean loss per token of each epoch.
 
     `stop(model)` is asked after every epoch; training ends early when it returns True. A non-finite
-    epoch loss raises FloatingPointError (a diverging run must not pass as a measurement).
+    epoch loss raises FloatingPointError (a diverging run must not pass as a measurement). `parameters`: the only
+    ones trained (the others frozen); None, all of the model's.
     """
     if not sequences:
         raise ValueError("training needs at least one sequence.")
-    model.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    model.train().requires_grad_(parameters is None)
+    parameters = list(model.parameters()) if parameters is None else list(parameters)
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimizer = OPTIMIZERS[optimizer](parameters, lr)
     rng = np.random.default_rng(seed)
     device = next(model.parameters()).device
     history = []
@@ -165,17 +179,39 @@ def retrainer(
     """
     if kind == "tiny":
         return lambda keep: retrain_tiny(tokenizer, sequences, queries, keep, settings["tiny"], seed)
-    recipe, m, loaded = json.loads(Path(settings["recipe"]).read_text()), settings["model"], {}
+    recipe = json.loads(Path(settings["recipe"]).read_text())
+    return further_trainer(settings["base"], settings["model"], tokenizer, sequences, queries, recipe)
+
+
+def further_trainer(
+    base: str | Path, model_params: dict, tokenizer, sequences, queries, recipe: dict
+) -> Callable[[np.ndarray], np.ndarray]:
+    """measure(keep) → log p(completion | prompt) (Q,) of checkpoint `base` trained further on `sequences[keep]`
+    with `recipe` (epochs, lr, batch_size, seed; optimizer: adamw by default; layers: a regex of modules whose
+    weights and biases alone are trained, as `model.layers` selects tracked layers; None, every parameter), from
+    the same weights every time.
+
+    The one further-training path: the evaluation's fine-tuned retrains (the base checkpoint trained on parts of
+    the planted corpus) and `snakemake validate` (the run's own checkpoint trained on a method's top sequences).
+    The base weights are loaded on the first call (a run whose retrains are all cached loads nothing) and
+    restored before every training; `model_params`: dtype, device, trust_remote_code, device_map.
+    """
+    m, loaded = model_params, {}
 
     def measure(keep: np.ndarray) -> np.ndarray:
-        if not loaded:  # on the first retrain only: a run whose retrains are all cached loads nothing
-            model = load_model(settings["base"], m["dtype"], m["device"], m["trust_remote_code"], m.get("device_map"))
+        if not loaded:
+            model = load_model(base, m["dtype"], m["device"], m["trust_remote_code"], m.get("device_map"))
             loaded.update(model=model, base={k: v.detach().clone() for k, v in model.state_dict().items()})
         model = loaded["model"]
         model.load_state_dict(loaded["base"])
         chosen = [sequences[i] for i in keep]
         pad = tokenizer.pad_token_id or 0
-        train(model, chosen, recipe["epochs"], recipe["lr"], recipe["batch_size"], recipe["seed"], pad, progress=False)
+        epochs, lr, batch_size, seed = (recipe[k] for k in ("epochs", "lr", "batch_size", "seed"))
+        optimizer, layers = recipe.get("optimizer", "adamw"), recipe.get("layers")
+        trained = None
+        if layers is not None:  # only these modules' weights and biases move
+            trained = [p for layer in select_layers(model, layers).values() for p in layer.module.parameters()]
+        train(model, chosen, epochs, lr, batch_size, seed, pad, progress=False, optimizer=optimizer, parameters=trained)
         return completion_stats(model, tokenizer, queries)[0]
 
     return measure

@@ -58,12 +58,15 @@ def _query_section(query: Query, top: pd.DataFrame, tokens: pd.DataFrame) -> str
     )
 
 
-def render_report(queries: list[Query], top: pd.DataFrame, tokens: pd.DataFrame, setting: str) -> str:
-    """The whole HTML page."""
+def render_report(
+    queries: list[Query], top: pd.DataFrame, tokens: pd.DataFrame, setting: str, sections: list[str] = ()
+) -> str:
+    """The whole HTML page; `sections` (HTML, e.g. the validation's verdict) come before the queries."""
     index = " · ".join(f'<a href="#{html.escape(q.id)}">{html.escape(q.id)}</a>' for q in queries)
-    sections = [_query_section(q, top[top["query_id"] == q.id], tokens[tokens["query_id"] == q.id]) for q in queries]
+    parts = [_query_section(q, top[top["query_id"] == q.id], tokens[tokens["query_id"] == q.id]) for q in queries]
     return (
         f"<!doctype html><html><head><meta charset=utf-8><title>Top influential sequences</title>"
         f"<style>{STYLE}</style></head><body><h1>Top influential sequences</h1>"
-        f"<p>{html.escape(CAPTION.format(setting=setting))}</p><p>{index}</p>{''.join(sections)}</body></html>"
+        f"<p>{html.escape(CAPTION.format(setting=setting))}</p>{''.join(sections)}<p>{index}</p>{''.join(parts)}"
+        "</body></html>"
     )
