@@ -266,10 +266,12 @@ def flip_comparison(scores: pd.DataFrame, queries_tags, k: int = 10) -> pd.DataF
 
 def why_no_translations(queries_tags) -> str:
     """Why `cross_lingual` has no rows: the tags the queries lack ('' if some group pairs a translation)."""
-    tags = tags_table(queries_tags)
-    tags = tags[tags["order"] == "original"].dropna(subset=["group"])
+    tags = tags_table(queries_tags).dropna(subset=["group"])
     if tags.empty:
         return "no query has a `group` tag (a translation shares its English query's group)"
+    tags = tags[tags["order"] == "original"]
+    if tags.empty:
+        return "no query with a `group` has `order: original` (only original-order queries are translations)"
     tags = tags.dropna(subset=["lang"])
     if tags.empty:
         return "no query with a `group` has a `lang` tag"
