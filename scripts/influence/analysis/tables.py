@@ -286,7 +286,7 @@ def why_no_flips(queries_tags) -> str:
     if tags["group"].isna().all():
         return "no query has a `group` tag (a flipped query shares its original's group)"
     if not (tags["order"] == "flipped").any():
-        return "no query has the tag `order: flipped`"
+        return "no query has the tag `order: flipped` (a query stating its group's fact in the other phrase order)"
     if not (tags.dropna(subset=["group"])["order"] == "flipped").any():
         return "no query with `order: flipped` has a `group` tag"
     return "no `order: flipped` query has one `order: original` query in its `group` and `lang`"
