@@ -168,3 +168,36 @@ def test_probes_and_sample_analyses(byo_run):
 def test_docs_name_what_each_tag_enables():
     text = (ROOT / "docs" / "configuration.md").read_text()
     assert "skipped" in text.lower()
+
+
+def test_a_model_sweep_on_untagged_queries_says_which_scale_figures_it_skips(workdir):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(workdir / "model")
+    torch.manual_seed(1)
+    wider = LlamaConfig(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(wider).save_pretrained(workdir / "wider")
+    tokenizer.save_pretrained(workdir / "wider")
+    config = yaml.safe_load(byo_config(workdir, "untagged_scale", UNTAGGED).read_text())
+    config["sweep"] = {
+        "models": {"small": {"source": str(workdir / "model")}, "wider": {"source": str(workdir / "wider")}}
+    }
+    path = workdir / "config_untagged_scale.yaml"
+    path.write_text(yaml.safe_dump(config))
+    snakemake("--cores", 2, "--configfile", path, "--directory", workdir, "results/untagged_scale/scale/captions.json")
+    scale = workdir / "results" / "untagged_scale" / "scale"
+    captions = json.loads((scale / "captions.json").read_text())
+    log = (workdir / "results" / "untagged_scale" / "logs" / "scale_figures.log").read_text()
+    for name, missing in (("scale_cross_lingual", "`group`"), ("scale_phrase_order", "`kind`")):
+        assert captions[name].startswith("Skipped") and missing in captions[name], captions[name]
+        assert f"{name} skipped" in log and (scale / f"{name}.png").stat().st_size > 1000
+    assert not captions["scale_sparsity"].startswith("Skipped")
