@@ -52,6 +52,7 @@ rule paper_figures:
         **LIGHT_JOB,
     params:
         top_k=config["scoring"]["top_n"],
+        templates=config["probes"],
     script:
         "../scripts/paper_figures.py"
 

@@ -1,4 +1,9 @@
-"""Rule paper_figures: the paper's analyses of one run's scores, each a PNG, its table and a caption."""
+"""Rule paper_figures: the paper's analyses of one run's scores, each a PNG, its table and a caption.
+
+The analyses that pair queries by their tags (cross_lingual, query_flip, phrase_order) run on the queries
+whose tags allow them; with none, the figure is a placeholder and its caption and the log say which tag
+is missing.
+"""
 
 import json
 from pathlib import Path
@@ -9,7 +14,14 @@ from influence.engine import files
 from influence.engine.data import encode_query
 from influence.engine.model import load_tokenizer
 from influence.inputs.queries import load_queries
+from influence.plotting import plot_skipped
 from influence.run.runlog import rule_log
+
+TITLES = {
+    "cross_lingual": "Cross-lingual transfer",
+    "query_flip": "Flipped queries",
+    "phrase_order": "Phrase-order probes",
+}
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "paper_figures", **smk.params) as (log, stats):
@@ -31,14 +43,27 @@ with rule_log(smk.log[0], "paper_figures", **smk.params) as (log, stats):
         q.id: sum(label >= 0 for label in encode_query(tokenizer, q.id, q.prompt, q.completion)[1]) for q in queries
     }
     n_tokens = files.read_table(smk.input.sequences, columns=["seq_id", "n_tokens"]).set_index("seq_id")["n_tokens"]
-    captions = {
-        "sparsity": figures.plot_sparsity(tables["sparsity"], smk.output.sparsity, fits),
-        "top_share": figures.plot_top_share(tables["top_share"], smk.output.top_share),
-        "layer_shares": figures.plot_layer_heatmap(tables["layer_shares"], smk.output.layer_shares, top_n=k),
-        "cross_lingual": figures.plot_cross_lingual(tables["cross_lingual"], smk.output.cross_lingual, k=k),
-        "query_flip": figures.plot_flip(tables["query_flip"], smk.output.query_flip, k=k),
-        "phrase_order": figures.plot_phrase_probes(tables["phrase_order"], smk.output.phrase_order),
+    plots = {
+        "sparsity": lambda table, path: figures.plot_sparsity(table, path, fits),
+        "top_share": figures.plot_top_share,
+        "layer_shares": lambda table, path: figures.plot_layer_heatmap(table, path, top_n=k),
+        "cross_lingual": lambda table, path: figures.plot_cross_lingual(table, path, k=k),
+        "query_flip": lambda table, path: figures.plot_flip(table, path, k=k),
+        "phrase_order": figures.plot_phrase_probes,
     }
+    skipped = {  # why an empty table is empty: the tags the queries lack
+        "cross_lingual": lambda: analysis.why_no_translations(tags),
+        "query_flip": lambda: analysis.why_no_flips(tags),
+        "phrase_order": lambda: probes.why_no_probes(queries, smk.params.templates),
+    }
+    captions = {}
+    for name, table in tables.items():
+        if table.empty and name in skipped:
+            reason = skipped[name]() or "no query pairs"
+            log.info("%s skipped: %s", name, reason)
+            captions[name] = plot_skipped(smk.output[name], TITLES[name], reason)
+        else:
+            captions[name] = plots[name](table, smk.output[name])
     for name, table in tables.items():
         files.write_table(table, Path(smk.output.sparsity).with_name(f"{name}.parquet"))
     files.write_table(fits, smk.output.fits)

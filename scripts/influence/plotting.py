@@ -52,3 +52,14 @@ def plot_recall_curve(
             ax.set_xticks(wide.index, [str(k) for k in wide.index])
             ax.minorticks_off()
         ax.legend(loc="lower right")
+
+
+def plot_skipped(path: str | os.PathLike, title: str, reason: str) -> str:
+    """A placeholder figure for an analysis the inputs do not allow; returns its caption, 'Skipped: <reason>.'"""
+    import textwrap
+
+    with figure_axes(path, size=(6.4, 2.4)) as (_fig, (ax,)):
+        ax.axis("off")
+        ax.set_title(f"{title}: skipped")
+        ax.text(0.5, 0.5, textwrap.fill(reason, 70), ha="center", va="center", transform=ax.transAxes)
+    return f"Skipped: {reason}."

@@ -195,6 +195,7 @@ def test_tiny_run_paper_figures(tiny_run):
     assert top["share"].between(0, 1).all()
     captions = json.loads((figures / "captions.json").read_text())
     assert set(captions) == set(PAPER_FIGURES) and all(len(text) > 50 for text in captions.values())
+    assert "`order: flipped`" in captions["query_flip"]  # the tiny queries have no flipped variant: skipped
     best = pd.read_parquet(figures / "max_influence.parquet").set_index("query_id")
     np.testing.assert_allclose(best["per_completion_token"] * best["completion_tokens"], best["influence"])
 

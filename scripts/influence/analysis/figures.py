@@ -268,6 +268,7 @@ def plot_phrase_probes(summary: pd.DataFrame, path: str | os.PathLike) -> str:
         ax.set(xlabel="probe group", ylabel="influence / query's top corpus influence", title="Phrase-order probes")
         ax.legend(fontsize=7, ncol=2, loc="upper right")
     summary_text = ", ".join(f"{g.replace('_', ' ')} {v:.2f}" for g, v in means.items())
+    alone = "" if CONTROL in groups else " Only one query's fact has probes, so there is no other-fact baseline."
     return (
         f"Synthetic sequences that state each query's fact with its two key phrases in the query's order "
         f"(same order), in flipped order, or with one phrase removed, scored like corpus candidates; "
@@ -275,5 +276,5 @@ def plot_phrase_probes(summary: pd.DataFrame, path: str | os.PathLike) -> str:
         f"queries of the group's mean influence divided by the query's largest corpus influence (means: "
         f"{summary_text}); markers: single queries with 95% Student-t intervals over templates. The paper "
         f"finds that only same-order sequences carry influence: a flipped bar near the other-fact baseline "
-        f"means the model's answer does not draw on the reversed statement."
+        f"means the model's answer does not draw on the reversed statement.{alone}"
     )

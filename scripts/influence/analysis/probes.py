@@ -26,6 +26,7 @@ from ..stats import t_interval
 GROUPS = ("same_order", "flipped", "a_removed", "b_removed")
 CONTROL = "other_fact"
 PROBE_COLUMNS = ["probe_id", "fact_id", "group", "template", "text"]
+SCORED_COLUMNS = ["query_id", "seq_id", "influence", "fact_id", "group", "template", "text"]  # score_probes' table
 SUMMARY_COLUMNS = [
     "query_id",
     "group",
@@ -65,6 +66,20 @@ def make_probes(queries: Iterable, templates: Mapping[str, Mapping[str, list[str
                     ) from None
                 rows.append((f"probe:{query.id}:{group}:{i}", query.id, group, i, text))
     return pd.DataFrame(rows, columns=PROBE_COLUMNS)
+
+
+def why_no_probes(queries: Iterable, templates: Mapping[str, Mapping[str, list[str]]]) -> str:
+    """Why `make_probes` finds no query to build probes from: the tag the queries lack ('' if one has them)."""
+    queries = list(queries)
+    kinds = sorted({q.tags["kind"] for q in queries if "kind" in q.tags})
+    templated = [q for q in queries if templates.get(q.tags.get("kind"))]
+    if not kinds:
+        return f"no query has a `kind` tag (the `probes` templates have kinds {', '.join(sorted(templates))})"
+    if not templated:
+        return f"no query's `kind` ({', '.join(kinds)}) has templates under `probes` ({', '.join(sorted(templates))})"
+    if not any("a" in q.tags and "b" in q.tags for q in templated):
+        return "no query with a templated `kind` has both tags `a` and `b` (the phrases filled into the templates)"
+    return ""
 
 
 def probe_summary(probe_scores: pd.DataFrame, corpus_scores: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:

@@ -264,6 +264,34 @@ def flip_comparison(scores: pd.DataFrame, queries_tags, k: int = 10) -> pd.DataF
     return _relative_to_reference(scores, pairs, k)
 
 
+def why_no_translations(queries_tags) -> str:
+    """Why `cross_lingual` has no rows: the tags the queries lack ('' if some group pairs a translation)."""
+    tags = tags_table(queries_tags).dropna(subset=["group"])
+    if tags.empty:
+        return "no query has a `group` tag (a translation shares its English query's group)"
+    tags = tags[tags["order"] == "original"]
+    if tags.empty:
+        return "no query with a `group` has `order: original` (only original-order queries are translations)"
+    tags = tags.dropna(subset=["lang"])
+    if tags.empty:
+        return "no query with a `group` has a `lang` tag"
+    if not any((g["lang"] == "en").sum() == 1 and (g["lang"] != "en").any() for _, g in tags.groupby("group")):
+        return "no `group` holds one English query (`lang: en`) and a translation of it (another `lang`)"
+    return ""
+
+
+def why_no_flips(queries_tags) -> str:
+    """Why `flip_comparison` has no rows (ask only when it has none): the tags the queries lack."""
+    tags = tags_table(queries_tags)
+    if tags["group"].isna().all():
+        return "no query has a `group` tag (a flipped query shares its original's group)"
+    if not (tags["order"] == "flipped").any():
+        return "no query has the tag `order: flipped` (a query stating its group's fact in the other phrase order)"
+    if not (tags.dropna(subset=["group"])["order"] == "flipped").any():
+        return "no query with `order: flipped` has a `group` tag"
+    return "no `order: flipped` query has one `order: original` query in its `group` and `lang`"
+
+
 # --- Agreement between approximations ---------------------------------------------------------
 
 

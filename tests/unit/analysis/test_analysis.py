@@ -142,6 +142,33 @@ def test_flip_comparison_pairs_flipped_with_original():
     assert table["topk_overlap"].item() == 1.0
 
 
+@pytest.mark.parametrize(
+    "tags,translations,flips",
+    [
+        ({}, "`group`", "`group`"),  # no tags at all
+        ({"paris_en": {"lang": "en"}, "paris_fr": {"lang": "fr"}}, "`group`", "`group`"),  # lang without group
+        ({"paris_en": {"group": "paris"}, "paris_fr": {"group": "paris"}}, "`lang`", "`order: flipped`"),
+        (  # one language only
+            {"paris_en": {"group": "paris", "lang": "en"}, "rome_en": {"group": "rome", "lang": "en"}},
+            "translation",
+            "`order: flipped`",
+        ),
+        ({"paris_flipped": {"group": "paris", "order": "flipped"}}, "`order: original`", "one `order: original`"),
+    ],
+)
+def test_empty_pair_tables_say_which_tag_is_missing(tags, translations, flips, tmp_path):
+    from influence.plotting import plot_skipped
+
+    tags = {query_id: tags.get(query_id, {}) for query_id in TAGS}
+    scores = make_scores()
+    assert analysis.cross_lingual(scores, tags).empty and analysis.flip_comparison(scores, tags).empty
+    assert translations in analysis.why_no_translations(tags)
+    assert flips in analysis.why_no_flips(tags)
+    assert analysis.why_no_translations(TAGS) == ""
+    caption = plot_skipped(tmp_path / "skipped.png", "Cross-lingual transfer", analysis.why_no_translations(tags))
+    assert caption.startswith("Skipped: ") and (tmp_path / "skipped.png").stat().st_size > 1000
+
+
 def test_rank_agreement_identical_and_perturbed():
     scores = make_scores()
     same = analysis.rank_agreement(scores, scores.sample(frac=1, random_state=0))

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from influence.analysis.probes import make_probes, probe_summary
+from influence.analysis.probes import SCORED_COLUMNS, make_probes, probe_summary, why_no_probes
 from influence.inputs.queries import Query
 
 TEMPLATES = {
@@ -63,3 +63,20 @@ def test_summary_means_intervals_and_scale():
     assert summary.loc["flipped", "n"] == 1 and np.isnan(summary.loc["flipped", "ci_low"])
     other = summary.loc["other_fact"]  # Germany's same-order probes, averaged per fact
     assert other["n"] == 1 and other["mean"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "tags,missing",
+    [
+        ({}, "`kind`"),
+        ({"kind": "quote", "a": "Hamlet", "b": "Shakespeare"}, "templates"),  # a kind without templates
+        ({"kind": "capital", "a": "France"}, "`a` and `b`"),
+    ],
+)
+def test_queries_without_probe_tags_give_no_probes_and_the_reason(tags, missing):
+    queries = [Query("q", "The capital of France is", " Paris", tags)]
+    assert make_probes(queries, TEMPLATES).empty
+    assert missing in why_no_probes(queries, TEMPLATES)
+    assert why_no_probes(QUERIES, TEMPLATES) == ""
+    empty = pd.DataFrame(columns=SCORED_COLUMNS)
+    assert probe_summary(empty, pd.DataFrame({"query_id": ["q"], "seq_id": ["s"], "influence": [1.0]})).empty
