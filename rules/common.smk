@@ -120,6 +120,13 @@ def candidates_path(wildcards) -> str:
     return f"{RUN}/tfidf/top_k~{point['top_k']}/candidates.parquet"
 
 
+def validation_section(wildcards) -> dict:
+    """The validation's verdict for the run's report, once `snakemake validate` has written it (the report is then
+    rebuilt by the next run); nothing before."""
+    path = Path(VALIDATION.format(lm=getattr(wildcards, "lm", None), setting=wildcards.setting), "verdict.html")
+    return {"validation": str(path)} if path.exists() else {}
+
+
 def preconditioned_path(wildcards) -> str:
     queries = setting_names(PARAMS_OF[wildcards.setting])["queries"]
     return f"{model_run(wildcards)}/queries/{queries}/preconditioned.safetensors"
@@ -164,6 +171,7 @@ def sample_factor_inputs(wildcards) -> dict:
 
 QUERIES = f"{MRUN}/queries/{{setting}}"
 SCORES = f"{MRUN}/scores/{{setting}}"
+VALIDATION = f"{MRUN}/validation/{{setting}}"  # snakemake validate (rules/validate.smk)
 SHARDS = list(range(config["scoring"]["n_shards"]))
 if config["fitting"]["n_sequences"] is not None:
     # More shards than batches would leave shards without a batch: cap them (the factors are the same).

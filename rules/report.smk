@@ -1,6 +1,8 @@
 rule report:
-    """HTML page: each query's top sequences with per-token highlighting, influence and TF-IDF rank."""
+    """HTML page: each query's top sequences with per-token highlighting, influence and TF-IDF rank; the verdict of
+    `snakemake validate` first once it has run for this setting."""
     input:
+        unpack(validation_section),
         top=f"{SCORES}/top.parquet",
         tokens=f"{SCORES}/tokens.parquet",
         queries=queries_source(),

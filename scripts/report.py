@@ -10,7 +10,7 @@ from influence.run.runlog import rule_log
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "report", **smk.params) as (log, stats):
     queries = load_queries(smk.input.queries)
-    # the validation's verdict as the first section, when this report is validate's (`validation_report`)
+    # the validation's verdict as the first section, once `snakemake validate` has written it
     sections = [Path(smk.input.validation).read_text(encoding="utf-8")] if "validation" in smk.input.keys() else []
     page = render_report(
         queries, files.read_table(smk.input.top), files.read_table(smk.input.tokens), smk.params.setting, sections

@@ -1,7 +1,6 @@
 # The validate stage's paths, inputs and params: factors for every estimator it compares, refinement settings if one
 # refines.
 
-VALIDATION = f"{MRUN}/validation/{{setting}}"
 VALIDATION_PARTS = list(range(config["validate"]["n_parts"]))
 
 

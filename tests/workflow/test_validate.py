@@ -48,7 +48,16 @@ def validated(tiny_run):
     config = _config(tmp, local_config)
     directory = results / "validation" / SETTING
     cache = directory / "retrains"
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "validate", "--cores", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "validate",
+        "--cores",
+        "2",
+    ]  # as the reruns: one thread count
     cmd += ["--configfile", str(config), "--directory", str(tmp)]
     job = subprocess.Popen(cmd, cwd=ROOT, env=NO_CONTROLLER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)  # fmt: skip
@@ -129,3 +138,15 @@ def test_bad_settings_stop_before_any_work_naming_the_key(tiny_run, change, mess
     config = _config(tmp, local_config, "bad", **change)
     result = snakemake("validate", "--dry-run", "--configfile", config, "--directory", tmp, check=False)
     assert result.returncode != 0 and message in result.stdout + result.stderr, result.stderr[-3000:]
+
+
+def test_the_run_report_gains_the_verdict_and_nothing_else_reruns(validated):
+    """Once validate has run, the default target rebuilds only the run's report, with the verdict first."""
+    tmp, config, directory, _ = validated
+    from helpers import planned_jobs
+
+    assert planned_jobs("--configfile", config, "--directory", tmp) == {"report": 1, "all": 1}
+    snakemake("--cores", 2, "--configfile", config, "--directory", tmp)
+    page = (directory.parents[1] / "scores" / SETTING / "report.html").read_text()
+    assert page.index('id="validation"') < page.index(f'id="{TINY_QUERIES[0]["id"]}"')
+    assert planned_jobs("--configfile", config, "--directory", tmp) == {}
