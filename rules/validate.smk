@@ -40,7 +40,6 @@ rule validate_plan:
         damping=damping_of,
         rank=setting_value("rank"),
         batch_size=config["scoring"]["batch_size"],
-        query_batch_size=config["scoring"]["query_batch_size"],
         refine=validation_refine_params(),
     script:
         "../scripts/validate_plan.py"

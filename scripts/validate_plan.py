@@ -42,7 +42,6 @@ with rule_log(smk.log[0], "validate_plan", **smk.params) as (log, stats):
         damping=smk.params.damping,
         rank=smk.params.rank,
         batch_size=smk.params.batch_size,
-        query_batch_size=smk.params.query_batch_size,
         seed=settings["seed"],
         refinement=refinement,
         logger=log,

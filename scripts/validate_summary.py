@@ -24,10 +24,10 @@ with rule_log(smk.log[0], "validate_summary", **smk.params) as (log, stats):
     caption = verdict.plot(table, smk.output.figure)
     Path(smk.output.captions).write_text(json.dumps({"validation": caption}, indent=1), encoding="utf-8")
     facts = {"queries": len(noise), "pool": len(pool), "trainings": trainings["training_id"].nunique()}
-    text = verdict.markdown(table, smk.params.estimator, smk.params.recipe, facts)
+    text = verdict.markdown(table, smk.params.estimator, smk.params.recipe, facts, noise)
     Path(smk.output.verdict).write_text(text, encoding="utf-8")
     Path(smk.output.section).write_text(
-        verdict.section_html(table, smk.params.estimator, smk.params.recipe), encoding="utf-8"
+        verdict.section_html(table, smk.params.estimator, smk.params.recipe, noise), encoding="utf-8"
     )
     log.info("verdict:\n%s", text)
     stats.update(**facts)

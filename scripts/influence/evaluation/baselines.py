@@ -46,6 +46,7 @@ def tfidf_scores(documents: Sequence[str], queries: Sequence[str]) -> np.ndarray
 
 
 @torch.no_grad()
+@torch.no_grad()  # forward only: no autograd graph of every hidden state (GBs on a real model)
 def representations(model, batches: Sequence[dict]) -> dict[str, torch.Tensor]:
     """{repsim, repsim_mean, repsim_middle: (N, d)} hidden-state representations of each sequence."""
     device = next(model.parameters()).device

@@ -14,7 +14,7 @@ from ..engine.api import precondition
 from ..engine.data import query_batches
 from ..engine.precondition import Damping
 from ..engine.scores import score_many
-from ..evaluation.attribution import baseline_scores, scores_long
+from ..evaluation.attribution import QUERY_BATCH, baseline_scores, scores_long
 from .plan import RANDOM
 
 
@@ -23,11 +23,11 @@ def method_scores(
 ) -> pd.DataFrame:
     """Long table method, query_id, seq_id, score over `candidates` (seq_ids of `store`, a TokenStore).
 
-    options: damping (mode, value), rank, batch_size, query_batch_size, seed, refinement (a Refinement or None:
+    options: damping (mode, value), rank, batch_size, seed, refinement (a Refinement or None:
     only a refining estimator uses it), logger.
     """
     query_ids = [q.id for q in queries]
-    batches = query_batches(tokenizer, queries, options["query_batch_size"])
+    batches = query_batches(tokenizer, queries, QUERY_BATCH)  # full-rank gradients of QUERY_BATCH queries at once
     order, candidate_batches = [], []
     for ids, batch in store.batches(candidates, options["batch_size"]):
         order.extend(ids)

@@ -33,8 +33,8 @@ def _fmt(row) -> str:
     return f"{row['value']:.3f}{interval}"
 
 
-def sentences(table: pd.DataFrame, run_method: str, recipe: dict) -> list[str]:
-    """The verdict's sentences, most important first."""
+def sentences(table: pd.DataFrame, run_method: str, recipe: dict, noise: pd.DataFrame | None = None) -> list[str]:
+    """The verdict's sentences, most important first; `noise` (noise.parquet) adds the LDS subsets' signal to noise."""
     out = []
     plain = table[table["versus"] == ""]
     pro = plain[plain["measure"] == "proponents"].set_index("method")
@@ -93,14 +93,22 @@ def sentences(table: pd.DataFrame, run_method: str, recipe: dict) -> list[str]:
             text += f"; no method's LDS interval lies above 0 (no power; one subset under another seed ±{spread:.3g})."
         else:
             text += "."
+        if noise is not None and "lds_spread" in noise and np.isfinite(noise["lds_seed_sd"]).any():
+            text += (
+                f" The measured log p varies by {noise['lds_spread'].mean():.2f} nats across subsets and by "
+                f"{noise['lds_seed_sd'].mean():.2f} for one subset under another seed (means over queries): "
+                + ("the subsets' effects stand above the training noise." if noise["lds_spread"].mean()
+                   > 2 * noise["lds_seed_sd"].mean() else "much of what LDS ranks is training noise; raise "
+                   "validate.n_subsets or validate.recipe.epochs for a firmer LDS.")
+            )  # fmt: skip
         out.append(text)
     return out
 
 
-def markdown(table: pd.DataFrame, run_method: str, recipe: dict, facts: dict) -> str:
+def markdown(table: pd.DataFrame, run_method: str, recipe: dict, facts: dict, noise=None) -> str:
     """verdict.md: the sentences, then the table of means with intervals."""
     lines = ["# Does attribution work on this model and corpus?", ""]
-    lines += [f"- {s}" for s in sentences(table, run_method, recipe)]
+    lines += [f"- {s}" for s in sentences(table, run_method, recipe, noise)]
     lines += ["", f"Measured on {facts['queries']} queries, {facts['pool']} pool sequences, {facts['trainings']} "
               f"further-trainings ({recipe['optimizer']}, lr {recipe['lr']:g}, {recipe['epochs']} epoch(s), batch "
               f"{recipe['batch_size']}, seed {recipe['seed']}); 95% bootstrap intervals over queries.", ""]  # fmt: skip
@@ -112,10 +120,10 @@ def markdown(table: pd.DataFrame, run_method: str, recipe: dict, facts: dict) ->
     return "\n".join(lines) + "\n"
 
 
-def section_html(table: pd.DataFrame, run_method: str, recipe: dict) -> str:
+def section_html(table: pd.DataFrame, run_method: str, recipe: dict, noise=None) -> str:
     """The report's section: the same sentences, bold kept."""
     items = []
-    for text in sentences(table, run_method, recipe):
+    for text in sentences(table, run_method, recipe, noise):
         escaped = html.escape(text)
         parts = escaped.split("**")
         items.append("".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts)))
