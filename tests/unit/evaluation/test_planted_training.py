@@ -136,6 +136,7 @@ def test_hard_plants_never_use_the_query_wording():
         plant_facts(2, 1, 1, difficulty="medium")
 
 
+@pytest.mark.slow  # 56 s on 2 cores: trains the tiny model on the hard corpus
 def test_bm25_no_longer_finds_the_hard_plants_but_the_model_learns_the_facts():
     import torch
     from influence.evaluation.baselines import bm25_scores
