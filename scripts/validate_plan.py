@@ -20,7 +20,8 @@ with rule_log(smk.log[0], "validate_plan", **smk.params) as (log, stats):
     plan.check_settings(settings, smk.params.estimator)
     methods = plan.methods(settings, smk.params.estimator)
     queries = plan.choose_queries(load_queries(smk.input.queries), settings["n_queries"], settings["seed"])
-    store = TokenStore(Path(smk.input.sequences).parent)
+    corpus_dir = Path(smk.input.sequences).parent
+    store = TokenStore(corpus_dir)
     candidates, random_ids = plan.candidate_set(
         files.read_table(smk.input.candidates),
         store.table["seq_id"].tolist(),
@@ -35,7 +36,6 @@ with rule_log(smk.log[0], "validate_plan", **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
     curvature = artefacts.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
-    corpus_dir = Path(smk.input.sequences).parent
     refining = [m for m in methods if plan.signed(m) and estimators.get(m).refines]  # one refinement set for all
     refinement = refinement_for(refining[0], smk.params.refine, corpus_dir) if refining else None
     options = dict(

@@ -58,10 +58,10 @@ def method_scores(
             del pre
     wanted = [m for m in methods if m not in out]
     if wanted:
-        texts = [store.table.loc[s, "text"] for s in candidates] if "text" in store.table else None
-        sequences = [store.ids(s) for s in candidates]
-        if texts is None:
+        if "text" not in store.table:
             raise ValueError("the tokenised corpus has no text column: the lexical baselines need it.")
+        texts = store.table.loc[candidates, "text"].tolist()
+        sequences = [store.ids(s) for s in candidates]
         baselines = baseline_scores(model, tokenizer, queries, texts, sequences, options["batch_size"])
         out.update({m: baselines[m] for m in wanted})
     table = scores_long({m: out[m] for m in methods}, query_ids, candidates)
