@@ -2,8 +2,9 @@
 
 Every caller that fits factors on a batch list (the evaluation, benchmarks, tests) calls `fit_ekfac`, and
 every caller that preconditions queries calls `precondition`, which reads the estimator's registry row and
-dispatches to the plain solver (`precondition.precondition_queries`: EK-FAC, K-FAC, identity, cosine) or to
-the refined one (`refine.refine_queries`: EK-FAC-preconditioned CG on a refinement set). The workflow's rules
+dispatches to the plain solver (`precondition.precondition_queries`: EK-FAC, K-FAC, identity, cosine, unit-normalised
+EK-FAC) or to a refined one (`refine.refine_queries`: EK-FAC-preconditioned CG on a refinement set;
+`astra.astra_queries`: EK-FAC-preconditioned stochastic steps on minibatches of a corpus pool). The workflow's rules
 fit the same factors in shards on disk (`factors.py`, `artefacts.py`); the chain is the same.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import estimators
+from .astra import Astra, astra_queries
 from .batching import MAX_TOKENS
 from .containers import FactorSums, Preconditioned
 from .eigen import eigendecompose
@@ -66,13 +68,16 @@ def fit_ekfac(
 
 @dataclass(frozen=True)
 class Refinement:
-    """What a refining estimator iterates over: the refinement set's batches, the solver's settings, and the
-    Fisher's labels (`seed`: the covariance's fitting seed, so with the fitting sample F has the factors' labels)."""
+    """What a refining estimator iterates over: its sequences' batches (ekfac_cg: the refinement set; ekfac_astra:
+    the pool its minibatches are drawn from), the solver's settings (`Refine` or `Astra`), the Fisher's labels
+    (`seed`: ekfac_cg's label seed, the covariance's fitting seed, so with the fitting sample F has the factors'
+    labels), and the damping the refinement solves at (None: the estimator's `damping`)."""
 
     batches: Sequence[dict] = field(default_factory=list)
-    settings: Refine = Refine()
+    settings: Refine | Astra = Refine()
     fisher: str = "true"
     seed: int = 0
+    damping: Damping | None = None
 
 
 def precondition(
@@ -111,8 +116,28 @@ def precondition(
             progress=progress,
             tokens_per_sequence=tokens_per_sequence,
         )
-    if refinement is None:
-        raise ValueError(f"estimator {estimator!r} refines on a refinement set: pass `refinement`.")
+    kind = estimators.get(estimator).refines
+    expected = {"cg": Refine, "astra": Astra}[kind]
+    if refinement is None or not isinstance(refinement.settings, expected):
+        raise ValueError(
+            f"estimator {estimator!r} refines on corpus sequences: pass a `refinement` with {expected.__name__} settings."
+        )
+    damping = refinement.damping or damping
+    options = dict(rank=rank, dtype=dtype, progress=progress, logger=logger)
+    if kind == "astra":
+        return astra_queries(
+            model,
+            layers,
+            query_ids,
+            query_batches,
+            refinement.batches,
+            eigen,
+            correction,
+            damping,
+            refinement.settings,
+            refinement.fisher,
+            **options,
+        )
     return refine_queries(
         model,
         layers,
@@ -125,8 +150,5 @@ def precondition(
         refinement.settings,
         refinement.fisher,
         refinement.seed,
-        rank,
-        dtype=dtype,
-        progress=progress,
-        logger=logger,
+        **options,
     )

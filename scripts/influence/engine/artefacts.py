@@ -99,6 +99,7 @@ def load_curvature(inputs: Mapping[str, str], fingerprint: str | None = None) ->
 def save_preconditioned(path, pre: Preconditioned, fingerprint: str, settings: dict) -> None:
     tensors = _flat(pre.layers)
     tensors.update({names.key(m, names.DAMPING): torch.tensor(v) for m, v in pre.damping.items()})
+    tensors.update(_flat(pre.metric))
     save_tensors(
         path,
         tensors,
@@ -118,4 +119,6 @@ def load_preconditioned(path, fingerprint: str | None = None) -> Preconditioned:
     tensors, meta = load_tensors(path, names.KIND_PRECONDITIONED, fingerprint)
     layers = _split(tensors, meta[names.META_MODULES])
     damping = {m: float(f.pop(names.DAMPING)) for m, f in layers.items() if names.DAMPING in f}
-    return Preconditioned(meta["query_ids"], meta["estimator"], meta["rank"], layers, damping)
+    metric_keys = (names.METRIC_ROTATION_A, names.METRIC_ROTATION_S, names.METRIC_DENOMINATOR)
+    metric = {m: {k: f.pop(k) for k in metric_keys} for m, f in layers.items() if names.METRIC_DENOMINATOR in f}
+    return Preconditioned(meta["query_ids"], meta["estimator"], meta["rank"], layers, damping, metric)

@@ -50,6 +50,8 @@ class Preconditioned:
     rank: int | None
     layers: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     damping: dict[str, float] = field(default_factory=dict)
+    # ekfac_cosine: {module: {METRIC_ROTATION_A, METRIC_ROTATION_S, METRIC_DENOMINATOR}}, the candidates' norm metric
+    metric: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def is_low_rank(self, module: str) -> bool:
         return names.LEFT in self.layers[module]

@@ -8,7 +8,8 @@ Scopes:
   scoring     the engine preconditions queries with it: usable as `scoring.estimator`, in sweeps, the
               sample analyses and the evaluation;
   baseline    scores computed outside the engine (evaluation only): representation and lexical similarity;
-  reference   diagnostics of the evaluation's iHVP accuracy (never a winner).
+  reference   the evaluation's diagnostics: iHVP-accuracy references (never a winner) and EK-FAC at the
+              refinement's damping (ekfac_matched), scored as an influence method.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ class Estimator:
     scope: str = "scoring"  # scoring | baseline | reference
     factors: tuple[str, ...] = ()  # factor inputs it needs: names.EIGEN_INPUT, names.CORRECTION_INPUT
     curvature: str | None = None  # eigenvalues in the Kronecker eigenbasis: "ekfac" (fitted Λ) or "kfac"
-    unit_norm: bool = False  # divide query and candidate gradients by their norms (cosine)
-    refines: bool = False  # refines EK-FAC by CG on the Fisher of refinement sequences (needs the tokenised corpus)
+    # divide query and candidate gradients by their norms: Euclidean (cosine) or, with a curvature, in its inverse's
+    # metric, ‖(G + λ)^{-1/2} g‖ (ekfac_cosine: ⟨H⁻¹q, g⟩ / (‖H^{-1/2}q‖ ‖H^{-1/2}g‖), TrackStar's unit normalisation)
+    unit_norm: bool = False
+    # refines EK-FAC's solution on corpus sequences (needs the tokenised corpus): "cg" (ekfac_cg, refine.py: CG on the
+    # Fisher of a fitting-like sample) or "astra" (ekfac_astra, astra.py: stochastic steps on corpus minibatches)
+    refines: str | None = None
 
     @property
     def needs_factors(self) -> bool:
@@ -44,12 +49,37 @@ _ROWS = (
         "C9",
         factors=(names.EIGEN_INPUT, names.CORRECTION_INPUT),
         curvature="ekfac",
-        refines=True,
+        refines="cg",
+    ),
+    Estimator(
+        "ekfac_astra",
+        "EK-FAC + ASTRA",
+        "darkred",
+        factors=(names.EIGEN_INPUT, names.CORRECTION_INPUT),
+        curvature="ekfac",
+        refines="astra",
+    ),
+    Estimator(
+        "ekfac_cosine",
+        "EK-FAC (unit-normalised)",
+        "navy",
+        factors=(names.EIGEN_INPUT, names.CORRECTION_INPUT),
+        curvature="ekfac",
+        unit_norm=True,
     ),
     Estimator("kfac", "K-FAC", "C1", factors=(names.EIGEN_INPUT,), curvature="kfac"),
     Estimator("identity", "gradient dot", "C2"),
     Estimator("cosine", "gradient cosine", "C3", unit_norm=True),
     Estimator("lissa", "LiSSA", "C4", scope="reference"),
+    # EK-FAC at ekfac_astra's damping (scoring.astra.damping), so a gain of refinement is told from one of damping
+    Estimator(
+        "ekfac_matched",
+        "EK-FAC at ASTRA's damping",
+        "slateblue",
+        scope="reference",
+        factors=(names.EIGEN_INPUT, names.CORRECTION_INPUT),
+        curvature="ekfac",
+    ),
     Estimator("repsim", "RepSim", "C5", scope="baseline"),  # Li et al.: last layer, last token
     Estimator("repsim_mean", "RepSim (mean-pooled)", "teal", scope="baseline"),  # last layer, mean over tokens
     Estimator("repsim_middle", "RepSim (middle layer)", "olive", scope="baseline"),  # middle layer, last token

@@ -15,6 +15,10 @@ LEFT = "left"  # (Q, d_out, r): U·diag(s) of the rank-r approximation
 RIGHT = "right"  # (Q, d_in, r): V of the rank-r approximation
 DAMPING = "damping"  # scalar λ actually used for the layer
 QUERY_NORMS = "query_norms"  # (Q,) ‖∇L_q‖ over all tracked layers (for cosine)
+# The candidates' metric of a unit-normalised curvature estimator (ekfac_cosine): ‖(G + λ)^{-1/2} g‖ at scoring.
+METRIC_ROTATION_A = "metric_activation_eigenvectors"  # Q_A (d_in, d_in)
+METRIC_ROTATION_S = "metric_gradient_eigenvectors"  # Q_S (d_out, d_out)
+METRIC_DENOMINATOR = "metric_denominator"  # Λ + λ (d_out, d_in) in the Kronecker eigenbasis
 
 # Artefact kinds (the META_KIND of each safetensors file).
 KIND_COVARIANCE = "covariance"

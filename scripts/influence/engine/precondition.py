@@ -5,7 +5,9 @@ Estimators (rows of `estimators.ESTIMATORS`) share one code path:
   kfac     the same with Λ = n̄ · (eig S ⊗ eig A), n̄ = tokens per fitting sequence,
            which puts K-FAC on EK-FAC's per-sequence scale (kronfluence omits n̄);
   identity no preconditioning: plain gradient dot products;
-  cosine   identity on unit-norm gradients (the candidate norm is divided at scoring).
+  cosine   identity on unit-norm gradients (the candidate norm is divided at scoring);
+  ekfac_cosine  EK-FAC on gradients of unit norm in the damped EK-FAC inverse's metric, ‖(G + λ)^{-1/2} g‖
+           (the query's here, the candidate's at scoring: scores.metric_norms).
 """
 
 from __future__ import annotations
@@ -124,22 +126,34 @@ def precondition_queries(
             "(K-FAC: the eigendecomposition and tokens_per_sequence)."
         )
     rotations = rotations_for(eigen, dtype, layer_devices(layers)) if needs_factors else None
-    home = input_device(model)
     result = Preconditioned(list(query_ids), estimator, rank)
+    denominators = {}  # (curvature + λ) per layer in the Kronecker eigenbasis
+    if needs_factors:
+        for name in layers:
+            lam = correction.mean(name, names.EIGENVALUE_CORRECTION) if spec.curvature == "ekfac" else None
+            curvature = curvature_eigenvalues(spec.curvature, eigen[name], lam, tokens_per_sequence)
+            curvature = curvature.to(dtype=dtype, device=rotations[name][0].device)
+            result.damping[name] = damping.for_layer(curvature)
+            denominators[name] = curvature + result.damping[name]
+            if spec.unit_norm:  # the candidates are normalised in the same metric at scoring
+                q_a, q_s = rotations[name]
+                result.metric[name] = {
+                    names.METRIC_ROTATION_A: q_a,
+                    names.METRIC_ROTATION_S: q_s,
+                    names.METRIC_DENOMINATOR: denominators[name],
+                }
+    home = input_device(model)
     parts: dict[str, list[dict]] = {name: [] for name in layers}
     for batch in tqdm(batches, desc="precondition queries", disable=not progress, unit="batch"):
         grads = query_gradients(model, layers, batch, rotations, dtype)
-        if spec.unit_norm:
-            norm = torch.sqrt(sum(g.square().sum((1, 2)).to(home) for g in grads.values()))  # (Q,)
+        if spec.unit_norm:  # ‖g‖, or with a curvature ‖(G + λ)^{-1/2} g‖ = sqrt(Σ g̃² / (Λ + λ)) in the eigenbasis
+            scale = {name: denominators.get(name, 1.0) for name in grads}
+            norm = torch.sqrt(sum((g.square() / scale[name]).sum((1, 2)).to(home) for name, g in grads.items()))  # (Q,)
             grads = {name: g / norm.clamp(min=1e-30).to(g.device)[:, None, None] for name, g in grads.items()}
         for name in list(grads):
             grad = grads.pop(name)  # drop each raw gradient as soon as it is preconditioned
             if needs_factors:
-                lam = correction.mean(name, names.EIGENVALUE_CORRECTION) if spec.curvature == "ekfac" else None
-                curvature = curvature_eigenvalues(spec.curvature, eigen[name], lam, tokens_per_sequence)
-                curvature = curvature.to(dtype=dtype, device=grad.device)
-                result.damping[name] = damping.for_layer(curvature)
-                grad = grad / (curvature + result.damping[name])  # still in the eigenbasis
+                grad = grad / denominators[name]  # still in the eigenbasis
             if not torch.isfinite(grad).all():  # else the rank-r SVD fails with a LinAlgError naming nothing
                 raise FloatingPointError(
                     f"layer {name}: the preconditioned query gradient has NaN or Inf values; "

@@ -168,7 +168,7 @@ def refine_queries(
         logger.info(refinement.describe())
     groups = {name: i for i, name in enumerate(layers)} if settings.block_diagonal else dict.fromkeys(layers, 0)
     parts: dict[str, list] = {name: [] for name in layers}
-    for b in _query_chunks(model, layers, query_batches, settings.query_chunk, dtype, progress, inverse.rotations):
+    for b in query_chunks(model, layers, query_batches, settings.query_chunk, dtype, progress, inverse.rotations):
         x = inverse(b)  # the EK-FAC solution: ekfac_cg at 0 steps
         if refinement is not None:
             operator = DampedFisher(refinement, inverse.damping, groups)
@@ -211,7 +211,7 @@ def _steps_to(bar, callback, rotations):
     return on_step
 
 
-def _query_chunks(model, layers, query_batches, chunk: int | None, dtype, progress, rotations) -> Iterator[Vector]:
+def query_chunks(model, layers, query_batches, chunk: int | None, dtype, progress, rotations) -> Iterator[Vector]:
     """Query gradients in the eigenbasis {layer: (Q_c, d_out, d_in)}, whole query batches at a time, ≥ `chunk`
     queries each (all of them if None): the CG state is about six full-rank copies of a chunk."""
     pending: dict[str, list] = {name: [] for name in layers}

@@ -71,9 +71,35 @@ def gram_norm2(a, g) -> torch.Tensor:
     return ((g @ g.transpose(1, 2)) * (a @ a.transpose(1, 2))).sum((1, 2))
 
 
+def metric_norm2(a, g, metric: dict) -> torch.Tensor:
+    """‖(G + λ)^{-1/2} Σ_t g_t a_tᵀ‖² in the damped EK-FAC metric = Σ (Q_Sᵀ G Q_A)² / (Λ + λ): (B,)."""
+    rotated_a, rotated_g = a @ metric[names.METRIC_ROTATION_A], g @ metric[names.METRIC_ROTATION_S]
+    denominator = metric[names.METRIC_DENOMINATOR]
+    return torch.cat([(grad.square() / denominator).sum((1, 2)) for grad in sequence_gradients(rotated_g, rotated_a)])
+
+
+def _candidate_norms(pres: list[Preconditioned], devices, dtype) -> list:
+    """Per variant: None (no normalisation), "euclidean" (cosine) or its metric on the layers' devices (ekfac_cosine)."""
+    out = []
+    for pre in pres:
+        if not estimators.get(pre.estimator).unit_norm:
+            out.append(None)
+        elif estimators.get(pre.estimator).curvature is None:
+            out.append("euclidean")
+        elif not pre.metric:
+            raise ValueError(
+                f"the preconditioned queries of {pre.estimator!r} lack the candidates' metric; recompute them."
+            )
+        else:
+            out.append(
+                {m: {k: t.to(dtype=dtype, device=devices[m]) for k, t in f.items()} for m, f in pre.metric.items()}
+            )
+    return out
+
+
 def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dtype, desc, progress, max_tokens):
-    """Yield per micro-batch and variant: {layer: contributions}, and the candidates' gradient norms (B,)
-    when a variant needs them (cosine)."""
+    """Yield per micro-batch and variant: {layer: contributions}, and the candidates' norms (B,) per variant
+    (None for a variant that is not unit-normalised)."""
     devices, home = layer_devices(layers), input_device(model)
     max_tokens = micro_batch_tokens(model, max_tokens)
     factor_sets = []
@@ -84,9 +110,9 @@ def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dt
         factor_sets.append(
             {m: {k: t.to(dtype=dtype, device=devices[m]) for k, t in pre.layers[m].items()} for m in layers}
         )
-    want_norm = any(estimators.get(pre.estimator).unit_norm for pre in pres)
+    kinds = _candidate_norms(pres, devices, dtype)
     contributions: list[dict] = [{} for _ in pres]
-    norms: dict = {}
+    norms: list[dict] = [{} for _ in pres]
 
     def on_pair(name, a, g):
         variants = [factors[name] for factors in factor_sets]
@@ -96,15 +122,22 @@ def _run(model, layers, pres: list[Preconditioned], batches, per_token: bool, dt
             values = _sequence_scores(a, g, variants)
         for out, value in zip(contributions, values):
             out[name] = value.to(home)  # one device for the sums over layers
-        if want_norm:
-            norms[name] = gram_norm2(a, g).to(home)
+        euclidean = None
+        for kind, out in zip(kinds, norms):
+            if kind == "euclidean":
+                euclidean = gram_norm2(a, g).to(home) if euclidean is None else euclidean
+                out[name] = euclidean
+            elif kind is not None:
+                out[name] = metric_norm2(a, g, kind[name]).to(home)
 
     with LayerCapture(model, layers, on_pair, dtype) as capture:
         for batch in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
             for micro in split_batch(batch, max_tokens):
                 capture.run(micro)
-                norm = torch.sqrt(sum(norms.values())) if want_norm else None  # (B,)
-                yield [dict(c) for c in contributions], norm
+                yield (
+                    [dict(c) for c in contributions],
+                    [torch.sqrt(sum(n.values())) if kind is not None else None for kind, n in zip(kinds, norms)],
+                )
 
 
 def score_many(
@@ -119,12 +152,12 @@ def score_many(
     """`score_candidates` for several preconditioned query sets (estimators, ranks) in one model pass."""
     labels = list(pres)
     per_layer: dict[str, list] = {label: [] for label in labels}
-    for variants, norm in _run(
+    for variants, norms in _run(
         model, layers, list(pres.values()), batches, False, dtype, "scores", progress, max_tokens
     ):
-        for label, contributions in zip(labels, variants):
+        for label, contributions, norm in zip(labels, variants, norms):
             stacked = torch.stack([contributions[name] for name in layers], dim=-1)  # (B, Q, L)
-            if estimators.get(pres[label].estimator).unit_norm:
+            if norm is not None:
                 stacked = stacked / norm.clamp(min=1e-30)[:, None, None]
             if not torch.isfinite(stacked).all():
                 raise FloatingPointError("a candidate's score is NaN or Inf; check the model and factors.")
@@ -176,7 +209,7 @@ def token_scores(
 ) -> list[torch.Tensor]:
     """Per-token influence (T_i, Q) of each candidate, padding removed; sums to its total score."""
     out = []
-    for (contributions,), norm in _run(
+    for (contributions,), (norm,) in _run(
         model, layers, [pre], batches, True, dtype, "token scores", progress, max_tokens
     ):
         total = sum(contributions.values())  # (B, T, Q)

@@ -19,7 +19,8 @@ ORDER = {"spearman": 0, "relative_error": 1, "lds": 2, "qld": 3, "mrr": 5}
 
 
 def _gradient(estimator: str) -> bool:
-    return estimator in ESTIMATORS and ESTIMATORS[estimator].scope == "scoring"
+    row = ESTIMATORS.get(estimator)
+    return row is not None and (row.scope == "scoring" or row.curvature is not None)  # ekfac_matched too
 
 
 def _headline(table: pd.DataFrame, headline_damping: float) -> pd.DataFrame:

@@ -113,6 +113,39 @@ def test_cosine_scores_are_gradient_cosines(setup):
     assert scores.total.abs().max() <= 1 + 1e-9
 
 
+def test_unit_normalised_ekfac_scores_equal_dense_metric_cosines(setup, tmp_path):
+    """ekfac_cosine = ⟨H⁻¹q, g⟩ / (‖H^{-1/2}q‖ ‖H^{-1/2}g‖) with H the dense damped EK-FAC matrix (block-diagonal over
+    layers), through a save/load of the preconditioned artefact (the candidates' metric travels with it)."""
+    from influence.engine import artefacts
+
+    pre = _precondition(setup, "ekfac_cosine")
+    path = tmp_path / "pre.safetensors"
+    artefacts.save_preconditioned(path, pre, "fp", {})
+    scores = score_candidates(setup["model"], setup["layers"], artefacts.load_preconditioned(path), setup["candidates"], **F64)
+    inverse_q, inverse_z, flat_q, flat_z = [], [], [], []
+    for name, grads in setup["query_grads"].items():
+        eig = setup["eigen"][name]
+        basis = torch.kron(eig[names.GRADIENT_EIGENVECTORS], eig[names.ACTIVATION_EIGENVECTORS])
+        lam = setup["correction"].mean(name, names.EIGENVALUE_CORRECTION)
+        dense = basis @ torch.diag(lam.flatten()) @ basis.T
+        candidates = setup["candidate_grads"][name]
+        inverse_q.append(solve(dense, 0.1 * lam.mean(), grads).flatten(1))
+        inverse_z.append(solve(dense, 0.1 * lam.mean(), candidates).flatten(1))
+        flat_q.append(grads.flatten(1))
+        flat_z.append(candidates.flatten(1))
+    inverse_q, inverse_z, flat_q, flat_z = (torch.cat(x, 1) for x in (inverse_q, inverse_z, flat_q, flat_z))
+    q_norm = (inverse_q * flat_q).sum(1).sqrt()  # ‖H^{-1/2} q‖
+    z_norm = (inverse_z * flat_z).sum(1).sqrt()
+    expected = (flat_z @ inverse_q.T) / z_norm[:, None] / q_norm[None, :]
+    torch.testing.assert_close(scores.total, expected, rtol=1e-8, atol=1e-10)
+    assert scores.total.abs().max() <= 1 + 1e-9  # a cosine in the metric
+    plain = score_candidates(setup["model"], setup["layers"], _precondition(setup, "ekfac"), setup["candidates"], **F64)
+    assert not torch.allclose(plain.total, scores.total)
+    with pytest.raises(ValueError, match="metric"):
+        pre.metric.clear()
+        score_candidates(setup["model"], setup["layers"], pre, setup["candidates"], **F64)
+
+
 @pytest.mark.parametrize("estimator,rank", [("ekfac", None), ("ekfac", 2), ("kfac", None), ("cosine", 3)])
 def test_token_scores_sum_to_sequence_scores(setup, estimator, rank):
     pre = _precondition(setup, estimator, rank)

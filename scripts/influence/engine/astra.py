@@ -1,0 +1,211 @@
+"""ekfac_astra: EK-FAC-preconditioned stochastic refinement toward the corpus's curvature (ASTRA, Wang et al. 2025).
+
+Each query's x = (G + λI)⁻¹ ∇L_q is refined by heavy-ball SGD on ½ xᵀ(G + λI)x − xᵀ∇L_q, from the EK-FAC
+solution (0 steps is `ekfac` exactly), every step preconditioned by the damped EK-FAC inverse:
+
+    r = (F_B + λ) x − q,   m ← μ m + P⁻¹ r,   x ← x − η m,   η ← η · decay every `lr_decay_interval` steps,
+
+where F_B is the Fisher of a fresh minibatch B of `batch_size` sequences drawn (seeded) from the pool: the
+whole corpus or a seeded sample of it, not the factors' fitting sample. With the true Fisher, each step's
+labels are sampled afresh from the model (batch_seed(seed, step)), so F_B is an unbiased one-sample estimate
+of the Gauss-Newton Hessian G of the pool's summed-sequence loss (E over labels of g gᵀ = Σ_t J_tᵀ H_t J_t);
+ekfac_cg instead solves exactly with one fixed label draw per sequence, a rank-≤ N matrix. bergson's ASTRA
+computes F_B v exactly by a forward-mode JVP per query and per step; here one model pass per step serves
+all queries (c = G_B vᵀ, F_B v = cᵀ G_B / b, as ekfac_cg's product), the source of the cost difference
+(benchmarks/bergson_astra.py). Defaults are ASTRA's, as bergson's example uses them: 300 steps, η 0.1,
+μ 0.9, minibatches of 16, η × 0.9 every 100 steps, EK-FAC's damping.
+
+The logged residual ‖(F_B + λ)x − q‖ / ‖q‖ is the minibatch's: it falls to the minibatch noise floor, not
+to 0; the iHVP accuracy (evaluation's ihvp_steps) is the measure of convergence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .batching import MAX_TOKENS, batch_seed
+from .cg import Vector, dot
+from .containers import FactorSums, Preconditioned
+from .data import pad_batch
+from .model import TrackedLayer
+from .precondition import Damping, final_form
+from .refine import DampedFisher, EkfacInverse, query_chunks
+from .refinement_set import RefinementSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Astra:
+    """ASTRA's settings (scoring.astra): steps, step size and its decay, momentum, minibatch size, the pool's
+    sampling seed, queries solved together (None: all; memory ≈ 4 full-rank copies of each)."""
+
+    steps: int = 300
+    lr: float = 0.1
+    momentum: float = 0.9
+    batch_size: int = 16
+    lr_decay: float = 0.9
+    lr_decay_interval: int = 100
+    seed: int = 0
+    query_chunk: int | None = None
+    log_every: int = 50
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> Astra:
+        """From scoring.astra; keys the solver does not take (n_sequences, damping: the pool and the caller's) and
+        missing keys are ignored / kept at the defaults."""
+        fields = {k: settings[k] for k in cls.__dataclass_fields__ if settings.get(k) is not None}
+        return cls(**fields)
+
+    def __post_init__(self):
+        if self.steps < 0 or self.batch_size < 1 or self.lr_decay_interval < 1:
+            raise ValueError(
+                f"scoring.astra: steps must be ≥ 0, batch_size and lr_decay_interval ≥ 1; got steps {self.steps}, "
+                f"batch_size {self.batch_size}, lr_decay_interval {self.lr_decay_interval}."
+            )
+        if not self.lr > 0 or not 0 <= self.momentum < 1 or not 0 < self.lr_decay <= 1:
+            raise ValueError(
+                f"scoring.astra: lr must be > 0, momentum in [0, 1), lr_decay in (0, 1]; got lr {self.lr}, "
+                f"momentum {self.momentum}, lr_decay {self.lr_decay}."
+            )
+
+
+def pool_rows(batches: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
+    """The pool's sequences as (ids, labels), padding stripped, so minibatches can be drawn row by row."""
+    rows = []
+    for batch in batches:
+        for ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
+            length = int(mask.sum())
+            if length:
+                rows.append((ids[:length].tolist(), labels[:length].tolist()))
+    return rows
+
+
+class Minibatches:
+    """Step s's minibatch: `batch_size` rows of the pool drawn without replacement (seeded by seed and s), padded;
+    the whole pool when it has no more rows than that (then the product is deterministic under empirical labels)."""
+
+    def __init__(self, rows, batch_size: int, seed: int):
+        if not rows:
+            raise ValueError("ekfac_astra needs a non-empty pool of corpus sequences.")
+        self.rows, self.size, self.seed = rows, min(batch_size, len(rows)), seed
+
+    def __call__(self, step: int) -> dict:
+        if self.size == len(self.rows):
+            chosen = range(len(self.rows))
+        else:
+            chosen = np.random.default_rng([self.seed, step]).choice(len(self.rows), self.size, replace=False)
+        picked = [self.rows[i] for i in sorted(chosen)]
+        return pad_batch([ids for ids, _ in picked], [labels for _, labels in picked])
+
+
+def astra_queries(
+    model,
+    layers: dict[str, TrackedLayer],
+    query_ids: list[str],
+    query_batches: Sequence[dict],
+    pool_batches: Sequence[dict],
+    eigen: dict,
+    correction: FactorSums,
+    damping: Damping = Damping(),
+    settings: Astra = Astra(),
+    fisher: str = "true",
+    rank: int | None = None,
+    dtype=torch.float32,
+    max_tokens: int | str | None = MAX_TOKENS,
+    progress: bool = True,
+    logger: logging.Logger | None = None,
+    callback=None,
+) -> Preconditioned:
+    """Every query's gradient times (G_pool + λI)⁻¹ by EK-FAC-preconditioned heavy-ball SGD on minibatches of the
+    pool, rank-r afterwards if `rank`. `callback(step, x, residual)` sees every iterate in parameter space."""
+    logger = logger or log
+    if eigen is None or correction is None:
+        raise ValueError("estimator 'ekfac_astra' needs the eigendecomposition and the eigenvalue correction.")
+    inverse = EkfacInverse(layers, eigen, correction, damping, dtype)
+    result = Preconditioned(list(query_ids), "ekfac_astra", rank, damping=dict(inverse.damping))
+    draw = Minibatches(pool_rows(pool_batches), settings.batch_size, settings.seed)
+    logger.info(
+        "ekfac_astra: %d steps over minibatches of %d of the pool's %d sequences (%s Fisher, labels drawn afresh "
+        "every step), lr %g × %g every %d steps, momentum %g",
+        settings.steps,
+        draw.size,
+        len(draw.rows),
+        fisher,
+        settings.lr,
+        settings.lr_decay,
+        settings.lr_decay_interval,
+        settings.momentum,
+    )
+    parts: dict[str, list] = {name: [] for name in layers}
+    chunks = query_chunks(model, layers, query_batches, settings.query_chunk, dtype, progress, inverse.rotations)
+    for b in chunks:
+        x = _iterate(model, layers, b, inverse, draw, settings, fisher, dtype, max_tokens, progress, logger, callback)
+        del b
+        for name in layers:
+            parts[name].append(final_form(x.pop(name), inverse.rotations[name], rank))  # back from the eigenbasis
+    for name, pieces in parts.items():
+        result.layers[name] = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
+    return result
+
+
+def _iterate(
+    model, layers, b, inverse, draw, settings, fisher, dtype, max_tokens, progress, logger, callback
+) -> Vector:
+    """The heavy-ball iteration for one chunk of queries {layer: (Q, d_out, d_in)} in the Kronecker eigenbasis."""
+    groups = dict.fromkeys(layers, 0)
+    b_norm = dot(b, b, groups, 1).sqrt()[:, 0].clamp(min=1e-300)
+    x = inverse(b)  # the EK-FAC solution: step 0
+    momentum = {name: torch.zeros_like(t) for name, t in x.items()}
+    lr, history = settings.lr, []
+    _report(callback, 0, x, inverse.rotations, None)
+    bar = tqdm(range(settings.steps), desc="ekfac_astra", disable=not progress, unit="step")
+    for step in bar:
+        if step > 0 and step % settings.lr_decay_interval == 0:
+            lr *= settings.lr_decay
+        minibatch = RefinementSet(
+            model,
+            layers,
+            [draw(step)],
+            fisher,
+            batch_seed(settings.seed, step),  # fresh labels every step
+            dtype,
+            0,
+            max_tokens,
+            mode="recompute",
+            progress=False,
+            rotations=inverse.rotations,
+        )
+        product = DampedFisher(minibatch, inverse.damping, groups)(x)
+        residual = {name: product[name] - b[name] for name in b}
+        del product
+        relative = dot(residual, residual, groups, 1).sqrt()[:, 0] / b_norm  # (Q,)
+        if not torch.isfinite(relative).all():
+            raise FloatingPointError(
+                f"ekfac_astra step {step}: the residual is NaN or Inf; lower scoring.astra.lr (now {settings.lr}) "
+                "or check the factors and the damping."
+            )
+        history.append(float(relative.max()))
+        direction = inverse(residual)
+        for name in x:
+            momentum[name].mul_(settings.momentum).add_(direction[name])
+            x[name].sub_(momentum[name], alpha=lr)
+        del residual, direction
+        bar.set_postfix(residual=f"{history[-1]:.3g}")
+        if step % settings.log_every == 0 or step == settings.steps - 1:
+            logger.info("ekfac_astra step %d: max relative minibatch residual %.4g, lr %.4g", step, history[-1], lr)
+        _report(callback, step + 1, x, inverse.rotations, relative)
+    bar.close()
+    return x
+
+
+def _report(callback, step, x, rotations, residual) -> None:
+    if callback:
+        back = {name: rotations[name][1] @ t @ rotations[name][0].T for name, t in x.items()}
+        callback(step, back, residual)
