@@ -1,7 +1,16 @@
-"""bergson 2.5.1's ASTRA-CG (EK-FAC-preconditioned CG, one query at a time) next to our batched ekfac_cg.
+"""bergson 2.5.1's ASTRA (one query at a time) next to our batched refiners: its CG solver against ekfac_cg, its
+SGD solver (ASTRA proper) against ekfac_astra.
 
-    python -m benchmarks.bergson_astra                       # tiny GPT-2, 4 queries, 20 steps, 96 documents
+    python -m benchmarks.bergson_astra                       # CG: tiny GPT-2, 4 queries, 20 steps, 96 documents
+    python -m benchmarks.bergson_astra --solver sgd --steps 300 --queries 8   # ASTRA's SGD at its defaults
     python -m benchmarks.bergson_astra --steps 5 --documents 32 --queries 2
+
+SGD: ``AstraConfig(solver="sgd", num_steps=steps, lr=0.1, momentum=0.9, batch_size=16, lr_decay=0.9,
+lr_decay_interval=100)`` (bergson's example) against ``Astra`` with the same values: every step a random batch of
+16 documents; bergson draws its batches per query and forms the exact Gauss-Newton product of each query's
+iterate by a forward-mode JVP; ours draws one batch per step for all queries and forms the sampled-label Fisher
+product from one backward pass (labels drawn afresh each step). Same start (the EK-FAC solution), same damping
+rule (0.1 × each layer's mean eigenvalue).
 
 bergson: factors fitted by its own collectors on the refinement documents (true Fisher, our label
 sampler, float32), query gradients and the EK-FAC start by its collector and preconditioner, then
@@ -95,9 +104,14 @@ def _cloning_astra():
     return CloningAstra
 
 
-def run_astra_cg(model, module_names, document_batches, query_batches, *, steps: int, output_dir: str) -> dict:
-    """bergson's ASTRA-CG for every query: seconds (factors, start, refinement), per-query seconds, and the
-    refined solutions {our module name: (Q, d_out, d_in + 1)} in float32."""
+SGD = dict(lr=0.1, momentum=0.9, batch_size=16, lr_decay=0.9, lr_decay_interval=100)  # ASTRA's, bergson's example
+
+
+def run_astra_cg(
+    model, module_names, document_batches, query_batches, *, steps: int, output_dir: str, solver: str = "cg"
+) -> dict:
+    """bergson's ASTRA (`solver` cg or sgd) for every query: seconds (factors, start, refinement), per-query
+    seconds, and the refined solutions {our module name: (Q, d_out, d_in + 1)} in float32."""
     from bergson.config.config import AstraConfig, IndexConfig, InversionConfig
     from bergson.data import create_index
     from bergson.hessians.astra import AstraPaths
@@ -138,7 +152,10 @@ def run_astra_cg(model, module_names, document_batches, query_batches, *, steps:
     initial = time.perf_counter() - start
     paths = AstraPaths(str(out / "query"), str(out / "init"), fitted.hessian_path, str(out / "refined"))
     data, _ = to_dataset(document_batches)
-    astra_cfg = AstraConfig(num_steps=steps, solver="cg", batch_size=len(data))
+    if solver == "cg":
+        astra_cfg = AstraConfig(num_steps=steps, solver="cg", batch_size=len(data))
+    else:
+        astra_cfg = AstraConfig(num_steps=steps, solver="sgd", **SGD)
     astra = _cloning_astra()(paths, index_cfg, inversion, astra_cfg, bmodel, data)
     start, cpu = time.perf_counter(), time.process_time()
     astra.run(range(n_queries))
@@ -167,15 +184,13 @@ def run_astra_cg(model, module_names, document_batches, query_batches, *, steps:
     )
 
 
-def run_ours(model, module_names, document_batches, query_batches, *, steps: int) -> dict | None:
-    """Our batched ekfac_cg at equal steps and set size, or None when influence.engine.refine is not merged."""
-    try:
-        from influence.engine.refine import Refine, refine_queries
-    except ImportError:
-        return None
+def run_ours(model, module_names, document_batches, query_batches, *, steps: int, solver: str = "cg") -> dict:
+    """Our batched ekfac_cg (solver cg) or ekfac_astra (sgd) at equal steps and documents."""
+    from influence.engine.astra import Astra, astra_queries
     from influence.engine.eigen import eigendecompose
     from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
     from influence.engine.model import select_layers
+    from influence.engine.refine import Refine, refine_queries
 
     layers = select_layers(model, "(" + "|".join(n.replace(".", r"\.") for n in module_names) + ")$")
     start = time.perf_counter()
@@ -185,19 +200,33 @@ def run_ours(model, module_names, document_batches, query_batches, *, steps: int
     factors = time.perf_counter() - start
     ids = [f"q{i}" for i in range(query_batches[0]["input_ids"].shape[0])]
     start, cpu = time.perf_counter(), time.process_time()
-    pre = refine_queries(
-        model,
-        layers,
-        ids,
-        query_batches,
-        document_batches,
-        eigen,
-        correction,
-        settings=Refine(steps=steps, tolerance=0.0),
-        fisher="true",
-        seed=0,
-        progress=False,
-    )
+    if solver == "cg":
+        pre = refine_queries(
+            model,
+            layers,
+            ids,
+            query_batches,
+            document_batches,
+            eigen,
+            correction,
+            settings=Refine(steps=steps, tolerance=0.0),
+            fisher="true",
+            seed=0,
+            progress=False,
+        )
+    else:
+        pre = astra_queries(
+            model,
+            layers,
+            ids,
+            query_batches,
+            document_batches,
+            eigen,
+            correction,
+            settings=Astra(steps=steps, **SGD),
+            fisher="true",
+            progress=False,
+        )
     refine, refine_cpu = time.perf_counter() - start, time.process_time() - cpu
     return dict(
         factors_s=factors, refine_s=refine, refine_cpu_s=refine_cpu, per_query_s=refine / len(ids), preconditioned=pre
@@ -220,35 +249,36 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--documents", type=int, default=96)
     parser.add_argument("--queries", type=int, default=4)
+    parser.add_argument(
+        "--solver", choices=("cg", "sgd"), default="cg", help="bergson's ASTRA solver (sgd: ASTRA's own)"
+    )
     parser.add_argument("--out", help="write the timings as JSON here")
     args = parser.parse_args()
     require("bergson")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     model, names, docs, queries = tiny_gpt2_workload(args.documents, args.queries)
     with tempfile.TemporaryDirectory() as tmp:
-        theirs = run_astra_cg(model, names, docs, queries, steps=args.steps, output_dir=tmp)
+        theirs = run_astra_cg(model, names, docs, queries, steps=args.steps, output_dir=tmp, solver=args.solver)
+    ours_name = {"cg": "ekfac_cg", "sgd": "ekfac_astra"}[args.solver]
     print(
-        f"bergson ASTRA-CG, {theirs['queries']} queries x {theirs['steps']} steps over {theirs['documents']} documents: "
+        f"bergson ASTRA-{args.solver.upper()}, {theirs['queries']} queries x {theirs['steps']} steps over {theirs['documents']} documents: "
         f"{theirs['refine_s']:.1f} s ({theirs['per_query_s']:.2f} s per query, "
         f"{theirs['refine_s'] / (theirs['queries'] * (theirs['steps'] + 1)):.2f} s per Gauss-Newton product "
         f"[steps + 1 per query], CPU {theirs['refine_cpu_s']:.1f} s); "
         f"factors {theirs['factors_s']:.1f} s, query gradients + EK-FAC start {theirs['start_s']:.2f} s"
     )
-    ours = run_ours(model, names, docs, queries, steps=args.steps)
+    ours = run_ours(model, names, docs, queries, steps=args.steps, solver=args.solver)
     timings = {k: v for k, v in theirs.items() if k != "solutions"}
-    if ours is None:
-        print("ours: influence.engine.refine is not on this branch yet; merge main and rerun for the side-by-side.")
-    else:
-        print(
-            f"ours ekfac_cg, all {theirs['queries']} queries at once: {ours['refine_s']:.2f} s, CPU {ours['refine_cpu_s']:.1f} s "
-            f"({ours['per_query_s']:.3f} s per query); bergson / ours per query = "
-            f"{theirs['per_query_s'] / ours['per_query_s']:.1f}x"
-        )
-        timings["ours"] = {k: v for k, v in ours.items() if k != "preconditioned"}
-        cosines = solution_cosines(theirs["solutions"], ours["preconditioned"])
-        print("cosine of the refined solutions (bergson: exact Gauss-Newton; ours: F with sampled labels), per query:")
-        print("  " + ", ".join(f"{c:.3f}" for c in cosines))
-        timings["solution_cosines"] = cosines
+    print(
+        f"ours {ours_name}, all {theirs['queries']} queries at once: {ours['refine_s']:.2f} s, CPU {ours['refine_cpu_s']:.1f} s "
+        f"({ours['per_query_s']:.3f} s per query); bergson / ours per query = "
+        f"{theirs['per_query_s'] / ours['per_query_s']:.1f}x"
+    )
+    timings["ours"] = {k: v for k, v in ours.items() if k != "preconditioned"}
+    cosines = solution_cosines(theirs["solutions"], ours["preconditioned"])
+    print("cosine of the refined solutions (bergson: exact Gauss-Newton; ours: F with sampled labels), per query:")
+    print("  " + ", ".join(f"{c:.3f}" for c in cosines))
+    timings["solution_cosines"] = cosines
     if args.out:
         Path(args.out).write_text(json.dumps(timings, indent=1))
 

@@ -141,7 +141,7 @@ FACTOR_FILES = {names.EIGEN_INPUT: "eigen.safetensors", names.CORRECTION_INPUT: 
 
 def factor_files(wildcards, estimator: str) -> dict:
     """The factor files an estimator's registry row asks for (EK-FAC: eigenbasis and Λ; identity: none);
-    ekfac_cg also reads its refinement sequences from the tokenised corpus."""
+    a refining estimator (ekfac_cg, ekfac_astra) also reads its sequences from the tokenised corpus."""
     inputs = {key: f"{factors_dir(wildcards)}/{FACTOR_FILES[key]}" for key in estimators.factor_inputs(estimator)}
     if estimators.get(estimator).refines:
         corpus = f"{model_run(wildcards)}/corpus"
@@ -149,19 +149,26 @@ def factor_files(wildcards, estimator: str) -> dict:
     return inputs
 
 
-def refine_params(wildcards=None) -> dict:
-    """ekfac_cg's settings, and the fitting sample and labels its refinement sequences are drawn like;
-    empty for a setting whose estimator does not refine, so changing them reruns only ekfac_cg jobs."""
-    if wildcards is not None and not estimators.get(PARAMS_OF[wildcards.setting]["estimator"]).refines:
-        return {}
-    refine = config["scoring"]["refine"]
-    fitting = {**FITTING_SAMPLE, "n_sequences": refine["n_sequences"] or FITTING_SAMPLE["n_sequences"]}
-    return {**refine, "fitting": fitting, "fisher": FISHER}
+def refine_params(wildcards=None, used=None) -> dict:
+    """The refining estimators' settings, only for those used (the setting's estimator, or `used`), so changing
+    one reruns only its jobs: ekfac_cg's (scoring.refine, with the fitting sample and labels its refinement
+    sequences are drawn like) and ekfac_astra's (scoring.astra, under `astra`, with the Fisher)."""
+    if wildcards is not None:
+        used = [PARAMS_OF[wildcards.setting]["estimator"]]
+    kinds = {estimators.get(e).refines for e in used or ()}
+    out = {}
+    if "cg" in kinds:
+        refine = config["scoring"]["refine"]
+        fitting = {**FITTING_SAMPLE, "n_sequences": refine["n_sequences"] or FITTING_SAMPLE["n_sequences"]}
+        out.update(refine, fitting=fitting, fisher=FISHER)
+    if "astra" in kinds:
+        out["astra"] = {**config["scoring"]["astra"], "fisher": FISHER}
+    return out
 
 
 def sample_refine_params() -> dict:
-    """refine_params for the sample analyses: only when one of their estimators refines."""
-    return refine_params() if any(estimators.get(e).refines for e in config["analysis"]["estimators"]) else {}
+    """refine_params for the sample analyses' estimators."""
+    return refine_params(used=config["analysis"]["estimators"])
 
 
 def sample_factor_inputs(wildcards) -> dict:

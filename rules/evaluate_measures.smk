@@ -28,8 +28,8 @@ rule fact_scores:
 
 
 rule ihvp_accuracy:
-    """EK-FAC, EK-FAC + CG, K-FAC, identity and LiSSA influence against the exact damped-Fisher influence on the
-    tiny model, and EK-FAC + CG's accuracy after every CG step."""
+    """EK-FAC, EK-FAC + CG, EK-FAC + ASTRA, K-FAC, identity and LiSSA influence against the exact damped-Fisher
+    influence on the tiny model, and the refiners' accuracy after every step."""
     input:
         model=f"{EVAL_SEED}/tiny/model",
         documents=rules.planted_corpus.output.documents,
@@ -51,6 +51,7 @@ rule ihvp_accuracy:
         **model_params(),
         ihvp=ihvp_settings(),
         refine=config["scoring"]["refine"],
+        astra=config["scoring"]["astra"],
         max_tokens=EVAL_SETTINGS["max_tokens"],
         batch_size=EVAL_SETTINGS["scoring"]["batch_size"],
     script:
@@ -90,8 +91,8 @@ rule evaluation_summary:
 
 
 rule ihvp_steps_figure:
-    """EK-FAC + CG's Spearman ρ and relative error against the exact influence after every CG step, per damping, and
-    against the refinement set's size."""
+    """EK-FAC + CG's and EK-FAC + ASTRA's Spearman ρ and relative error against the exact influence after every step,
+    per damping, and EK-FAC + CG's against the refinement set's size."""
     input:
         steps=eval_outputs("tiny/ihvp_steps.parquet"),
         subsets=eval_outputs("tiny/ihvp_subsets.parquet"),

@@ -1,5 +1,5 @@
-"""Rule ihvp_accuracy: EK-FAC, EK-FAC + CG, K-FAC, identity and LiSSA scores against the exact damped-Fisher influence,
-and EK-FAC + CG's accuracy after every CG step."""
+"""Rule ihvp_accuracy: EK-FAC, EK-FAC + CG, EK-FAC + ASTRA, K-FAC, identity and LiSSA scores against the exact
+damped-Fisher influence, and the refiners' accuracy after every step."""
 
 from influence.engine import files
 from influence.engine.data import iter_batches, query_batches
@@ -32,6 +32,7 @@ with rule_log(smk.log[0], "ihvp_accuracy", seed=smk.wildcards.seed, **smk.params
         {**smk.params.refine, "record_steps": settings["cg_steps"]},
         subset_fractions=settings["refine_fractions"],
         subset_damping=settings["headline_damping"],
+        astra=smk.params.astra,
     )
     files.write_table(table, smk.output.table)
     files.write_table(steps, smk.output.steps)

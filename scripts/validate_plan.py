@@ -36,14 +36,14 @@ with rule_log(smk.log[0], "validate_plan", **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
     curvature = artefacts.load_curvature({k: smk.input[k] for k in smk.input.keys()}, digest)
-    refining = [m for m in methods if plan.signed(m) and estimators.get(m).refines]  # one refinement set for all
-    refinement = refinement_for(refining[0], smk.params.refine, corpus_dir) if refining else None
+    refining = [m for m in methods if plan.signed(m) and estimators.get(m).refines]
+    refinements = {m: refinement_for(m, smk.params.refine, corpus_dir) for m in refining}
     options = dict(
         damping=smk.params.damping,
         rank=smk.params.rank,
         batch_size=smk.params.batch_size,
         seed=settings["seed"],
-        refinement=refinement,
+        refinements=refinements,
         logger=log,
     )
     scores = method_scores(model, layers, tokenizer, queries, store, candidates, curvature, methods, options)

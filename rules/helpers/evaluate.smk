@@ -65,10 +65,15 @@ def finetuned_retrain_difficulties(chosen) -> list:
 
 
 def eval_scoring(wildcards) -> dict:
-    """The evaluation's scoring settings for one model; `refine` (scoring.refine) only where ekfac_cg is scored."""
+    """The evaluation's scoring settings for one model; `refine` (scoring.refine) and `astra` (scoring.astra) only
+    where the refining estimators ekfac_cg and ekfac_astra are scored (evaluation.scoring.cg_models)."""
     settings = dict(EVAL_SETTINGS["scoring"])
-    refine = config["scoring"]["refine"] if wildcards.model in settings.pop("cg_models") else None
-    return {**settings, "refine": refine}
+    refining = wildcards.model in settings.pop("cg_models")
+    return {
+        **settings,
+        "refine": config["scoring"]["refine"] if refining else None,
+        "astra": config["scoring"]["astra"] if refining else None,
+    }
 
 
 def eval_outputs(pattern, models=False):

@@ -17,5 +17,5 @@ def validation_estimators() -> list:
 
 
 def validation_refine_params() -> dict:
-    """refine_params when one of the compared estimators refines (ekfac_cg), else nothing."""
-    return refine_params() if any(estimators.get(e).refines for e in validation_estimators()) else {}
+    """refine_params of the compared estimators that refine (ekfac_cg, ekfac_astra); empty when none does."""
+    return refine_params(used=validation_estimators())

@@ -182,9 +182,9 @@ def _iterate(
             progress=False,
             rotations=inverse.rotations,
         )
-        product = DampedFisher(minibatch, inverse.damping, groups)(x)
-        residual = {name: product[name] - b[name] for name in b}
-        del product
+        residual = DampedFisher(minibatch, inverse.damping, groups)(x)  # (F_B + λ) x, then − q in place
+        for name in residual:
+            residual[name].sub_(b[name])
         relative = dot(residual, residual, groups, 1).sqrt()[:, 0] / b_norm  # (Q,)
         if not torch.isfinite(relative).all():
             raise FloatingPointError(
@@ -192,11 +192,11 @@ def _iterate(
                 "or check the factors and the damping."
             )
         history.append(float(relative.max()))
-        direction = inverse(residual)
-        for name in x:
-            momentum[name].mul_(settings.momentum).add_(direction[name])
+        for name in x:  # m ← μ m + P⁻¹ r, x ← x − η m; the residual's memory holds P⁻¹ r (four full-rank copies)
+            direction = residual[name].div_(inverse.denominators[name])
+            momentum[name].mul_(settings.momentum).add_(direction)
             x[name].sub_(momentum[name], alpha=lr)
-        del residual, direction
+        del residual
         bar.set_postfix(residual=f"{history[-1]:.3g}")
         if step % settings.log_every == 0 or step == settings.steps - 1:
             logger.info("ekfac_astra step %d: max relative minibatch residual %.4g, lr %.4g", step, history[-1], lr)

@@ -95,7 +95,7 @@ class DampedFisher:
                 out[name].view(out[name].shape[0], -1).addmm_(c.T, flat)  # (Q, P_l) += Σ_n c_nq g_n
         self.products += 1
         n = self.refinement.n_sequences
-        return {name: out[name] / n + self.damping[name] * v[name] for name in v}
+        return {name: out[name].div_(n).add_(v[name], alpha=self.damping[name]) for name in v}  # in place: one copy
 
 
 class EkfacInverse:

@@ -1,10 +1,11 @@
 """Every estimator's scores of a small corpus against every query, in memory: the evaluation's scorer.
 
-Influence estimators (every `scoring` row of the registry `engine.estimators`: EK-FAC, EK-FAC + CG, K-FAC,
-identity = gradient dot, cosine = gradient cosine, and any added later) run through the engine: factors
-fitted on the scored corpus itself (true Fisher; ekfac_cg refines on that corpus too, with the covariance's
-labels), queries preconditioned at rank r, one estimator at a time (a real model's preconditioned queries take
-GBs each). Baselines (the registry's `baseline` rows): RepSim in three representations, TF-IDF, BM25.
+Influence estimators (every `scoring` row of the registry `engine.estimators`: EK-FAC, EK-FAC + CG, EK-FAC +
+ASTRA, unit-normalised EK-FAC, K-FAC, identity = gradient dot, cosine = gradient cosine, and any added later)
+run through the engine: factors fitted on the scored corpus itself (true Fisher; ekfac_cg refines on that corpus
+too, with the covariance's labels; ekfac_astra draws its minibatches from it), queries preconditioned at rank r,
+one estimator at a time (a real model's preconditioned queries take GBs each), and `ekfac_matched`: EK-FAC at
+ekfac_astra's damping. Baselines (the registry's `baseline` rows): RepSim in three representations, TF-IDF, BM25.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine.api import Refinement, fit_ekfac, precondition
+from ..engine.astra import Astra
 from ..engine.data import iter_batches, query_batches
 from ..engine.estimators import BASELINES, ESTIMATORS, SCORING_ESTIMATORS
 from ..engine.precondition import Damping
@@ -25,33 +27,43 @@ QUERY_BATCH = 2
 
 
 def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int]], settings: dict) -> dict:
-    """{estimator: (Q, N) scores} for the engine's estimators; settings: batch_size, seed, damping, query_rank,
-    refine (scoring.refine, the refinement set being the corpus; None skips ekfac_cg)."""
+    """{estimator: (Q, N) scores} for the engine's estimators and ekfac_matched; settings: batch_size, seed,
+    damping, query_rank, refine (scoring.refine, the refinement set being the corpus) and astra (scoring.astra,
+    the pool being the corpus); None skips the refining estimator (evaluation.scoring.cg_models)."""
     batches = list(iter_batches(sequences, settings["batch_size"], tokenizer.pad_token_id or 0))
     ekfac = fit_ekfac(model, layers, batches, "true", settings["seed"])
     q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
     ids, out = [q.id for q in queries], {}
-    for estimator in SCORING_ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
-        refinement = None
-        if ESTIMATORS[estimator].refines:
-            if settings.get("refine") is None:
-                continue  # not scored on this model (evaluation.scoring.cg_models)
-            # one CG per 8 queries: one pass over the corpus per step serves them all; F has the covariance's labels
-            options = Refine.from_settings({"query_chunk": 8, **settings["refine"]})
-            refinement = Refinement(batches, options, "true", settings["seed"])
+    damping = Damping(**settings["damping"])
+    astra = settings.get("astra")
+    matched = Damping(**astra["damping"]) if astra and astra.get("damping") else damping
+
+    def scored(estimator, refinement=None, at=damping):
         pre = precondition(
             model,
             layers,
             ids,
             q_batches,
             estimator=estimator,
-            damping=Damping(**settings["damping"]),
+            damping=at,
             rank=settings["query_rank"],
             refinement=refinement,
             **ekfac.curvature(),
         )
-        out[estimator] = score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
-        del pre
+        return score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
+
+    for estimator in SCORING_ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
+        kind, refinement = ESTIMATORS[estimator].refines, None
+        if kind is not None and settings.get({"cg": "refine", "astra": "astra"}[kind]) is None:
+            continue  # not scored on this model (evaluation.scoring.cg_models)
+        if kind == "cg":  # one CG per 8 queries: one pass over the corpus per step serves them all
+            options = Refine.from_settings({"query_chunk": 8, **settings["refine"]})
+            refinement = Refinement(batches, options, "true", settings["seed"])  # F has the covariance's labels
+        elif kind == "astra":  # minibatches of the scored corpus, labels drawn afresh every step
+            refinement = Refinement(batches, Astra.from_settings(astra), "true", astra["seed"], matched)
+        out[estimator] = scored(estimator, refinement)
+    # EK-FAC at the refinement's damping: the same numbers as ekfac unless scoring.astra.damping differs
+    out["ekfac_matched"] = out["ekfac"] if matched == damping else scored("ekfac", at=matched)
     return out
 
 

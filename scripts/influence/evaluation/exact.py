@@ -25,7 +25,7 @@ from ..engine.hooks import per_sequence_gradients
 from ..engine.precondition import Damping, query_gradients
 from ..stats import spearman
 from .baselines import lissa
-from .ihvp_steps import PRECONDITIONERS, headline, scores_by_step
+from .ihvp_steps import PRECONDITIONERS, astra_scores_by_step, headline, scores_by_step
 
 
 def _flatten(grads: dict[str, torch.Tensor], layers) -> torch.Tensor:
@@ -172,6 +172,7 @@ def ihvp_accuracy(
     refine: dict | None = None,
     subset_fractions: Sequence[float] = (),
     subset_damping: float | None = None,
+    astra: dict | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(accuracy, accuracy of ekfac_cg by CG step, accuracy of ekfac_cg by refinement-set size), long tables.
 
@@ -183,7 +184,9 @@ def ihvp_accuracy(
     (the steps table's extent). by set size: at relative damping `subset_damping`, ekfac_cg (configured steps
     and preconditioner) refined on the first `fraction` of the fitting batches (the subset's own Fisher),
     against the same exact reference; columns fisher, damping, fraction, n_sequences, steps, query_id,
-    spearman, relative_error, with fraction 1 the accuracy table's ekfac_cg row.
+    spearman, relative_error, with fraction 1 the accuracy table's ekfac_cg row. `astra` (scoring.astra's
+    settings): ekfac_astra on minibatches of the fitting set, its last step the accuracy row, every step in the
+    by-step table (preconditioner "astra").
     """
     candidates = candidate_gradients(model, layers, candidate_batches)  # (N, P)
     queries = query_gradient_matrix(model, layers, query_batches)  # (Q, P)
@@ -242,6 +245,24 @@ def ihvp_accuracy(
                         subset_rows += _accuracy_rows(by_step[steps], truth, query_ids, extra)
                 for step, scores in by_step.items():
                     extra = {**key, "estimator": "ekfac_cg", "preconditioner": kind, "steps": step}
+                    for row, residual in zip(_accuracy_rows(scores, truth, query_ids, extra), residuals[step]):
+                        step_rows.append({**row, "relative_residual": float(residual)})
+            if astra is not None:
+                by_step, residuals = astra_scores_by_step(
+                    model,
+                    layers,
+                    query_batches,
+                    query_ids,
+                    candidates,
+                    fit_batches,
+                    (eigen, correction),
+                    damping,
+                    fisher,
+                    astra,
+                )
+                approx["ekfac_astra"] = by_step[max(by_step)]
+                for step, scores in by_step.items():
+                    extra = {**key, "estimator": "ekfac_astra", "preconditioner": "astra", "steps": step}
                     for row, residual in zip(_accuracy_rows(scores, truth, query_ids, extra), residuals[step]):
                         step_rows.append({**row, "relative_residual": float(residual)})
             for estimator, scores in approx.items():

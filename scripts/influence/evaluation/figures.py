@@ -192,8 +192,8 @@ DIFFICULTY_MARKERS = {"easy": "", "hard": "x"}  # the steps figure's lines: colo
 
 
 def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
-    """Spearman ρ and relative error of ekfac_cg against the exact influence vs CG steps, one line per damping,
-    one pair of panels per preconditioner."""
+    """Spearman ρ and relative error of ekfac_cg (one pair of panels per CG preconditioner) and ekfac_astra (its own
+    pair, preconditioner "astra") against the exact influence vs steps, one line per damping."""
     dampings = sorted(summary["damping"].unique())
     colours = dict(zip(dampings, [f"C{i}" for i in range(len(dampings))]))
     preconditioners = sorted(summary["preconditioner"].unique())
@@ -217,13 +217,19 @@ def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
                     label=label,
                 )
                 ax.fill_between(group["steps"], group["ci_low"], group["ci_high"], color=colours[damping], alpha=0.12)
-            ax.set_xlabel("CG steps from the EK-FAC solution")
+            solver = "ASTRA" if preconditioner == "astra" else "CG"
+            ax.set_xlabel(f"{solver} steps from the EK-FAC solution")
             ax.set_ylabel(labels[measure])
-            ax.set_title(f"preconditioner: {preconditioner}", fontsize=9)
+            title = (
+                "EK-FAC + ASTRA (EK-FAC-preconditioned SGD)"
+                if solver == "ASTRA"
+                else f"EK-FAC + CG, preconditioner: {preconditioner}"
+            )
+            ax.set_title(title, fontsize=9)
             if measure == "relative_error":
                 ax.set_yscale("log")
         axes[0].legend(fontsize=7)
-        fig.suptitle("EK-FAC + CG on the tiny model: accuracy against CG steps")
+        fig.suptitle("EK-FAC + CG and EK-FAC + ASTRA on the tiny model: accuracy against steps")
     rho = summary[summary["measure"] == "spearman"]
     parts = []
     for (difficulty, preconditioner, fisher, damping), line in rho.groupby(
@@ -233,15 +239,15 @@ def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
         reach = line[line >= 0.9]
         first = f"ρ ≥ 0.9 from step {int(reach.index.min())}" if len(reach) else "ρ < 0.9 at every step"
         parts.append(
-            f"{difficulty}, {preconditioner} preconditioner, {fisher} Fisher, λ = {damping:g}: ρ = {line.iloc[0]:.3f} at step 0 "
+            f"{difficulty}, {'ASTRA' if preconditioner == 'astra' else preconditioner + '-preconditioned CG'}, {fisher} "
+            f"Fisher, λ = {damping:g}: ρ = {line.iloc[0]:.3f} at step 0 "
             f"(EK-FAC), {line.iloc[-1]:.3f} after {int(line.index.max())} steps, {first}"
         )
     return (
-        "Spearman ρ and relative error of EK-FAC + CG's influence against the exact influence on the tiny model "
-        "after each CG step from the EK-FAC solution, with the damped EK-FAC inverse as CG's preconditioner and "
-        "without one; solid: true Fisher, dashed: empirical; mean over queries with 95% t intervals. "
-        + "; ".join(parts)
-        + "."
+        "Spearman ρ and relative error of EK-FAC + CG's and EK-FAC + ASTRA's influence against the exact influence on "
+        "the tiny model after each step from the EK-FAC solution (CG with the damped EK-FAC inverse as preconditioner "
+        "and without one; ASTRA's stochastic steps on minibatches, labels drawn afresh); solid: true Fisher, dashed: "
+        "empirical; mean over queries with 95% t intervals. " + "; ".join(parts) + "."
     )
 
 

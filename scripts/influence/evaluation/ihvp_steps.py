@@ -1,7 +1,10 @@
-"""ekfac_cg in the iHVP-accuracy evaluation: the scores of every CG iterate, so accuracy can be read against steps.
+"""ekfac_cg and ekfac_astra in the iHVP-accuracy evaluation: the scores of every iterate, so accuracy can be read
+against steps.
 
-The refinement set is the exact reference's fitting set with its labels (`seed` is the one the exact Fisher's
-labels are sampled with), so CG converges to the exact influence and the curve shows how fast.
+ekfac_cg's refinement set is the exact reference's fitting set with its labels (`seed` is the one the exact
+Fisher's labels are sampled with), so CG converges to the exact influence and the curve shows how fast.
+ekfac_astra draws its minibatches from the same set (the whole corpus here) with labels drawn afresh every step
+under the true Fisher, so it targets the expected Fisher, of which the one-draw exact reference is an estimate.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ..engine.astra import Astra, astra_queries
 from ..engine.precondition import Damping
 from ..engine.refine import PRECONDITIONERS, Refine, refine_queries
 from ..stats import t_interval
@@ -88,6 +92,48 @@ def scores_by_step(
     return scores, residuals
 
 
+def astra_scores_by_step(
+    model,
+    layers,
+    query_batches,
+    query_ids,
+    candidates: torch.Tensor,
+    pool_batches,
+    factors: tuple,
+    damping: float,
+    fisher: str,
+    settings: dict | None = None,
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """({step: (Q, N) scores}, {step: (Q,) relative minibatch residual}) of ekfac_astra (scoring.astra's settings)
+    at absolute damping λ, float64; step 0 is EK-FAC (its residual NaN: no minibatch seen yet)."""
+    eigen, correction = factors
+    scores, residuals = {}, {}
+
+    def keep(step, iterate, residual):
+        flat = torch.cat([iterate[name].flatten(1) for name in layers], dim=1)  # (Q, P)
+        scores[step] = flat @ candidates.T
+        residuals[step] = residual if residual is not None else torch.full((len(query_ids),), float("nan"))
+
+    astra_queries(
+        model,
+        layers,
+        query_ids,
+        query_batches,
+        pool_batches,
+        eigen,
+        correction,
+        Damping("absolute", damping),
+        Astra.from_settings(settings or {}),
+        fisher,
+        None,
+        torch.float64,
+        max_tokens=None,
+        progress=False,
+        callback=keep,
+    )
+    return scores, residuals
+
+
 def headline(settings: dict | None) -> tuple[int, str]:
     """The step and preconditioner whose scores are the ekfac_cg row of the accuracy table: the configured ones."""
     refine = refine_settings(settings)[0]
@@ -98,9 +144,11 @@ STEPS_COLUMNS = {
     "difficulty": "planted corpus (easy or hard)",
     "fisher": "true (labels sampled from the model) or empirical (the data's labels)",
     "damping": "λ relative to the exact Fisher's mean eigenvalue tr(F)/P",
-    "preconditioner": "CG's preconditioner: ekfac (damped EK-FAC inverse) or none (1/λ: plain CG)",
-    "steps": "CG steps from the EK-FAC solution (0 = EK-FAC)",
-    "measure": "spearman (ρ with the exact scores), relative_error (‖s − s*‖/‖s*‖) or relative_residual",
+    "preconditioner": "ekfac_cg's preconditioner: ekfac (damped EK-FAC inverse) or none (1/λ: plain CG); astra: "
+    "ekfac_astra's EK-FAC-preconditioned stochastic steps",
+    "steps": "CG or ASTRA steps from the EK-FAC solution (0 = EK-FAC)",
+    "measure": "spearman (ρ with the exact scores), relative_error (‖s − s*‖/‖s*‖) or relative_residual "
+    "(ASTRA: the step's minibatch residual)",
     "value": "mean over queries (and seeds)",
     "ci_low": "lower end of the 95% Student-t interval",
     "ci_high": "upper end of the 95% Student-t interval",

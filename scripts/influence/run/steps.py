@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from ..engine import estimators
 from ..engine.api import Refinement
+from ..engine.astra import Astra
 from ..engine.model import fingerprint, load_model, select_layers
+from ..engine.precondition import Damping
 from ..engine.refine import Refine
 from ..engine.sequences import TokenStore, fitting_sample, shard_bounds
 
@@ -43,15 +45,24 @@ def fitting_settings(params) -> dict:
 
 
 def refinement_for(estimator: str, refine: dict | None, corpus_dir) -> Refinement | None:
-    """The refinement set of a refining estimator (None for the others), drawn from `corpus_dir`.
+    """The sequences and settings of a refining estimator (None for the others), drawn from `corpus_dir`.
 
     ekfac_cg draws its refinement sequences as the factors' fitting sample is drawn (`refine` = the rule's
     refine params: scoring.refine, its `fitting` sample and `fisher`), with the covariance's label seeds, so
-    with the fitting sample itself F has exactly the factors' labels.
+    with the fitting sample itself F has exactly the factors' labels. ekfac_astra's pool is the whole corpus or
+    a seeded sample of scoring.astra.n_sequences (`refine["astra"]`), its minibatches drawn from it step by step.
     """
-    if not estimators.get(estimator).refines:
+    kind = estimators.get(estimator).refines
+    if kind is None:
         return None
-    if not refine or corpus_dir is None:
-        raise ValueError(f"estimator {estimator!r} needs the refine settings and the tokenised corpus.")
+    if not refine or corpus_dir is None or (kind == "astra" and "astra" not in refine):
+        raise ValueError(f"estimator {estimator!r} needs its refine settings and the tokenised corpus.")
+    if kind == "astra":
+        astra = refine["astra"]
+        store = TokenStore(corpus_dir)
+        pool = fitting_sample(store.table["seq_id"].tolist(), astra["n_sequences"], astra["seed"])
+        batches = [batch for _, batch in store.batches(pool, 64)]
+        damping = Damping(**astra["damping"]) if astra.get("damping") else None
+        return Refinement(batches, Astra.from_settings(astra), astra["fisher"], astra["seed"], damping)
     _, batches = fitting_batches(corpus_dir, refine["fitting"])
     return Refinement(batches, Refine.from_settings(refine), refine["fisher"], refine["fitting"]["seed"])

@@ -23,8 +23,8 @@ def method_scores(
 ) -> pd.DataFrame:
     """Long table method, query_id, seq_id, score over `candidates` (seq_ids of `store`, a TokenStore).
 
-    options: damping (mode, value), rank, batch_size, seed, refinement (a Refinement or None:
-    only a refining estimator uses it), logger.
+    options: damping (mode, value), rank, batch_size, seed, refinements ({method: Refinement} of the refining
+    estimators), logger.
     """
     query_ids = [q.id for q in queries]
     batches = query_batches(tokenizer, queries, QUERY_BATCH)  # full-rank gradients of QUERY_BATCH queries at once
@@ -49,7 +49,7 @@ def method_scores(
                 estimator=method,
                 damping=Damping(**options["damping"]),
                 rank=options["rank"],
-                refinement=options.get("refinement"),
+                refinement=options.get("refinements", {}).get(method),
                 logger=options.get("logger"),
                 **curvature,
             )

@@ -121,7 +121,9 @@ def test_unit_normalised_ekfac_scores_equal_dense_metric_cosines(setup, tmp_path
     pre = _precondition(setup, "ekfac_cosine")
     path = tmp_path / "pre.safetensors"
     artefacts.save_preconditioned(path, pre, "fp", {})
-    scores = score_candidates(setup["model"], setup["layers"], artefacts.load_preconditioned(path), setup["candidates"], **F64)
+    scores = score_candidates(
+        setup["model"], setup["layers"], artefacts.load_preconditioned(path), setup["candidates"], **F64
+    )
     inverse_q, inverse_z, flat_q, flat_z = [], [], [], []
     for name, grads in setup["query_grads"].items():
         eig = setup["eigen"][name]
