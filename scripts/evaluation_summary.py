@@ -6,7 +6,15 @@ from pathlib import Path
 from influence.engine import files
 from influence.evaluation import figures as eval_figures
 from influence.evaluation.measures import summarise
-from influence.evaluation.tables import accuracy_rows, ihvp_rows, lds_rows, pool_seeds, qld_rows, tracing_rows
+from influence.evaluation.tables import (
+    accuracy_rows,
+    ihvp_rows,
+    lds_rows,
+    paired_rows,
+    pool_seeds,
+    qld_rows,
+    tracing_rows,
+)
 from influence.evaluation.verdict import markdown_to_html, verdict
 from influence.inputs.queries import load_queries
 from influence.run.runlog import rule_log
@@ -39,7 +47,8 @@ with rule_log(smk.log[0], "evaluation_summary", **smk.params) as (log, stats):
             if len(outcomes):  # empty when the model's LDS is skipped (evaluation.finetune.retrains.lds_subsets 0)
                 cell += lds_rows(scores, subsets, outcomes, facts, seed, model)
         rows += pool_seeds(cell, difficulty)
-    table = summarise(pool_seeds(rows))
+    pooled = pool_seeds(rows)
+    table = summarise(pooled + paired_rows(pooled))
     files.write_table(table, smk.output.table)
     out = smk.output
     captions = {

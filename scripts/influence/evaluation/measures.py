@@ -56,8 +56,14 @@ def mrr(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return np.array([1.0 / r.min() if len(r) else np.nan for r in ranks_of_relevant(scores, relevant)])
 
 
+DIFFERENCE = "difference:"  # measure prefix of the paired differences (tables.paired_rows)
+
+
 def bounds(measure: str) -> tuple[float, float]:
     """The range a measure's values can take: intervals are clipped to it."""
+    if measure.startswith(DIFFERENCE):  # a paired difference of two estimators' values
+        low, high = bounds(measure[len(DIFFERENCE) :])
+        return low - high, high - low
     if measure in ("lds", "spearman"):
         return -1.0, 1.0
     if measure in ("mrr", "accuracy") or measure.startswith("recall_at_"):

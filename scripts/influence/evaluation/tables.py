@@ -14,9 +14,21 @@ from scipy.stats import rankdata
 
 from ..stats import bootstrap
 from .attribution import score_matrix
-from .measures import lds, mrr, recall_at_k
+from .measures import DIFFERENCE, lds, mrr, recall_at_k
 
 ALL = "all"
+# The paired comparisons the issue of refinement asks for: (a, b) gives the per-query a − b, bootstrapped over facts,
+# so each answers one question: does refinement help (at EK-FAC's damping, and at its own: ekfac_matched), does the
+# unit normalisation, does EK-FAC beat lexical matching.
+PAIRS = (
+    ("ekfac_astra", "ekfac"),
+    ("ekfac_astra", "ekfac_matched"),
+    ("ekfac_cg", "ekfac"),
+    ("ekfac_cosine", "ekfac"),
+    ("ekfac", "bm25"),
+    ("ekfac", "tfidf"),
+)
+PAIRED_MEASURES = ("lds", "qld", "mrr")  # with recall_at_<k>
 
 
 def mean_spearman(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -159,6 +171,44 @@ def qld_rows(qld: pd.DataFrame, seed: int, model: str = "tiny") -> list[dict]:
                 }
             )
     return rows
+
+
+def paired_rows(rows: list[dict]) -> list[dict]:
+    """Per-query differences a − b for each of PAIRS present on the same (difficulty, model, measure, variant),
+    measure `difference:<measure>`, estimator `a − b`, clustered by fact like their rows. Values are paired by
+    position when both rows list the same queries' clusters in the same order (LDS, recall, MRR), else by fact
+    when each fact appears once (QLD); otherwise the pair is skipped."""
+    index = {
+        (r.get("difficulty"), r["model"], r["measure"], r["estimator"], r["variant"]): r
+        for r in rows
+        if r.get("clusters") is not None and (r["measure"] in PAIRED_MEASURES or r["measure"].startswith("recall_at_"))
+    }
+    out = []
+    for (difficulty, model, measure, estimator, variant), row in index.items():
+        for a, b in PAIRS:
+            other = index.get((difficulty, model, measure, b, variant))
+            if estimator != a or other is None:
+                continue
+            mine, theirs = np.asarray(row["values"], float), np.asarray(other["values"], float)
+            clusters = np.asarray(row["clusters"])
+            if not np.array_equal(clusters, np.asarray(other["clusters"])):
+                unique = len(set(clusters)) == len(clusters) == len(set(other["clusters"]))
+                if not unique or set(clusters) != set(other["clusters"]):
+                    continue
+                position = {c: i for i, c in enumerate(other["clusters"])}
+                theirs = theirs[[position[c] for c in clusters]]
+            out.append(
+                {
+                    "difficulty": difficulty,
+                    "model": model,
+                    "measure": DIFFERENCE + measure,
+                    "estimator": f"{a} − {b}",
+                    "variant": variant,
+                    "values": mine - theirs,
+                    "clusters": clusters,
+                }
+            )
+    return out
 
 
 def pool_seeds(rows: list[dict], difficulty: str | None = None) -> list[dict]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine.estimators import ESTIMATORS
-from .measures import LEXICAL, MEASURE_WORDS, REFERENCE, describe, winners
+from .measures import DIFFERENCE, LEXICAL, MEASURE_WORDS, REFERENCE, describe, winners
 
 GROUND_TRUTH = ("lds", "qld", "mrr")  # with recall_at_<k>: the measures the tally and disagreements use
 LEARNED = 0.5  # original-query accuracy below which a model's counterfactual measures are flagged
@@ -24,7 +24,7 @@ def _gradient(estimator: str) -> bool:
 
 
 def _headline(table: pd.DataFrame, headline_damping: float) -> pd.DataFrame:
-    scored = table[~table["measure"].isin(["accuracy", "qld_raw"])]
+    scored = table[~table["measure"].isin(["accuracy", "qld_raw"]) & ~table["measure"].str.startswith(DIFFERENCE)]
     ihvp = scored["measure"].isin(["spearman", "relative_error"])
     return scored[
         (ihvp & scored["variant"].str.endswith(f"damping~{headline_damping:g}"))
@@ -111,8 +111,26 @@ def verdict(table: pd.DataFrame, headline_damping: float) -> str:
         for model, group in per_variant.groupby("model"):
             best = ", ".join(f"{w['variant']}: {w['best']} ({w['value']:.2f})" for _, w in group.iterrows())
             lines.append(f"Best recall per query variant on the {model} model: {best}.")
+        lines += _differences(table, difficulty)
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _differences(table: pd.DataFrame, difficulty: str) -> list[str]:
+    """One line per paired difference (all query variants): its mean, interval over facts, and what it says."""
+    rows = table[
+        (table["difficulty"] == difficulty) & table["measure"].str.startswith(DIFFERENCE) & (table["variant"] == "all")
+    ]
+    lines = []
+    for _, row in rows.iterrows():
+        low, high = row["ci_low"], row["ci_high"]
+        said = "interval includes 0" if not (low > 0 or high < 0) else ("above 0" if low > 0 else "below 0")
+        measure = row["measure"][len(DIFFERENCE) :].replace("recall_at_", "recall@")
+        lines.append(
+            f"- Paired, {row['model']}, {measure}: {row['estimator']} = {row['value']:.3f} "
+            f"[{low:.3f}, {high:.3f}] (n {int(row['n'])}; {said})."
+        )
+    return ["", "Paired differences (per query, bootstrap over facts):", *lines] if lines else []
 
 
 def markdown_to_html(text: str) -> str:

@@ -255,3 +255,35 @@ def test_vectorised_mean_spearman_equals_the_lds_mean():
     scores, actual = rng.normal(size=(5, 30)), rng.normal(size=(12, 5))
     actual[:, 2] = 1.0  # a constant query is left out, as lds() gives it NaN
     assert mean_spearman(masks @ scores.T, actual) == pytest.approx(np.nanmean(lds(scores, masks, actual)))
+
+
+def test_paired_differences_align_queries_and_skip_what_cannot_be_paired():
+    from influence.evaluation.measures import DIFFERENCE, summarise
+    from influence.evaluation.tables import paired_rows
+
+    def row(estimator, measure, values, clusters):
+        base = {"difficulty": "hard", "model": "finetuned", "variant": "all"}
+        return {
+            **base,
+            "measure": measure,
+            "estimator": estimator,
+            "values": np.array(values),
+            "clusters": np.array(clusters),
+        }
+
+    rows = [
+        row("ekfac", "lds", [0.5, 0.2, 0.1], ["0/a", "0/a", "0/b"]),
+        row("bm25", "lds", [0.1, 0.3, 0.1], ["0/a", "0/a", "0/b"]),
+        row("ekfac_astra", "qld", [2.0, 1.0], ["0/a", "0/b"]),
+        row("ekfac", "qld", [0.5, 1.5], ["0/b", "0/a"]),  # another order: paired by fact
+        row("ekfac_cosine", "mrr", [1.0], ["0/a"]),
+        row("ekfac", "mrr", [1.0, 0.5], ["0/a", "0/b"]),  # other queries: not paired
+    ]
+    out = {(r["measure"], r["estimator"]): r for r in paired_rows(rows)}
+    assert set(out) == {(DIFFERENCE + "lds", "ekfac − bm25"), (DIFFERENCE + "qld", "ekfac_astra − ekfac")}
+    np.testing.assert_allclose(out[DIFFERENCE + "lds", "ekfac − bm25"]["values"], [0.4, -0.1, 0.0])
+    np.testing.assert_allclose(out[DIFFERENCE + "qld", "ekfac_astra − ekfac"]["values"], [2.0 - 1.5, 1.0 - 0.5])
+    table = summarise(list(out.values()))
+    assert (
+        table.loc[table["measure"] == DIFFERENCE + "lds", "ci_low"].item() >= -2
+    )  # clipped to the range of a difference

@@ -36,8 +36,10 @@ def test_registry_rows_are_consistent():
         assert row.curvature in (None, "ekfac", "kfac")
         if row.curvature == "ekfac":  # EK-FAC's eigenvalues are the fitted correction
             assert names.CORRECTION_INPUT in row.factors
-        if row.scope != "scoring":
+        if row.scope == "baseline":
             assert not row.factors and row.curvature is None
+        if row.scope != "scoring" and row.factors:  # ekfac_matched only: EK-FAC scored at another damping
+            assert row.curvature == "ekfac" and row.refines is None and not row.unit_norm
     assert len({row.colour for row in estimators.ESTIMATORS.values()}) == len(estimators.ESTIMATORS)
     assert estimators.sort_key("ekfac") < estimators.sort_key("bm25") < estimators.sort_key("unknown")
 
