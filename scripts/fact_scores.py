@@ -21,7 +21,7 @@ with rule_log(smk.log[0], "fact_scores", model=smk.wildcards.model, seed=smk.wil
     texts = documents["text"].tolist()
     sequences = encode_texts(tokenizer, texts, smk.params.max_tokens)
     settings = {**smk.params.scoring, "seed": int(smk.wildcards.seed)}
-    scores = influence_scores(model, layers, tokenizer, queries, sequences, settings)
+    scores = influence_scores(model, layers, tokenizer, queries, sequences, settings, log)
     scores.update(baseline_scores(model, tokenizer, queries, texts, sequences, settings["batch_size"]))
     files.write_table(scores_long(scores, [q.id for q in queries], documents["seq_id"].tolist()), smk.output.scores)
     log_probs, correct = completion_stats(model, tokenizer, queries)

@@ -155,15 +155,46 @@ def astra_queries(
     return result
 
 
+# A run whose minibatch residual exceeds this multiple of its first has diverged (the step is too large for the
+# preconditioned minibatch curvature): it restarts from the EK-FAC solution at half the step, up to MAX_BACKOFFS times.
+DIVERGED = 100.0
+MAX_BACKOFFS = 6
+
+
 def _iterate(
     model, layers, b, inverse, draw, settings, fisher, dtype, max_tokens, progress, logger, callback
 ) -> Vector:
-    """The heavy-ball iteration for one chunk of queries {layer: (Q, d_out, d_in)} in the Kronecker eigenbasis."""
+    """The heavy-ball iteration for one chunk of queries {layer: (Q, d_out, d_in)} in the Kronecker eigenbasis,
+    restarted at half the step size when it diverges (logged): the fixed point does not depend on the step."""
+    for backoff in range(MAX_BACKOFFS + 1):
+        lr = settings.lr * 0.5**backoff
+        x, diverged_at = _run(
+            model, layers, b, inverse, draw, settings, lr, fisher, dtype, max_tokens, progress, logger, callback
+        )
+        if diverged_at is None:
+            return x
+        logger.warning(
+            "ekfac_astra diverged at step %d with lr %.4g (minibatch residual > %g × its first); restarting from the "
+            "EK-FAC solution at lr %.4g",
+            diverged_at,
+            lr,
+            DIVERGED,
+            lr / 2,
+        )
+    raise FloatingPointError(
+        f"ekfac_astra diverges even at lr {lr:.3g} ({MAX_BACKOFFS} halvings of scoring.astra.lr {settings.lr}): "
+        "check the factors and the damping (scoring.astra.damping), or lower scoring.astra.lr."
+    )
+
+
+def _run(model, layers, b, inverse, draw, settings, lr, fisher, dtype, max_tokens, progress, logger, callback):
+    """One run of `settings.steps` steps from the EK-FAC solution at step size `lr`: (x, None), or (None, step) at
+    the step it diverged."""
     groups = dict.fromkeys(layers, 0)
     b_norm = dot(b, b, groups, 1).sqrt()[:, 0].clamp(min=1e-300)
     x = inverse(b)  # the EK-FAC solution: step 0
     momentum = {name: torch.zeros_like(t) for name, t in x.items()}
-    lr, history = settings.lr, []
+    history = []
     _report(callback, 0, x, inverse.rotations, None)
     bar = tqdm(range(settings.steps), desc="ekfac_astra", disable=not progress, unit="step")
     for step in bar:
@@ -186,12 +217,10 @@ def _iterate(
         for name in residual:
             residual[name].sub_(b[name])
         relative = dot(residual, residual, groups, 1).sqrt()[:, 0] / b_norm  # (Q,)
-        if not torch.isfinite(relative).all():
-            raise FloatingPointError(
-                f"ekfac_astra step {step}: the residual is NaN or Inf; lower scoring.astra.lr (now {settings.lr}) "
-                "or check the factors and the damping."
-            )
         history.append(float(relative.max()))
+        if not torch.isfinite(relative).all() or history[-1] > DIVERGED * history[0]:
+            bar.close()
+            return None, step
         for name in x:  # m ← μ m + P⁻¹ r, x ← x − η m; the residual's memory holds P⁻¹ r (four full-rank copies)
             direction = residual[name].div_(inverse.denominators[name])
             momentum[name].mul_(settings.momentum).add_(direction)
@@ -202,7 +231,7 @@ def _iterate(
             logger.info("ekfac_astra step %d: max relative minibatch residual %.4g, lr %.4g", step, history[-1], lr)
         _report(callback, step + 1, x, inverse.rotations, relative)
     bar.close()
-    return x
+    return x, None
 
 
 def _report(callback, step, x, rotations, residual) -> None:

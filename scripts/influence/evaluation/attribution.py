@@ -26,10 +26,13 @@ from .baselines import bm25_scores, repsim_scores, tfidf_scores
 QUERY_BATCH = 2
 
 
-def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int]], settings: dict) -> dict:
+def influence_scores(
+    model, layers, tokenizer, queries, sequences: list[list[int]], settings: dict, logger=None
+) -> dict:
     """{estimator: (Q, N) scores} for the engine's estimators and ekfac_matched; settings: batch_size, seed,
     damping, query_rank, refine (scoring.refine, the refinement set being the corpus) and astra (scoring.astra,
-    the pool being the corpus); None skips the refining estimator (evaluation.scoring.cg_models)."""
+    the pool being the corpus); None skips the refining estimator (evaluation.scoring.cg_models). At rank r every
+    estimator's queries are kept (small) and scored in one pass over the corpus; at full rank one at a time."""
     batches = list(iter_batches(sequences, settings["batch_size"], tokenizer.pad_token_id or 0))
     ekfac = fit_ekfac(model, layers, batches, "true", settings["seed"])
     q_batches = query_batches(tokenizer, queries, batch_size=QUERY_BATCH)
@@ -38,8 +41,8 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
     astra = settings.get("astra")
     matched = Damping(**astra["damping"]) if astra and astra.get("damping") else damping
 
-    def scored(estimator, refinement=None, at=damping):
-        pre = precondition(
+    def preconditioned(estimator, refinement=None, at=damping):
+        return precondition(
             model,
             layers,
             ids,
@@ -48,11 +51,12 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
             damping=at,
             rank=settings["query_rank"],
             refinement=refinement,
+            logger=logger,
             **ekfac.curvature(),
         )
-        return score_many(model, layers, {estimator: pre}, batches)[estimator].total.T.double().numpy()
 
-    for estimator in SCORING_ESTIMATORS:  # one at a time: a real model's preconditioned queries take GBs per estimator
+    pres = {}
+    for estimator in SCORING_ESTIMATORS:
         kind, refinement = ESTIMATORS[estimator].refines, None
         if kind is not None and settings.get({"cg": "refine", "astra": "astra"}[kind]) is None:
             continue  # not scored on this model (evaluation.scoring.cg_models)
@@ -61,10 +65,20 @@ def influence_scores(model, layers, tokenizer, queries, sequences: list[list[int
             refinement = Refinement(batches, options, "true", settings["seed"])  # F has the covariance's labels
         elif kind == "astra":  # minibatches of the scored corpus, labels drawn afresh every step
             refinement = Refinement(batches, Astra.from_settings(astra), "true", astra["seed"], matched)
-        out[estimator] = scored(estimator, refinement)
-    # EK-FAC at the refinement's damping: the same numbers as ekfac unless scoring.astra.damping differs
-    out["ekfac_matched"] = out["ekfac"] if matched == damping else scored("ekfac", at=matched)
+        pres[estimator] = preconditioned(estimator, refinement)
+        if settings["query_rank"] is None:  # a real model's full-rank queries take GBs per estimator: score now
+            out[estimator] = _scores(model, layers, {estimator: pres.pop(estimator)}, batches)[estimator]
+    if matched != damping:  # EK-FAC at the refinement's damping; else the same numbers as ekfac
+        pres["ekfac_matched"] = preconditioned("ekfac", at=matched)
+    out.update(_scores(model, layers, pres, batches))
+    if "ekfac_matched" not in out:
+        out["ekfac_matched"] = out["ekfac"]
     return out
+
+
+def _scores(model, layers, pres: dict, batches) -> dict:
+    """{label: (Q, N) float64 scores} of every preconditioned query set, in one pass over `batches`."""
+    return {label: s.total.T.double().numpy() for label, s in score_many(model, layers, pres, batches).items()}
 
 
 def baseline_scores(model, tokenizer, queries, texts: list[str], sequences: list[list[int]], batch_size: int) -> dict:

@@ -112,3 +112,13 @@ def test_bad_settings_and_a_missing_pool_are_named():
         Minibatches([], 16, 0)
     with pytest.raises(ValueError, match="Astra settings"):
         precondition(None, {}, ["q"], [], estimator="ekfac_astra", refinement=Refinement([], Refine()))
+
+
+def test_a_diverging_step_size_backs_off_and_still_reaches_the_exact_solve(setup, caplog):
+    model, layers, pool, _, _ = setup
+    damping = Damping("absolute", 1e-2)
+    with caplog.at_level("WARNING", logger="influence.engine.astra"):
+        pre, x = _solve(setup, "ekfac_astra", Astra(steps=300, batch_size=64, lr=8.0, lr_decay=1.0), damping=damping)
+    assert "diverged" in caplog.text and "restarting from the EK-FAC solution" in caplog.text
+    truth, _ = _exact(setup, fitting_gradients(model, layers, pool, "empirical", 0), pre)
+    assert (x - truth).norm() < 1e-3 * truth.norm()
