@@ -65,14 +65,14 @@ def finetuned_retrain_difficulties(chosen) -> list:
 
 
 def eval_scoring(wildcards) -> dict:
-    """The evaluation's scoring settings for one model; `refine` (scoring.refine) and `astra` (scoring.astra) only
-    where the refining estimators ekfac_cg and ekfac_astra are scored (evaluation.scoring.cg_models)."""
+    """The evaluation's scoring settings for one model; `refine` (scoring.refine) only where ekfac_cg is scored
+    (evaluation.scoring.cg_models), `astra` (scoring.astra) only where ekfac_astra is (astra_models)."""
     settings = dict(EVAL_SETTINGS["scoring"])
-    refining = wildcards.model in settings.pop("cg_models")
+    cg, astra = wildcards.model in settings.pop("cg_models"), wildcards.model in settings.pop("astra_models")
     return {
         **settings,
-        "refine": config["scoring"]["refine"] if refining else None,
-        "astra": config["scoring"]["astra"] if refining else None,
+        "refine": config["scoring"]["refine"] if cg else None,
+        "astra": config["scoring"]["astra"] if astra else None,
     }
 
 
