@@ -155,8 +155,9 @@ def astra_queries(
     return result
 
 
-# A run whose minibatch residual exceeds this multiple of its first has diverged (the step is too large for the
-# preconditioned minibatch curvature): it restarts from the EK-FAC solution at half the step, up to MAX_BACKOFFS times.
+# A run whose minibatch residual exceeds this multiple of its first has diverged (the step cap below bounds the
+# curvature by its trace, so this is a fallback): it restarts from the EK-FAC solution at half the step, up to
+# MAX_BACKOFFS times.
 DIVERGED = 100.0
 MAX_BACKOFFS = 6
 
@@ -173,6 +174,8 @@ def _iterate(
         )
         if diverged_at is None:
             return x
+        if backoff == MAX_BACKOFFS:
+            break
         logger.warning(
             "ekfac_astra diverged at step %d with lr %.4g (minibatch residual > %g × its first); restarting from the "
             "EK-FAC solution at lr %.4g",
@@ -182,7 +185,7 @@ def _iterate(
             lr / 2,
         )
     raise FloatingPointError(
-        f"ekfac_astra diverges even at lr {lr:.3g} ({MAX_BACKOFFS} halvings of scoring.astra.lr {settings.lr}): "
+        f"ekfac_astra diverged at step {diverged_at} even at lr {lr:.3g} ({MAX_BACKOFFS} halvings of scoring.astra.lr {settings.lr}): "
         "check the factors and the damping (scoring.astra.damping), or lower scoring.astra.lr."
     )
 
@@ -213,9 +216,14 @@ def _run(model, layers, b, inverse, draw, settings, lr, fisher, dtype, max_token
             progress=False,
             rotations=inverse.rotations,
         )
-        residual = DampedFisher(minibatch, inverse.damping, groups)(x)  # (F_B + λ) x, then − q in place
+        product = DampedFisher(minibatch, inverse.damping, groups, metric=inverse.denominators)
+        residual = product(x)  # (F_B + λ) x, then − q in place
         for name in residual:
             residual[name].sub_(b[name])
+        # heavy-ball is stable for η · λ_max(P⁻¹(F_B + λ)) < 2(1 + μ); a b-sequence sample puts all of its curvature
+        # in b directions, so λ_max ≈ tr(P⁻¹F_B) / b can be far above 1: cap η by 1 / (tr(P⁻¹F_B) + max λ/P)
+        bound = product.trace + max(float((lam / inverse.denominators[n]).max()) for n, lam in inverse.damping.items())
+        step_size = min(lr, 1.0 / bound)
         relative = dot(residual, residual, groups, 1).sqrt()[:, 0] / b_norm  # (Q,)
         history.append(float(relative.max()))
         if not torch.isfinite(relative).all() or history[-1] > DIVERGED * history[0]:
@@ -224,11 +232,18 @@ def _run(model, layers, b, inverse, draw, settings, lr, fisher, dtype, max_token
         for name in x:  # m ← μ m + P⁻¹ r, x ← x − η m; the residual's memory holds P⁻¹ r (four full-rank copies)
             direction = residual[name].div_(inverse.denominators[name])
             momentum[name].mul_(settings.momentum).add_(direction)
-            x[name].sub_(momentum[name], alpha=lr)
+            x[name].sub_(momentum[name], alpha=step_size)
         del residual
-        bar.set_postfix(residual=f"{history[-1]:.3g}")
+        bar.set_postfix(residual=f"{history[-1]:.3g}", lr=f"{step_size:.3g}")
         if step % settings.log_every == 0 or step == settings.steps - 1:
-            logger.info("ekfac_astra step %d: max relative minibatch residual %.4g, lr %.4g", step, history[-1], lr)
+            logger.info(
+                "ekfac_astra step %d: max relative minibatch residual %.4g, step size %.4g (lr %.4g, bound %.4g)",
+                step,
+                history[-1],
+                step_size,
+                lr,
+                1.0 / bound,
+            )
         _report(callback, step + 1, x, inverse.rotations, relative)
     bar.close()
     return x, None

@@ -114,11 +114,21 @@ def test_bad_settings_and_a_missing_pool_are_named():
         precondition(None, {}, ["q"], [], estimator="ekfac_astra", refinement=Refinement([], Refine()))
 
 
-def test_a_diverging_step_size_backs_off_and_still_reaches_the_exact_solve(setup, caplog):
+def test_a_step_size_beyond_the_curvature_bound_is_capped_and_divergence_restarts_then_stops(
+    setup, monkeypatch, caplog
+):
+    """lr 8 is far beyond 2(1 + μ)/λ_max: the step is capped by 1/tr(P⁻¹F_B) and still reaches the exact solve; a run
+    flagged as diverging restarts at half the step, and after MAX_BACKOFFS restarts stops naming the setting."""
+    import influence.engine.astra as astra
+
     model, layers, pool, _, _ = setup
     damping = Damping("absolute", 1e-2)
-    with caplog.at_level("WARNING", logger="influence.engine.astra"):
+    with caplog.at_level("INFO", logger="influence.engine.astra"):
         pre, x = _solve(setup, "ekfac_astra", Astra(steps=300, batch_size=64, lr=8.0, lr_decay=1.0), damping=damping)
-    assert "diverged" in caplog.text and "restarting from the EK-FAC solution" in caplog.text
+    assert "step size" in caplog.text and "(lr 8," in caplog.text
     truth, _ = _exact(setup, fitting_gradients(model, layers, pool, "empirical", 0), pre)
     assert (x - truth).norm() < 1e-3 * truth.norm()
+    monkeypatch.setattr(astra, "DIVERGED", 0.0)  # every run counts as diverged at its first step
+    with pytest.raises(FloatingPointError, match="halvings of scoring.astra.lr"):
+        _solve(setup, "ekfac_astra", Astra(steps=5), damping=damping)
+    assert caplog.text.count("restarting from the EK-FAC solution") == astra.MAX_BACKOFFS
