@@ -77,7 +77,6 @@ def test_full_pool_iteration_converges_to_the_exact_solve(setup):
     assert (x - truth).norm() < 1e-4 * truth.norm()
 
 
-@pytest.mark.slow
 def test_fresh_labels_target_the_expected_fisher_not_one_label_draw(setup):
     """With the true Fisher, each step samples its labels afresh, so the iteration's fixed point is the solve with
     the *expected* Fisher (here: the mean of 50 label draws); ekfac_cg converges to its one draw's Fisher."""
