@@ -203,33 +203,11 @@ def run_ours(model, module_names, document_batches, query_batches, *, steps: int
     factors = time.perf_counter() - start
     ids = [f"q{i}" for i in range(query_batches[0]["input_ids"].shape[0])]
     start, cpu = time.perf_counter(), time.process_time()
+    args = (model, layers, ids, query_batches, document_batches, eigen, correction)
     if solver == "cg":
-        pre = refine_queries(
-            model,
-            layers,
-            ids,
-            query_batches,
-            document_batches,
-            eigen,
-            correction,
-            settings=Refine(steps=steps, tolerance=0.0),
-            fisher="true",
-            seed=0,
-            progress=False,
-        )
+        pre = refine_queries(*args, settings=Refine(steps=steps, tolerance=0.0), fisher="true", seed=0, progress=False)
     else:
-        pre = astra_queries(
-            model,
-            layers,
-            ids,
-            query_batches,
-            document_batches,
-            eigen,
-            correction,
-            settings=Astra(steps=steps, **SGD),
-            fisher="true",
-            progress=False,
-        )
+        pre = astra_queries(*args, settings=Astra(steps=steps, **SGD), fisher="true", progress=False)
     refine, refine_cpu = time.perf_counter() - start, time.process_time() - cpu
     return dict(
         factors_s=factors, refine_s=refine, refine_cpu_s=refine_cpu, per_query_s=refine / len(ids), preconditioned=pre

@@ -124,31 +124,7 @@ def precondition(
         )
     damping = refinement.damping or damping
     options = dict(rank=rank, dtype=dtype, progress=progress, logger=logger)
+    args = (model, layers, query_ids, query_batches, refinement.batches, eigen, correction, damping)
     if kind == "astra":
-        return astra_queries(
-            model,
-            layers,
-            query_ids,
-            query_batches,
-            refinement.batches,
-            eigen,
-            correction,
-            damping,
-            refinement.settings,
-            refinement.fisher,
-            **options,
-        )
-    return refine_queries(
-        model,
-        layers,
-        query_ids,
-        query_batches,
-        refinement.batches,
-        eigen,
-        correction,
-        damping,
-        refinement.settings,
-        refinement.fisher,
-        refinement.seed,
-        **options,
-    )
+        return astra_queries(*args, refinement.settings, refinement.fisher, **options)
+    return refine_queries(*args, refinement.settings, refinement.fisher, refinement.seed, **options)

@@ -243,10 +243,7 @@ def ihvp_accuracy(
                     if relative == subset_damping:
                         extra = {**key, "fraction": 1.0, "n_sequences": _sequences_in(fit_batches), "steps": steps}
                         subset_rows += _accuracy_rows(by_step[steps], truth, query_ids, extra)
-                for step, scores in by_step.items():
-                    extra = {**key, "estimator": "ekfac_cg", "preconditioner": kind, "steps": step}
-                    for row, residual in zip(_accuracy_rows(scores, truth, query_ids, extra), residuals[step]):
-                        step_rows.append({**row, "relative_residual": float(residual)})
+                step_rows += _step_rows(by_step, residuals, truth, query_ids, {**key, "estimator": "ekfac_cg"}, kind)
             if astra is not None:
                 by_step, residuals = astra_scores_by_step(
                     model,
@@ -261,10 +258,9 @@ def ihvp_accuracy(
                     astra,
                 )
                 approx["ekfac_astra"] = by_step[max(by_step)]
-                for step, scores in by_step.items():
-                    extra = {**key, "estimator": "ekfac_astra", "preconditioner": "astra", "steps": step}
-                    for row, residual in zip(_accuracy_rows(scores, truth, query_ids, extra), residuals[step]):
-                        step_rows.append({**row, "relative_residual": float(residual)})
+                step_rows += _step_rows(
+                    by_step, residuals, truth, query_ids, {**key, "estimator": "ekfac_astra"}, "astra"
+                )
             for estimator, scores in approx.items():
                 rows += _accuracy_rows(scores, truth, query_ids, {**key, "estimator": estimator})
             for fraction in sorted(subset_fractions) if relative == subset_damping else ():
@@ -288,6 +284,16 @@ def ihvp_accuracy(
                 extra = {**key, "fraction": fraction, "n_sequences": _sequences_in(subset), "steps": steps}
                 subset_rows += _accuracy_rows(by_step[steps], truth, query_ids, extra)
     return pd.DataFrame(rows), pd.DataFrame(step_rows), pd.DataFrame(subset_rows)
+
+
+def _step_rows(by_step: dict, residuals: dict, truth, query_ids, key: dict, preconditioner: str) -> list[dict]:
+    """The by-step table's rows: `_accuracy_rows` of every step's scores with its step and relative residual."""
+    rows = []
+    for step, scores in by_step.items():
+        extra = {**key, "preconditioner": preconditioner, "steps": step}
+        for row, residual in zip(_accuracy_rows(scores, truth, query_ids, extra), residuals[step]):
+            rows.append({**row, "relative_residual": float(residual)})
+    return rows
 
 
 def _sequences_in(batches) -> int:
