@@ -85,8 +85,12 @@ def evaluation(tiny_run):
     settings = yaml.safe_load(config.read_text())
     path = tmp / "config_evaluation.yaml"
     # 10 CG steps for ekfac_cg's row (the default 100 cost 8 CG runs of 100 passes in ihvp_accuracy); only ekfac_cg
-    # jobs read scoring.refine, so the tiny run's outputs stay up to date
-    scoring = {**settings["scoring"], "refine": {**settings["scoring"].get("refine", {}), "steps": 10}}
+    # jobs read scoring.refine, so the tiny run's outputs stay up to date; 20 ASTRA steps likewise
+    scoring = {
+        **settings["scoring"],
+        "refine": {**settings["scoring"].get("refine", {}), "steps": 10},
+        "astra": {**settings["scoring"].get("astra", {}), "steps": 20},
+    }
     path.write_text(yaml.safe_dump({**settings, "scoring": scoring, "evaluation": TINY_EVALUATION}))
     snakemake("evaluate", "--cores", 2, "--configfile", path, "--directory", tmp)
     return results / "evaluation"
@@ -99,22 +103,29 @@ def test_evaluation_table_covers_every_estimator_measure_and_model(evaluation):
     assert list(table.columns) == TABLE_COLUMNS
     assert set(table["difficulty"]) == {"easy", "hard"}
     tracing = table[table["measure"] == "recall_at_10"]
-    every = set(SCORING_ESTIMATORS) | set(BASELINES)  # from the registry: later estimators join by themselves
+    # from the registry: later estimators join by themselves; ekfac_matched is EK-FAC at ekfac_astra's damping
+    every = set(SCORING_ESTIMATORS) | set(BASELINES) | {"ekfac_matched"}
+    refined = every - {"ekfac_cg", "ekfac_astra"}  # evaluation.scoring.cg_models and astra_models: [tiny]
     for difficulty in ("easy", "hard"):
         for model in ("tiny", "finetuned"):
             chosen = tracing[(tracing["model"] == model) & (tracing["difficulty"] == difficulty)]
-            expected = every if model == "tiny" else every - {"ekfac_cg"}  # evaluation.scoring.cg_models: [tiny]
-            assert set(chosen["estimator"]) == expected
+            assert set(chosen["estimator"]) == (every if model == "tiny" else refined)
     assert set(tracing["variant"]) == {"all", "original", "paraphrase", "translated", "flipped"}
     assert set(table[table["measure"] == "spearman"]["estimator"]) == {
         "ekfac",
         "ekfac_cg",
+        "ekfac_astra",
         "kfac",
         "identity",
         "lissa",
         "block_exact",
     }
-    for model, scored in (("tiny", every), ("finetuned", every - {"ekfac_cg"})):
+    paired = table[table["measure"] == "difference:lds"]
+    assert {"ekfac − bm25", "ekfac_astra − ekfac", "ekfac_cosine − ekfac"} <= set(
+        paired[paired["model"] == "tiny"]["estimator"]
+    )
+    assert "ekfac_astra − ekfac" not in set(paired[paired["model"] == "finetuned"]["estimator"])
+    for model, scored in (("tiny", every), ("finetuned", refined)):
         lds = table[(table["measure"] == "lds") & (table["model"] == model)]
         assert set(lds["estimator"]) == scored and set(lds["variant"]) == {"all", "seed~0"}
         assert set(lds[lds["variant"] == "seed~0"]["interval"]) == {"bootstrap over subsets"}
@@ -189,18 +200,19 @@ def test_evaluation_figures_and_tables(evaluation):
     cell = evaluation / "difficulty~easy" / "seed~0" / "tiny"
     ihvp = pd.read_parquet(cell / "ihvp.parquet")
     assert set(ihvp["fisher"]) == {"true", "empirical"} and set(ihvp["damping"]) == {0.1, 1.0}
-    assert "ekfac_cg" in set(ihvp["estimator"])
+    assert {"ekfac_cg", "ekfac_astra"} <= set(ihvp["estimator"])
     steps = pd.read_parquet(evaluation / "ihvp_steps.parquet")
-    assert set(steps["preconditioner"]) == {"ekfac", "none"} and steps["steps"].max() >= 10
+    assert set(steps["preconditioner"]) == {"ekfac", "none", "astra"} and steps["steps"].max() >= 10
+    assert steps[steps["preconditioner"] == "astra"]["steps"].max() == 20
     assert (evaluation / "ihvp_steps.png").stat().st_size > 10_000
     subsets = pd.read_parquet(evaluation / "ihvp_subsets.parquet")
     assert set(subsets["difficulty"]) == set(steps["difficulty"]) == {"easy", "hard"}  # every cell in the figures
     assert (subsets.groupby("difficulty")["n_sequences"].nunique() == 2).all()  # half and all of the set
     assert (subsets["steps"] == 10).all()
     assert (evaluation / "ihvp_subsets.png").stat().st_size > 10_000
-    for model, scored in (("tiny", True), ("finetuned", False)):  # evaluation.scoring.cg_models: [tiny]
+    for model, scored in (("tiny", True), ("finetuned", False)):  # evaluation.scoring.cg_models, astra_models: [tiny]
         estimators = set(pd.read_parquet(cell.parent / model / "scores.parquet")["estimator"])
-        assert ("ekfac_cg" in estimators) == scored and "ekfac" in estimators
+        assert ("ekfac_cg" in estimators) == ("ekfac_astra" in estimators) == scored and "ekfac" in estimators
     outcomes = pd.read_parquet(cell / "lds_outcomes.parquet")
     subsets = pd.read_parquet(cell / "lds_subsets.parquet")
     assert outcomes["subset"].nunique() == 5 and (subsets.groupby("subset").size() == 10).all()  # half of 20
