@@ -127,33 +127,37 @@ def precondition_queries(
         )
     rotations = rotations_for(eigen, dtype, layer_devices(layers)) if needs_factors else None
     result = Preconditioned(list(query_ids), estimator, rank)
-    denominators = {}  # (curvature + λ) per layer in the Kronecker eigenbasis
-    if needs_factors:
-        for name in layers:
-            lam = correction.mean(name, names.EIGENVALUE_CORRECTION) if spec.curvature == "ekfac" else None
-            curvature = curvature_eigenvalues(spec.curvature, eigen[name], lam, tokens_per_sequence)
-            curvature = curvature.to(dtype=dtype, device=rotations[name][0].device)
-            result.damping[name] = damping.for_layer(curvature)
-            denominators[name] = curvature + result.damping[name]
-            if spec.unit_norm:  # the candidates are normalised in the same metric at scoring
-                q_a, q_s = rotations[name]
-                result.metric[name] = {
-                    names.METRIC_ROTATION_A: q_a,
-                    names.METRIC_ROTATION_S: q_s,
-                    names.METRIC_DENOMINATOR: denominators[name],
-                }
+
+    def denominator(name: str) -> torch.Tensor:
+        """(curvature + λ) of one layer in the Kronecker eigenbasis; records λ."""
+        lam = correction.mean(name, names.EIGENVALUE_CORRECTION) if spec.curvature == "ekfac" else None
+        curvature = curvature_eigenvalues(spec.curvature, eigen[name], lam, tokens_per_sequence)
+        curvature = curvature.to(dtype=dtype, device=rotations[name][0].device)
+        result.damping[name] = damping.for_layer(curvature)
+        return curvature + result.damping[name]
+
+    # A unit-normalised curvature estimator needs every layer's (curvature + λ) for each query's norm, and the
+    # candidates' at scoring (kept in result.metric: factor-sized); the others form it layer by layer.
+    metric_norm = needs_factors and spec.unit_norm
+    for name in layers if metric_norm else ():
+        q_a, q_s = rotations[name]
+        result.metric[name] = {
+            names.METRIC_ROTATION_A: q_a,
+            names.METRIC_ROTATION_S: q_s,
+            names.METRIC_DENOMINATOR: denominator(name),
+        }
     home = input_device(model)
     parts: dict[str, list[dict]] = {name: [] for name in layers}
     for batch in tqdm(batches, desc="precondition queries", disable=not progress, unit="batch"):
         grads = query_gradients(model, layers, batch, rotations, dtype)
         if spec.unit_norm:  # ‖g‖, or with a curvature ‖(G + λ)^{-1/2} g‖ = sqrt(Σ g̃² / (Λ + λ)) in the eigenbasis
-            scale = {name: denominators.get(name, 1.0) for name in grads}
+            scale = {name: result.metric[name][names.METRIC_DENOMINATOR] if metric_norm else 1.0 for name in grads}
             norm = torch.sqrt(sum((g.square() / scale[name]).sum((1, 2)).to(home) for name, g in grads.items()))  # (Q,)
             grads = {name: g / norm.clamp(min=1e-30).to(g.device)[:, None, None] for name, g in grads.items()}
         for name in list(grads):
             grad = grads.pop(name)  # drop each raw gradient as soon as it is preconditioned
-            if needs_factors:
-                grad = grad / denominators[name]  # still in the eigenbasis
+            if needs_factors:  # still in the eigenbasis
+                grad = grad / (result.metric[name][names.METRIC_DENOMINATOR] if metric_norm else denominator(name))
             if not torch.isfinite(grad).all():  # else the rank-r SVD fails with a LinAlgError naming nothing
                 raise FloatingPointError(
                     f"layer {name}: the preconditioned query gradient has NaN or Inf values; "
