@@ -203,7 +203,8 @@ def _run(model, layers, b, inverse, draw, settings, lr, fisher, dtype, max_token
     x = inverse(b)  # the EK-FAC solution: step 0
     start_norm = dot(x, x, groups, 1).sqrt()[:, 0]  # (Q,)
     momentum = {name: torch.zeros_like(t) for name, t in x.items()}
-    history = []
+    # the damping's share of the step bound, max over layers of λ / (Λ + λ): the same every step
+    damping_bound = max(float((lam / inverse.denominators[n]).max()) for n, lam in inverse.damping.items())
     _report(callback, 0, x, inverse.rotations, None)
     bar = tqdm(range(settings.steps), desc="ekfac_astra", disable=not progress, unit="step")
     for step in bar:
@@ -228,10 +229,10 @@ def _run(model, layers, b, inverse, draw, settings, lr, fisher, dtype, max_token
             residual[name].sub_(b[name])
         # heavy-ball is stable for η · λ_max(P⁻¹(F_B + λ)) < 2(1 + μ); a b-sequence sample puts all of its curvature
         # in b directions, so λ_max ≈ tr(P⁻¹F_B) / b can be far above 1: cap η by 1 / (tr(P⁻¹F_B) + max λ/P)
-        bound = product.trace + max(float((lam / inverse.denominators[n]).max()) for n, lam in inverse.damping.items())
+        bound = product.trace + damping_bound
         step_size = min(lr, 1.0 / bound)
         relative = dot(residual, residual, groups, 1).sqrt()[:, 0] / b_norm  # (Q,)
-        history.append(float(relative.max()))
+        worst = float(relative.max())
         if not torch.isfinite(relative).all():
             bar.close()
             return None, step
@@ -243,12 +244,12 @@ def _run(model, layers, b, inverse, draw, settings, lr, fisher, dtype, max_token
         if not bool((dot(x, x, groups, 1).sqrt()[:, 0] <= DIVERGED * start_norm).all()):  # NaN fails too
             bar.close()
             return None, step
-        bar.set_postfix(residual=f"{history[-1]:.3g}", lr=f"{step_size:.3g}")
+        bar.set_postfix(residual=f"{worst:.3g}", lr=f"{step_size:.3g}")
         if step % settings.log_every == 0 or step == settings.steps - 1:
             logger.info(
                 "ekfac_astra step %d: max relative minibatch residual %.4g, step size %.4g (lr %.4g, bound %.4g)",
                 step,
-                history[-1],
+                worst,
                 step_size,
                 lr,
                 1.0 / bound,

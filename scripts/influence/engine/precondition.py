@@ -7,7 +7,7 @@ Estimators (rows of `estimators.ESTIMATORS`) share one code path:
   identity no preconditioning: plain gradient dot products;
   cosine   identity on unit-norm gradients (the candidate norm is divided at scoring);
   ekfac_cosine  EK-FAC on gradients of unit norm in the damped EK-FAC inverse's metric, ‖(G + λ)^{-1/2} g‖
-           (the query's here, the candidate's at scoring: scores.metric_norms).
+           (the query's here, the candidate's at scoring: scores.metric_norm2).
 """
 
 from __future__ import annotations
