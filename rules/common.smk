@@ -152,7 +152,7 @@ def factor_files(wildcards, estimator: str) -> dict:
 def refine_params(wildcards=None, used=None) -> dict:
     """The refining estimators' settings, only for those used (the setting's estimator, or `used`), so changing
     one reruns only its jobs: ekfac_cg's (scoring.refine, with the fitting sample and labels its refinement
-    sequences are drawn like) and ekfac_astra's (scoring.astra, under `astra`, with the Fisher)."""
+    sequences are drawn like) and ekfac_astra's (scoring.astra, under `astra`: exact Gauss-Newton, no labels)."""
     if wildcards is not None:
         used = [PARAMS_OF[wildcards.setting]["estimator"]]
     kinds = {estimators.get(e).refines for e in used or ()}
@@ -162,7 +162,7 @@ def refine_params(wildcards=None, used=None) -> dict:
         fitting = {**FITTING_SAMPLE, "n_sequences": refine["n_sequences"] or FITTING_SAMPLE["n_sequences"]}
         out.update(refine, fitting=fitting, fisher=FISHER)
     if "astra" in kinds:
-        out["astra"] = {**config["scoring"]["astra"], "fisher": FISHER}
+        out["astra"] = dict(config["scoring"]["astra"])
     return out
 
 

@@ -2,7 +2,7 @@
 
 - tiny models and data: `tiny_llama` (the one model builder), `tiny_gpt2`, `MODELS`, `random_sequences`,
   `batches_of`, `query_batch`;
-- dense float64 oracles: `autograd_gradients`, `fisher`, `solve`;
+- dense float64 oracles: `autograd_gradients`, `fisher`, `solve`, `gauss_newton`;
 - the tiny workflow run: `make_tiny_inputs` (a random tiny Llama with SmolLM2's tokenizer, real WordNet
   glosses), `tiny_config`, `snakemake` (the real CLI), `planned_jobs`.
 """
@@ -110,6 +110,37 @@ def solve(matrix: torch.Tensor, damping: float, grads: torch.Tensor) -> torch.Te
     """(M + λI)⁻¹ vec(G) for each G of a (Q, d_out, d_in) batch, as a dense solve."""
     eye = torch.eye(matrix.shape[0], dtype=matrix.dtype)
     return torch.linalg.solve(matrix + damping * eye, grads.flatten(1).T).T.reshape(grads.shape)
+
+
+def gauss_newton(model, batches) -> torch.Tensor:
+    """The mean Gauss-Newton Hessian (P, P) of the summed loss over the sequences of `batches`, in our gradient
+    layout: each sequence's full logits Jacobian J (T·V, P) by reverse mode, one sequence at a time (padding
+    stripped), then Σ_t J_tᵀ (diag p_t − p_t p_tᵀ) J_t over its scored positions."""
+    from torch.func import functional_call, jacrev
+
+    layers = select_layers(model)
+    params = dict(model.named_parameters())
+    total, count = 0.0, 0
+    for batch in batches:
+        for row in range(batch["input_ids"].shape[0]):
+            length = int(batch["attention_mask"][row].sum())
+            ids, labels = batch["input_ids"][row : row + 1, :length], batch["labels"][row, :length]
+            jac = jacrev(lambda p, ids=ids: functional_call(model, p, (ids,)).logits[0])(params)  # {param: (T, V, ...)}
+            blocks = []
+            for name, layer in layers.items():
+                w = jac[f"{name}.weight"]
+                w = w.transpose(-1, -2) if layer.kind == "conv1d" else w
+                if layer.has_bias:
+                    w = torch.cat([w, jac[f"{name}.bias"][..., None]], dim=-1)
+                blocks.append(w.flatten(2))
+            jacobian = torch.cat(blocks, dim=2).detach()  # (T, V, P)
+            probs = torch.softmax(model(input_ids=ids).logits[0].detach(), dim=-1)  # (T, V)
+            scored = torch.zeros(length, dtype=probs.dtype)
+            scored[:-1] = (labels[1:] != -100).to(probs)  # position t predicts token t + 1
+            hessian = (torch.diag_embed(probs) - probs[:, :, None] * probs[:, None, :]) * scored[:, None, None]
+            total = total + torch.einsum("tvp,tvw,twq->pq", jacobian, hessian, jacobian)
+            count += 1
+    return total / count
 
 
 # The tiny workflow run ---------------------------------------------------------------------------------

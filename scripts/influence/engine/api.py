@@ -69,9 +69,10 @@ def fit_ekfac(
 @dataclass(frozen=True)
 class Refinement:
     """What a refining estimator iterates over: its sequences' batches (ekfac_cg: the refinement set; ekfac_astra:
-    the pool its minibatches are drawn from), the solver's settings (`Refine` or `Astra`), the Fisher's labels
-    (`seed`: ekfac_cg's label seed, the covariance's fitting seed, so with the fitting sample F has the factors'
-    labels), and the damping the refinement solves at (None: the estimator's `damping`)."""
+    the pool its minibatches are drawn from), the solver's settings (`Refine` or `Astra`), ekfac_cg's Fisher labels
+    (`seed`: its label seed, the covariance's fitting seed, so with the fitting sample F has the factors' labels;
+    ekfac_astra's exact Gauss-Newton products draw none), and the damping the refinement solves at (None: the
+    estimator's `damping`)."""
 
     batches: Sequence[dict] = field(default_factory=list)
     settings: Refine | Astra = Refine()
@@ -126,5 +127,5 @@ def precondition(
     options = dict(rank=rank, dtype=dtype, progress=progress, logger=logger)
     args = (model, layers, query_ids, query_batches, refinement.batches, eigen, correction, damping)
     if kind == "astra":
-        return astra_queries(*args, refinement.settings, refinement.fisher, **options)
+        return astra_queries(*args, refinement.settings, **options)  # exact Gauss-Newton: no labels drawn
     return refine_queries(*args, refinement.settings, refinement.fisher, refinement.seed, **options)

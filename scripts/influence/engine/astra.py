@@ -3,22 +3,20 @@
 Each query's x = (G + λI)⁻¹ ∇L_q is refined by heavy-ball SGD on ½ xᵀ(G + λI)x − xᵀ∇L_q, from the EK-FAC
 solution (0 steps is `ekfac` exactly), every step preconditioned by the damped EK-FAC inverse:
 
-    r = (F_B + λ) x − q,   m ← μ m + P⁻¹ r,   x ← x − η m,   η ← η · decay every `lr_decay_interval` steps,
+    r = (G_B + λ) x − q,   m ← μ m + P⁻¹ r,   x ← x − η m,   η ← η · decay every `lr_decay_interval` steps,
 
-where F_B is the Fisher of a fresh minibatch B of `batch_size` sequences drawn (seeded) from the pool: the
-whole corpus or a seeded sample of it, not the factors' fitting sample. With the true Fisher, each step's
-labels are sampled afresh from the model (batch_seed(seed, step)), so F_B is an unbiased one-sample estimate
-of the Gauss-Newton Hessian G of the pool's summed-sequence loss (E over labels of g gᵀ = Σ_t J_tᵀ H_t J_t);
-ekfac_cg instead solves exactly with one fixed label draw per sequence, a rank-≤ N matrix. bergson's ASTRA
-computes F_B v exactly by a forward-mode JVP per query and per step; here one model pass per step serves
-all queries (c = G_B vᵀ, F_B v = cᵀ G_B / b, as ekfac_cg's product), the source of the cost difference
-(benchmarks/bergson_astra.py). Defaults are ASTRA's, as bergson's example uses them (300 steps, η 0.1,
-minibatches of 16, η × 0.9 every 100 steps, EK-FAC's damping), except the momentum: 0, not 0.9. A b-sequence
-one-draw Fisher puts all its curvature in b directions, so each step is capped at η ≤ 1 / tr(P⁻¹(F_B + λ)), and
-with momentum the iteration still diverged on the evaluation's tiny model (docs/engine.md).
+where G_B is the exact Gauss-Newton Hessian (ggn.py: the true Fisher's expectation over labels, no label draw)
+of a fresh minibatch B of `batch_size` sequences drawn (seeded) from the pool: the whole corpus or a seeded
+sample of it, not the factors' fitting sample. E_B[G_B] = G, the pool's mean Gauss-Newton Hessian, so the
+iteration's fixed point is (G + λI)⁻¹ q, the curvature ASTRA targets. Each G_B has full rank (up to tokens ×
+vocabulary per sequence), so P⁻¹G_B stays near P⁻¹G and ASTRA's step (η 0.1, momentum 0.9) is stable.
 
-The logged residual ‖(F_B + λ)x − q‖ / ‖q‖ is the minibatch's: it falls to the minibatch noise floor, not
-to 0; the iHVP accuracy (evaluation's ihvp_steps) is the measure of convergence.
+Defaults are ASTRA's as bergson's example uses them: 300 steps, η 0.1, momentum 0.9, minibatches of 16,
+η × 0.9 every 100 steps, EK-FAC's damping. One minibatch per step serves every query: its primal pass is
+shared and the Q tangents and cotangents are batched (bergson's ASTRA forms one query's product at a time).
+
+The logged residual ‖(G_B + λ)x − q‖ / ‖q‖ is the minibatch's: it falls to the minibatch noise floor, not to 0;
+the iHVP accuracy (evaluation's ihvp_steps, against the exact (G + λI)⁻¹ q) is the measure of convergence.
 """
 
 from __future__ import annotations
@@ -31,14 +29,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .batching import MAX_TOKENS, batch_seed
+from .batching import MAX_TOKENS
 from .cg import Vector, dot
 from .containers import FactorSums, Preconditioned
 from .data import pad_batch
+from .ggn import GaussNewton
 from .model import TrackedLayer
 from .precondition import Damping, final_form
-from .refine import DampedFisher, EkfacInverse, query_chunks
-from .refinement_set import RefinementSet
+from .refine import EkfacInverse, query_chunks
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +44,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Astra:
     """ASTRA's settings (scoring.astra): steps, step size and its decay, momentum, minibatch size, the pool's
-    sampling seed, queries solved together (None: all; memory ≈ 4 full-rank copies of each)."""
+    sampling seed, queries solved together (None: all; memory ≈ 5 full-rank copies of each, plus the product's
+    Q tangents of one micro-batch's activations and logits)."""
 
     steps: int = 300
     lr: float = 0.1
-    # ASTRA's 0.9 diverges with sampled-label minibatch products (tiny Llama of the evaluation: at every halving of
-    # the step down to 0.016, also with the step capped by the curvature's trace; 0.5 too); 0 is stable there
-    momentum: float = 0.0
+    momentum: float = 0.9
     batch_size: int = 16
     lr_decay: float = 0.9
     lr_decay_interval: int = 100
@@ -119,7 +116,6 @@ def astra_queries(
     correction: FactorSums,
     damping: Damping = Damping(),
     settings: Astra = Astra(),
-    fisher: str = "true",
     rank: int | None = None,
     dtype=torch.float32,
     max_tokens: int | str | None = MAX_TOKENS,
@@ -135,13 +131,13 @@ def astra_queries(
     inverse = EkfacInverse(layers, eigen, correction, damping, dtype)
     result = Preconditioned(list(query_ids), "ekfac_astra", rank, damping=dict(inverse.damping))
     draw = Minibatches(pool_rows(pool_batches), settings.batch_size, settings.seed)
+    product = GaussNewton(model, layers, max_tokens)
     logger.info(
-        "ekfac_astra: %d steps over minibatches of %d of the pool's %d sequences (%s Fisher, labels drawn afresh "
-        "every step), lr %g × %g every %d steps, momentum %g",
+        "ekfac_astra: %d steps over minibatches of %d of the pool's %d sequences (exact Gauss-Newton products), "
+        "lr %g × %g every %d steps, momentum %g",
         settings.steps,
         draw.size,
         len(draw.rows),
-        fisher,
         settings.lr,
         settings.lr_decay,
         settings.lr_decay_interval,
@@ -150,7 +146,7 @@ def astra_queries(
     parts: dict[str, list] = {name: [] for name in layers}
     chunks = query_chunks(model, layers, query_batches, settings.query_chunk, dtype, progress, inverse.rotations)
     for b in chunks:
-        x = _iterate(model, layers, b, inverse, draw, settings, fisher, dtype, max_tokens, progress, logger, callback)
+        x = _iterate(product, b, inverse, draw, settings, progress, logger, callback)
         del b
         for name in layers:
             parts[name].append(final_form(x.pop(name), inverse.rotations[name], rank))  # back from the eigenbasis
@@ -159,24 +155,19 @@ def astra_queries(
     return result
 
 
-# A run whose iterate's norm exceeds this multiple of the EK-FAC solution's (or turns non-finite) has diverged (the
-# step cap below bounds the curvature by its trace, so this is a fallback): it restarts from the EK-FAC solution at
-# half the step, up to MAX_BACKOFFS times. Not the residual: a minibatch's residual at the exact solution,
-# (F_B − G) x*, can be far larger than the query gradient itself.
+# A run whose iterate's norm exceeds this multiple of the EK-FAC solution's (or turns non-finite) has diverged: it
+# restarts from the EK-FAC solution at half the step, up to MAX_BACKOFFS times. Not the residual: a minibatch's
+# residual at the exact solution, (G_B − G) x*, can be larger than the query gradient itself.
 DIVERGED = 1000.0
 MAX_BACKOFFS = 6
 
 
-def _iterate(
-    model, layers, b, inverse, draw, settings, fisher, dtype, max_tokens, progress, logger, callback
-) -> Vector:
+def _iterate(product, b, inverse, draw, settings, progress, logger, callback) -> Vector:
     """The heavy-ball iteration for one chunk of queries {layer: (Q, d_out, d_in)} in the Kronecker eigenbasis,
     restarted at half the step size when it diverges (logged): the fixed point does not depend on the step."""
     for backoff in range(MAX_BACKOFFS + 1):
         lr = settings.lr * 0.5**backoff
-        x, diverged_at = _run(
-            model, layers, b, inverse, draw, settings, lr, fisher, dtype, max_tokens, progress, logger, callback
-        )
+        x, diverged_at = _run(product, b, inverse, draw, settings, lr, progress, logger, callback)
         if diverged_at is None:
             return x
         if backoff == MAX_BACKOFFS:
@@ -190,70 +181,44 @@ def _iterate(
             lr / 2,
         )
     raise FloatingPointError(
-        f"ekfac_astra diverged at step {diverged_at} even at lr {lr:.3g} ({MAX_BACKOFFS} halvings of scoring.astra.lr {settings.lr}): "
-        "check the factors and the damping (scoring.astra.damping), or lower scoring.astra.lr."
+        f"ekfac_astra diverged at step {diverged_at} even at lr {lr:.3g} ({MAX_BACKOFFS} halvings of scoring.astra.lr "
+        f"{settings.lr}): check the factors and the damping (scoring.astra.damping), or lower scoring.astra.lr or "
+        "scoring.astra.momentum."
     )
 
 
-def _run(model, layers, b, inverse, draw, settings, lr, fisher, dtype, max_tokens, progress, logger, callback):
+def _run(product, b, inverse, draw, settings, lr, progress, logger, callback):
     """One run of `settings.steps` steps from the EK-FAC solution at step size `lr`: (x, None), or (None, step) at
     the step it diverged."""
-    groups = dict.fromkeys(layers, 0)
+    groups = dict.fromkeys(b, 0)
     b_norm = dot(b, b, groups, 1).sqrt()[:, 0].clamp(min=1e-300)
     x = inverse(b)  # the EK-FAC solution: step 0
     start_norm = dot(x, x, groups, 1).sqrt()[:, 0]  # (Q,)
     momentum = {name: torch.zeros_like(t) for name, t in x.items()}
-    # the damping's share of the step bound, max over layers of λ / (Λ + λ): the same every step
-    damping_bound = max(float((lam / inverse.denominators[n]).max()) for n, lam in inverse.damping.items())
     _report(callback, 0, x, inverse.rotations, None)
     bar = tqdm(range(settings.steps), desc="ekfac_astra", disable=not progress, unit="step")
     for step in bar:
         if step > 0 and step % settings.lr_decay_interval == 0:
             lr *= settings.lr_decay
-        minibatch = RefinementSet(
-            model,
-            layers,
-            [draw(step)],
-            fisher,
-            batch_seed(settings.seed, step),  # fresh labels every step
-            dtype,
-            0,
-            max_tokens,
-            mode="recompute",
-            progress=False,
-            rotations=inverse.rotations,
-        )
-        product = DampedFisher(minibatch, inverse.damping, groups, metric=inverse.denominators)
-        residual = product(x)  # (F_B + λ) x, then − q in place
+        residual = product.mean([draw(step)], x, inverse.rotations)  # G_B x / b, then + λx − q in place
         for name in residual:
-            residual[name].sub_(b[name])
-        # heavy-ball is stable for η · λ_max(P⁻¹(F_B + λ)) < 2(1 + μ); a b-sequence sample puts all of its curvature
-        # in b directions, so λ_max ≈ tr(P⁻¹F_B) / b can be far above 1: cap η by 1 / (tr(P⁻¹F_B) + max λ/P)
-        bound = product.trace + damping_bound
-        step_size = min(lr, 1.0 / bound)
+            residual[name].add_(x[name], alpha=inverse.damping[name]).sub_(b[name])
         relative = dot(residual, residual, groups, 1).sqrt()[:, 0] / b_norm  # (Q,)
         worst = float(relative.max())
         if not torch.isfinite(relative).all():
             bar.close()
             return None, step
-        for name in x:  # m ← μ m + P⁻¹ r, x ← x − η m; the residual's memory holds P⁻¹ r (four full-rank copies)
+        for name in x:  # m ← μ m + P⁻¹ r, x ← x − η m; the residual's memory holds P⁻¹ r
             direction = residual[name].div_(inverse.denominators[name])
             momentum[name].mul_(settings.momentum).add_(direction)
-            x[name].sub_(momentum[name], alpha=step_size)
+            x[name].sub_(momentum[name], alpha=lr)
         del residual
         if not bool((dot(x, x, groups, 1).sqrt()[:, 0] <= DIVERGED * start_norm).all()):  # NaN fails too
             bar.close()
             return None, step
-        bar.set_postfix(residual=f"{worst:.3g}", lr=f"{step_size:.3g}")
+        bar.set_postfix(residual=f"{worst:.3g}", lr=f"{lr:.3g}")
         if step % settings.log_every == 0 or step == settings.steps - 1:
-            logger.info(
-                "ekfac_astra step %d: max relative minibatch residual %.4g, step size %.4g (lr %.4g, bound %.4g)",
-                step,
-                worst,
-                step_size,
-                lr,
-                1.0 / bound,
-            )
+            logger.info("ekfac_astra step %d: max relative minibatch residual %.4g, lr %.4g", step, worst, lr)
         _report(callback, step + 1, x, inverse.rotations, relative)
     bar.close()
     return x, None

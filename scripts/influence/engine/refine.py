@@ -76,23 +76,17 @@ class Refine:
 
 
 class DampedFisher:
-    """v ↦ (F + λ_l I) v over all layers (or per layer when block-diagonal), for Q vectors at once.
+    """v ↦ (F + λ_l I) v over all layers (or per layer when block-diagonal), for Q vectors at once."""
 
-    With `metric` ({layer: M_l}, same shape as a layer's gradient), each product also sets `trace` to
-    tr(diag(M)⁻¹ F) = (1/N) Σ_n Σ_l ‖g_n^l / sqrt(M_l)‖², read from the same pass (ekfac_astra's step bound)."""
-
-    def __init__(self, refinement: RefinementSet, damping: dict[str, float], groups: dict[str, int], metric=None):
-        self.refinement, self.damping, self.groups, self.metric = refinement, damping, groups, metric
-        self.products, self.trace = 0, None
+    def __init__(self, refinement: RefinementSet, damping: dict[str, float], groups: dict[str, int]):
+        self.refinement, self.damping, self.groups = refinement, damping, groups
+        self.products = 0
 
     def __call__(self, v: Vector) -> Vector:
         out = {name: torch.zeros_like(t) for name, t in v.items()}
-        trace = 0.0
         for grads in self.refinement.gradients():
             coefficients: dict[int, torch.Tensor] = {}
             for name, flat in grads.items():  # (b, P_l)
-                if self.metric is not None:
-                    trace += float((flat.square() / self.metric[name].flatten()).sum())
                 part = (flat @ v[name].flatten(1).T).cpu()  # (b, Q): g_nᵀ v, this layer's share
                 group = self.groups[name]
                 coefficients[group] = coefficients[group] + part if group in coefficients else part
@@ -101,7 +95,6 @@ class DampedFisher:
                 out[name].view(out[name].shape[0], -1).addmm_(c.T, flat)  # (Q, P_l) += Σ_n c_nq g_n
         self.products += 1
         n = self.refinement.n_sequences
-        self.trace = trace / n if self.metric is not None else None
         return {name: out[name].div_(n).add_(v[name], alpha=self.damping[name]) for name in v}  # in place: one copy
 
 

@@ -63,8 +63,8 @@ def influence_scores(
         if kind == "cg":  # one CG per 8 queries: one pass over the corpus per step serves them all
             options = Refine.from_settings({"query_chunk": 8, **settings["refine"]})
             refinement = Refinement(batches, options, "true", settings["seed"])  # F has the covariance's labels
-        elif kind == "astra":  # minibatches of the scored corpus, labels drawn afresh every step
-            refinement = Refinement(batches, Astra.from_settings(astra), "true", astra["seed"], matched)
+        elif kind == "astra":  # minibatches of the scored corpus, exact Gauss-Newton products
+            refinement = Refinement(batches, Astra.from_settings(astra), seed=astra["seed"], damping=matched)
         pres[estimator] = preconditioned(estimator, refinement)
         if settings["query_rank"] is None:  # a real model's full-rank queries take GBs per estimator: score now
             out[estimator] = _scores(model, layers, {estimator: pres.pop(estimator)}, batches)[estimator]

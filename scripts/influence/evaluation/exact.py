@@ -11,6 +11,7 @@ the comparison isolates the Kronecker/eigenbasis approximation, not label noise.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,11 +22,14 @@ from tqdm.auto import tqdm
 from ..engine import names
 from ..engine.api import fit_ekfac, precondition
 from ..engine.factors import fit_factor_sums
+from ..engine.ggn import GaussNewton
 from ..engine.hooks import per_sequence_gradients
 from ..engine.precondition import Damping, query_gradients
 from ..stats import spearman
 from .baselines import lissa
 from .ihvp_steps import PRECONDITIONERS, astra_scores_by_step, headline, scores_by_step
+
+log = logging.getLogger(__name__)
 
 
 def _flatten(grads: dict[str, torch.Tensor], layers) -> torch.Tensor:
@@ -98,6 +102,46 @@ class ExactFisher:
     def lissa_scale(self, damping: float) -> float:
         """1.1 × (max_n ‖g_n‖² + λ): bounds every mini-batch Fisher's top eigenvalue, so LiSSA never diverges."""
         return 1.1 * (float(self.jacobian.square().sum(1).max()) + damping)
+
+
+class ExactGaussNewton:
+    """G, the mean exact Gauss-Newton Hessian (P, P) of every pool sequence (the true Fisher's expectation over
+    labels: no label draw), dense, built column block by column block from `GaussNewton` products with unit
+    vectors (P tangent passes over the pool), and solved exactly by a Cholesky factorisation: the fixed point
+    ekfac_astra's minibatch iteration targets. Dense, so for the evaluation's tiny models only (P ≤ MAX_DENSE)."""
+
+    MAX_DENSE = 32768  # 8 GB of float64
+
+    def __init__(self, model, layers, batches, block: int = 256, progress: bool = False):
+        sizes = {name: layer.d_out * layer.d_in_total for name, layer in layers.items()}
+        total = sum(sizes.values())
+        if total > self.MAX_DENSE:
+            raise ValueError(
+                f"the exact Gauss-Newton reference is a dense ({total}, {total}) matrix: above {self.MAX_DENSE} "
+                "parameters it does not fit; the iHVP accuracy is for the evaluation's tiny models."
+            )
+        product = GaussNewton(model, layers, None)
+        blocks = range(0, total, block)
+        log.info(
+            "exact Gauss-Newton reference: %d parameters, %d blocks of %d tangent passes", total, len(blocks), block
+        )
+        columns = []
+        for i, start in enumerate(blocks):
+            eye = torch.eye(total, dtype=torch.float64)[start : start + block]  # (b, P) unit vectors
+            units, offset = {}, 0
+            for name, layer in layers.items():
+                units[name] = eye[:, offset : offset + sizes[name]].reshape(-1, layer.d_out, layer.d_in_total)
+                offset += sizes[name]
+            columns.append(_flatten(product.mean(batches, units), layers))  # (b, P): rows of the symmetric G
+            if progress or i % 8 == 7:
+                log.info("exact Gauss-Newton reference: block %d of %d", i + 1, len(blocks))
+        hessian = torch.cat(columns)
+        self.hessian = (hessian + hessian.T) / 2
+
+    def solve(self, v: torch.Tensor, damping: float) -> torch.Tensor:
+        """(G + λI)⁻¹ v for the columns of v (P, K), by a Cholesky factorisation (G is positive semi-definite)."""
+        factor = torch.linalg.cholesky(self.hessian + damping * torch.eye(self.hessian.shape[0], dtype=torch.float64))
+        return torch.cholesky_solve(v, factor)
 
 
 def approximate_scores(
@@ -186,11 +230,14 @@ def ihvp_accuracy(
     against the same exact reference; columns fisher, damping, fraction, n_sequences, steps, query_id,
     spearman, relative_error, with fraction 1 the accuracy table's ekfac_cg row. `astra` (scoring.astra's
     settings): ekfac_astra on minibatches of the fitting set, its last step the accuracy row, every step in the
-    by-step table (preconditioner "astra").
+    by-step table (preconditioner "astra"); its reference is not the one-draw Fisher's but the exact solve with the
+    fitting set's Gauss-Newton Hessian (`ExactGaussNewton`), the curvature ASTRA converges to, so its step 0 is
+    EK-FAC against that reference.
     """
     candidates = candidate_gradients(model, layers, candidate_batches)  # (N, P)
     queries = query_gradient_matrix(model, layers, query_batches)  # (Q, P)
     rows, step_rows, subset_rows = [], [], []
+    gauss_newton = None  # label-free: one for every Fisher and damping
     for fisher in fishers:
         exact = ExactFisher(fitting_gradients(model, layers, fit_batches, fisher, seed))
         ekfac = fit_ekfac(
@@ -244,7 +291,9 @@ def ihvp_accuracy(
                         extra = {**key, "fraction": 1.0, "n_sequences": _sequences_in(fit_batches), "steps": steps}
                         subset_rows += _accuracy_rows(by_step[steps], truth, query_ids, extra)
                 step_rows += _step_rows(by_step, residuals, truth, query_ids, {**key, "estimator": "ekfac_cg"}, kind)
-            if astra is not None:
+            if astra is not None:  # against the pool's exact Gauss-Newton solve, the curvature it targets
+                gauss_newton = gauss_newton or ExactGaussNewton(model, layers, fit_batches)
+                reference = gauss_newton.solve(queries.T, damping).T @ candidates.T
                 by_step, residuals = astra_scores_by_step(
                     model,
                     layers,
@@ -257,9 +306,9 @@ def ihvp_accuracy(
                     fisher,
                     astra,
                 )
-                approx["ekfac_astra"] = by_step[max(by_step)]
+                rows += _accuracy_rows(by_step[max(by_step)], reference, query_ids, {**key, "estimator": "ekfac_astra"})
                 step_rows += _step_rows(
-                    by_step, residuals, truth, query_ids, {**key, "estimator": "ekfac_astra"}, "astra"
+                    by_step, residuals, reference, query_ids, {**key, "estimator": "ekfac_astra"}, "astra"
                 )
             for estimator, scores in approx.items():
                 rows += _accuracy_rows(scores, truth, query_ids, {**key, "estimator": estimator})

@@ -124,7 +124,6 @@ def astra_scores_by_step(
         correction,
         Damping("absolute", damping),
         Astra.from_settings(settings or {}),
-        fisher,
         None,
         torch.float64,
         max_tokens=None,

@@ -63,6 +63,6 @@ def refinement_for(estimator: str, refine: dict | None, corpus_dir) -> Refinemen
         pool = fitting_sample(store.table["seq_id"].tolist(), astra["n_sequences"], astra["seed"])
         batches = [batch for _, batch in store.batches(pool, 64)]
         damping = Damping(**astra["damping"]) if astra.get("damping") else None
-        return Refinement(batches, Astra.from_settings(astra), astra["fisher"], astra["seed"], damping)
+        return Refinement(batches, Astra.from_settings(astra), seed=astra["seed"], damping=damping)
     _, batches = fitting_batches(corpus_dir, refine["fitting"])
     return Refinement(batches, Refine.from_settings(refine), refine["fisher"], refine["fitting"]["seed"])
