@@ -33,6 +33,7 @@ with rule_log(smk.log[0], "ihvp_accuracy", seed=smk.wildcards.seed, **smk.params
         subset_fractions=settings["refine_fractions"],
         subset_damping=settings["headline_damping"],
         astra=smk.params.astra,
+        logger=log,
     )
     files.write_table(table, smk.output.table)
     files.write_table(steps, smk.output.steps)

@@ -112,7 +112,8 @@ class ExactGaussNewton:
 
     MAX_DENSE = 32768  # 8 GB of float64
 
-    def __init__(self, model, layers, batches, block: int = 256, progress: bool = False):
+    def __init__(self, model, layers, batches, block: int = 256, progress: bool = False, logger=None):
+        logger = logger or log
         sizes = {name: layer.d_out * layer.d_in_total for name, layer in layers.items()}
         total = sum(sizes.values())
         if total > self.MAX_DENSE:
@@ -134,7 +135,7 @@ class ExactGaussNewton:
                 offset += sizes[name]
             columns.append(_flatten(product.mean(batches, units), layers))  # (b, P): rows of the symmetric G
             if progress or i % 8 == 7:
-                log.info("exact Gauss-Newton reference: block %d of %d", i + 1, len(blocks))
+                logger.info("exact Gauss-Newton reference: block %d of %d", i + 1, len(blocks))
         hessian = torch.cat(columns)
         self.hessian = (hessian + hessian.T) / 2
 
@@ -217,8 +218,10 @@ def ihvp_accuracy(
     subset_fractions: Sequence[float] = (),
     subset_damping: float | None = None,
     astra: dict | None = None,
+    logger: logging.Logger | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(accuracy, accuracy of ekfac_cg by CG step, accuracy of ekfac_cg by refinement-set size), long tables.
+    """(accuracy, accuracy of ekfac_cg by CG step, accuracy of ekfac_cg by refinement-set size), long tables;
+    the exact Gauss-Newton reference and ekfac_astra log their progress to `logger`.
 
     accuracy: fisher, damping (relative to tr F / P), estimator, query_id, spearman, relative_error;
     relative_error is per query: ‖s_q − s*_q‖ / ‖s*_q‖ over the candidates, s* the exact scores.
@@ -292,7 +295,7 @@ def ihvp_accuracy(
                         subset_rows += _accuracy_rows(by_step[steps], truth, query_ids, extra)
                 step_rows += _step_rows(by_step, residuals, truth, query_ids, {**key, "estimator": "ekfac_cg"}, kind)
             if astra is not None:  # against the pool's exact Gauss-Newton solve, the curvature it targets
-                gauss_newton = gauss_newton or ExactGaussNewton(model, layers, fit_batches)
+                gauss_newton = gauss_newton or ExactGaussNewton(model, layers, fit_batches, logger=logger)
                 reference = gauss_newton.solve(queries.T, damping).T @ candidates.T
                 by_step, residuals = astra_scores_by_step(
                     model,
@@ -303,8 +306,8 @@ def ihvp_accuracy(
                     fit_batches,
                     (eigen, correction),
                     damping,
-                    fisher,
                     astra,
+                    logger,
                 )
                 rows += _accuracy_rows(by_step[max(by_step)], reference, query_ids, {**key, "estimator": "ekfac_astra"})
                 step_rows += _step_rows(

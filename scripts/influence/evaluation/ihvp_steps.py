@@ -3,8 +3,9 @@ against steps.
 
 ekfac_cg's refinement set is the exact reference's fitting set with its labels (`seed` is the one the exact
 Fisher's labels are sampled with), so CG converges to the exact influence and the curve shows how fast.
-ekfac_astra draws its minibatches from the same set (the whole corpus here) with labels drawn afresh every step
-under the true Fisher, so it targets the expected Fisher, of which the one-draw exact reference is an estimate.
+ekfac_astra draws its minibatches from the same set (the whole corpus here) and multiplies by their exact
+Gauss-Newton Hessian, so it targets the set's Gauss-Newton solve (its reference; the one-draw exact Fisher is an
+estimate of that Hessian).
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ def astra_scores_by_step(
     pool_batches,
     factors: tuple,
     damping: float,
-    fisher: str,
     settings: dict | None = None,
+    logger=None,
 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """({step: (Q, N) scores}, {step: (Q,) relative minibatch residual}) of ekfac_astra (scoring.astra's settings)
     at absolute damping λ, float64; step 0 is EK-FAC (its residual NaN: no minibatch seen yet)."""
@@ -128,6 +129,7 @@ def astra_scores_by_step(
         torch.float64,
         max_tokens=None,
         progress=False,
+        logger=logger,
         callback=keep,
     )
     return scores, residuals

@@ -8,12 +8,14 @@ import torch
 from helpers import batches_of, gauss_newton, query_batch, random_sequences, tiny_llama
 from influence.engine import names
 from influence.engine.api import Refinement, precondition
-from influence.engine.astra import Astra, Minibatches, pool_rows
+from influence.engine.astra import Astra, Minibatches, largest_curvature, pool_rows
+from influence.engine.data import pad_batch
 from influence.engine.eigen import eigendecompose
 from influence.engine.factors import fit_covariance, fit_eigenvalue_correction
+from influence.engine.ggn import GaussNewton
 from influence.engine.model import select_layers
 from influence.engine.precondition import Damping
-from influence.engine.refine import Refine
+from influence.engine.refine import EkfacInverse, Refine
 from influence.evaluation.exact import ExactGaussNewton, query_gradient_matrix
 
 F64 = torch.float64
@@ -73,7 +75,8 @@ def test_whole_pool_steps_converge_to_the_exact_gauss_newton_solve_at_astras_ste
     is the dense solve with the pool's Gauss-Newton Hessian. One λ for every layer (absolute damping)."""
     damping = Damping("absolute", 1e-2)
     _, start = _solve(setup, "ekfac_astra", Astra(steps=0), damping=damping)
-    pre, x = _solve(setup, "ekfac_astra", Astra(steps=200, batch_size=64, lr_decay=1.0), damping=damping)
+    settings = Astra(steps=200, batch_size=64, lr_decay=1.0, momentum=0.9)  # ASTRA's η 0.1 (capped) and μ 0.9
+    pre, x = _solve(setup, "ekfac_astra", settings, damping=damping)
     assert sorted(pre.damping.values()) == pytest.approx([1e-2] * len(pre.damping))
     truth = _exact(setup, 1e-2)
     assert _error(start, truth) > 0.05  # EK-FAC alone is visibly off
@@ -119,16 +122,26 @@ def test_bad_settings_and_a_missing_pool_are_named():
         precondition(None, {}, ["q"], [], estimator="ekfac_astra", refinement=Refinement([], Refine()))
 
 
-def test_a_diverging_step_restarts_at_half_the_step_and_stops_naming_the_setting(setup, monkeypatch, caplog):
-    """lr 8 with momentum 0.9 is far beyond 2(1 + μ)/λ_max: the run diverges, restarts at halved steps and still
-    reaches the exact solve; when every run diverges, it stops after MAX_BACKOFFS restarts naming the setting."""
+def test_the_step_is_capped_by_the_largest_curvature_and_divergence_restarts_then_stops(setup, monkeypatch, caplog):
+    """The power-iteration estimate matches the dense λ_max of P⁻¹(G_B + λ); lr 8 is capped at 1/λ_max and still reaches
+    the exact solve; a run flagged as diverging restarts at half the step, and after MAX_BACKOFFS restarts stops
+    naming the setting."""
     import influence.engine.astra as astra
 
+    model, layers, pool, curvature, _ = setup
     damping = Damping("absolute", 1e-2)
     with caplog.at_level("INFO", logger="influence.engine.astra"):
         _, x = _solve(setup, "ekfac_astra", Astra(steps=300, batch_size=64, lr=8.0, lr_decay=1.0), damping=damping)
-    assert "restarting from the EK-FAC solution at lr 4" in caplog.text
+    assert "capped at 1/λ_max" in caplog.text and "restarting" not in caplog.text
     assert _error(x, _exact(setup, 1e-2)) < 1e-4
+    inverse = EkfacInverse(layers, curvature["eigen"], curvature["correction"], damping, F64)
+    everything = pad_batch([ids for ids, _ in pool_rows(pool)])
+    estimate = largest_curvature(GaussNewton(model, layers, None), everything, inverse, 0, iterations=60)
+    ordered = torch.cat([inverse.denominators[n].flatten() for n in layers])  # P in the eigenbasis, layers' order
+    rotation = torch.block_diag(*[torch.kron(inverse.rotations[n][1], inverse.rotations[n][0]) for n in layers])
+    hessian = rotation.T @ gauss_newton(model, pool) @ rotation + 1e-2 * torch.eye(len(ordered), dtype=F64)
+    dense = torch.linalg.eigvalsh(hessian / ordered.sqrt()[:, None] / ordered.sqrt()[None, :]).max()
+    assert estimate == pytest.approx(float(dense), rel=1e-3)
     caplog.clear()
     monkeypatch.setattr(astra, "DIVERGED", 0.0)  # every run counts as diverged at its first step
     with pytest.raises(FloatingPointError, match="halvings of scoring.astra.lr"):
