@@ -193,7 +193,8 @@ DIFFICULTY_MARKERS = {"easy": "", "hard": "x"}  # the steps figure's lines: colo
 
 def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
     """Spearman ρ and relative error of ekfac_cg (one pair of panels per CG preconditioner) and ekfac_astra (its own
-    pair, preconditioner "astra") against the exact influence vs steps, one line per damping."""
+    pair, preconditioner "astra", against the exact Gauss-Newton solve) against the exact influence vs steps, one line
+    per damping."""
     dampings = sorted(summary["damping"].unique())
     colours = dict(zip(dampings, [f"C{i}" for i in range(len(dampings))]))
     preconditioners = sorted(summary["preconditioner"].unique())
@@ -221,7 +222,7 @@ def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
             ax.set_xlabel(f"{solver} steps from the EK-FAC solution")
             ax.set_ylabel(labels[measure])
             title = (
-                "EK-FAC + ASTRA (EK-FAC-preconditioned SGD)"
+                "EK-FAC + ASTRA (EK-FAC-preconditioned SGD), vs the Gauss-Newton solve"
                 if solver == "ASTRA"
                 else f"EK-FAC + CG, preconditioner: {preconditioner}"
             )
@@ -246,8 +247,11 @@ def plot_steps(summary: pd.DataFrame, path: str | os.PathLike) -> str:
     return (
         "Spearman ρ and relative error of EK-FAC + CG's and EK-FAC + ASTRA's influence against the exact influence on "
         "the tiny model after each step from the EK-FAC solution (CG with the damped EK-FAC inverse as preconditioner "
-        "and without one; ASTRA's stochastic steps on minibatches, labels drawn afresh); solid: true Fisher, dashed: "
-        "empirical; mean over queries with 95% t intervals. " + "; ".join(parts) + "."
+        "and without one, against the exact one-draw Fisher solve it converges to; ASTRA's stochastic steps on "
+        "minibatches with exact Gauss-Newton products, against the exact solve with the whole set's Gauss-Newton "
+        "Hessian); solid: true Fisher, dashed: empirical; mean over queries with 95% t intervals. "
+        + "; ".join(parts)
+        + "."
     )
 
 
