@@ -128,7 +128,9 @@ class ExactGaussNewton:
         )
         columns = []
         for i, start in enumerate(blocks):
-            eye = torch.eye(total, dtype=torch.float64)[start : start + block]  # (b, P) unit vectors
+            rows = torch.arange(start, min(start + block, total))
+            eye = torch.zeros(len(rows), total, dtype=torch.float64)
+            eye[torch.arange(len(rows)), rows] = 1.0  # (b, P) unit vectors, without a (P, P) identity
             units, offset = {}, 0
             for name, layer in layers.items():
                 units[name] = eye[:, offset : offset + sizes[name]].reshape(-1, layer.d_out, layer.d_in_total)
