@@ -11,7 +11,6 @@ from pathlib import Path
 from influence.analysis import figures, probes
 from influence.analysis import tables as analysis
 from influence.engine import files
-from influence.engine.data import encode_query
 from influence.engine.model import load_tokenizer
 from influence.inputs.queries import load_queries
 from influence.plotting import plot_skipped
@@ -39,9 +38,7 @@ with rule_log(smk.log[0], "paper_figures", **smk.params) as (log, stats):
     }
     fits = analysis.power_law_fits(scores)
     tokenizer = load_tokenizer(smk.input.model)
-    completion_tokens = {
-        q.id: sum(label >= 0 for label in encode_query(tokenizer, q.id, q.prompt, q.completion)[1]) for q in queries
-    }
+    completion_tokens = {q.id: sum(label >= 0 for label in q.token_ids(tokenizer)[1]) for q in queries}
     n_tokens = files.read_table(smk.input.sequences, columns=["seq_id", "n_tokens"]).set_index("seq_id")["n_tokens"]
     plots = {
         "sparsity": lambda table, path: figures.plot_sparsity(table, path, fits),

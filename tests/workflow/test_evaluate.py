@@ -17,6 +17,7 @@ TINY_EVALUATION = {
     "max_tokens": 32,
     "top_k": 10,
     "planted": {"n_facts": 4, "k": 3, "n_distractors": 2, "fillers": 1, "difficulty": ["easy", "hard"]},
+    # hidden 16: the iHVP job builds the dense Gauss-Newton reference from P unit-vector products (P 3,072 here)
     "tiny": {"hidden_size": 16, "intermediate_size": 32, "n_layers": 2, "n_heads": 4, "epochs": 80, "batch_size": 8},
     "finetune": {"max_epochs": 1, "retrains": {"lds_subsets": 3, "qld_facts": 2, "difficulties": ["easy"]}},
     "scoring": {"query_rank": 8},

@@ -52,12 +52,15 @@ def split_batch(batch: dict, max_tokens: int | None) -> Iterator[dict]:
         yield {k: v[start : start + step] for k, v in batch.items()}
 
 
-def encode_query(tokenizer, query_id: str, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+def encode_query(
+    tokenizer, query_id: str, prompt: str, completion: str, special_tokens: bool = True
+) -> tuple[list[int], list[int]]:
     """Token ids of prompt + completion, and labels that score only the completion.
 
-    Prompt and completion are tokenised separately so the boundary is exact.
+    Prompt and completion are tokenised separately so the boundary is exact. `special_tokens=False` for text
+    a chat template rendered, which already holds them (adding them again doubles the BOS).
     """
-    prompt_ids = tokenizer(prompt, add_special_tokens=True).input_ids
+    prompt_ids = tokenizer(prompt, add_special_tokens=special_tokens).input_ids
     completion_ids = tokenizer(completion, add_special_tokens=False).input_ids
     if not completion_ids:
         raise ValueError(f"query {query_id!r}: the completion {completion!r} is empty after tokenisation.")
@@ -68,8 +71,9 @@ def encode_query(tokenizer, query_id: str, prompt: str, completion: str) -> tupl
 
 
 def query_batches(tokenizer, queries, batch_size: int = 8) -> list[dict]:
-    """Padded batches of `Query`s whose labels score only the completion."""
-    encoded = [encode_query(tokenizer, q.id, q.prompt, q.completion) for q in queries]
+    """Padded batches of queries (anything with `token_ids(tokenizer)`, as `inputs.queries.Query`) whose labels
+    score only the completion."""
+    encoded = [q.token_ids(tokenizer) for q in queries]
     return [pad_batch(*zip(*encoded[i : i + batch_size])) for i in range(0, len(encoded), batch_size)]
 
 

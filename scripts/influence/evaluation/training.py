@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..engine.data import encode_query, iter_batches, pad_batch, summed_loss
+from ..engine.data import iter_batches, pad_batch, summed_loss
 from ..engine.model import load_model, select_layers
 
 SPECIAL = ["[PAD]", "[UNK]", "[BOS]"]
@@ -125,7 +125,7 @@ def completion_stats(model, tokenizer, queries) -> tuple[np.ndarray, np.ndarray]
     device = next(model.parameters()).device
     log_probs, correct = [], []
     for q in queries:
-        ids, labels = encode_query(tokenizer, q.id, q.prompt, q.completion)
+        ids, labels = q.token_ids(tokenizer)
         batch = pad_batch([ids], [labels])
         logits = model(input_ids=batch["input_ids"].to(device)).logits[0, :-1].float()  # (T-1, V)
         targets = batch["labels"][0, 1:].to(device)  # (T-1,)

@@ -1,4 +1,9 @@
-"""Query files: a YAML list of {id, prompt, completion, tags}."""
+"""Query files: a YAML list of {id, prompt, completion, tags} or, for a chat model, {id, messages, tags}.
+
+A `messages` query is a conversation (chat.py) whose final assistant turn is scored, rendered by the model's
+own chat template; its `prompt` and `completion` hold the turns as plain text for what reads text (TF-IDF,
+reports), and `token_ids` is the one place either kind becomes token ids and labels.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from ..engine.data import encode_query
+from .chat import check_messages, plain_text, render_reply
 
 
 @dataclass(frozen=True)
@@ -16,10 +24,18 @@ class Query:
     prompt: str
     completion: str
     tags: dict = field(default_factory=dict)
+    messages: tuple[tuple[str, str], ...] | None = None  # (role, content) turns of a chat query
 
     @property
     def text(self) -> str:
         return self.prompt + self.completion
+
+    def token_ids(self, tokenizer) -> tuple[list[int], list[int]]:
+        """Token ids and labels (-100 outside the completion, or outside the final assistant turn)."""
+        if self.messages is None:
+            return encode_query(tokenizer, self.id, self.prompt, self.completion)
+        prompt, reply = render_reply(tokenizer, self.messages, f"query {self.id!r}")
+        return encode_query(tokenizer, self.id, prompt, reply, special_tokens=False)
 
 
 def load_queries(path: str | Path) -> list[Query]:
@@ -43,21 +59,8 @@ def load_queries(path: str | Path) -> list[Query]:
         where = f"{path}: query #{index + 1}"
         if not isinstance(entry, dict):
             raise ValueError(f"{where} is not a mapping.")
-        unknown = set(entry) - {"id", "prompt", "completion", "tags"}
-        if unknown:
-            raise ValueError(f"{where} has unknown fields {sorted(unknown)}; allowed: id, prompt, completion, tags.")
-        for key in ("id", "prompt", "completion"):
-            if not isinstance(entry.get(key), str) or not entry[key].strip():
-                raise ValueError(f"{where} ({entry.get('id', '?')}): field {key!r} must be a non-empty string.")
-        if entry["id"] in seen:
-            raise ValueError(f"{where}: duplicate id {entry['id']!r}.")
-        tags = entry.get("tags", {}) or {}
-        if not isinstance(tags, dict):
-            raise ValueError(
-                f"{where} ({entry['id']}): 'tags' must be a mapping such as {{lang: en, group: capitals}}."
-            )
-        seen.add(entry["id"])
-        queries.append(Query(entry["id"], entry["prompt"], entry["completion"], {k: str(v) for k, v in tags.items()}))
+        queries.append(_entry_query(entry, where, seen))
+        seen.add(queries[-1].id)
     return queries
 
 
@@ -68,3 +71,29 @@ def english_originals_first(queries: list[Query], n: int) -> list[Query]:
         return q.tags.get("lang", "en") == "en" and q.tags.get("order", "original") == "original"
 
     return sorted(queries, key=lambda q: not is_original(q))[:n]  # sorted is stable: file order kept
+
+
+FIELDS = ("id", "prompt", "completion", "tags", "messages")
+
+
+def _entry_query(entry: dict, where: str, seen: set[str]) -> Query:
+    """One validated entry: prompt + completion, or messages."""
+    unknown = set(entry) - set(FIELDS)
+    if unknown:
+        raise ValueError(f"{where} has unknown fields {sorted(unknown)}; allowed: {', '.join(FIELDS)}.")
+    chat = "messages" in entry
+    if chat and ({"prompt", "completion"} & set(entry)):
+        raise ValueError(f"{where} ({entry.get('id', '?')}): give either messages or prompt + completion, not both.")
+    for key in ("id",) if chat else ("id", "prompt", "completion"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise ValueError(f"{where} ({entry.get('id', '?')}): field {key!r} must be a non-empty string.")
+    if entry["id"] in seen:
+        raise ValueError(f"{where}: duplicate id {entry['id']!r}.")
+    tags = entry.get("tags", {}) or {}
+    if not isinstance(tags, dict):
+        raise ValueError(f"{where} ({entry['id']}): 'tags' must be a mapping such as {{lang: en, group: capitals}}.")
+    tags = {k: str(v) for k, v in tags.items()}
+    if not chat:
+        return Query(entry["id"], entry["prompt"], entry["completion"], tags)
+    turns = check_messages(entry["messages"], f"{where} ({entry['id']})")
+    return Query(entry["id"], plain_text(turns[:-1]) + "\n", turns[-1][1], tags, turns)

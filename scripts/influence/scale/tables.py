@@ -13,7 +13,6 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from ..engine.data import encode_query
 from ..stats import median_interval, t_interval
 
 MODEL_COLUMNS = ["model", "source", "architecture", "parameters", "n_layers", "hidden_size", "vocab_size"]
@@ -39,7 +38,7 @@ def completion_tokens(tokenizer, queries, model: str) -> dict[str, int]:
     counts = {}
     for q in queries:
         try:
-            _, labels = encode_query(tokenizer, q.id, q.prompt, q.completion)
+            _, labels = q.token_ids(tokenizer)
         except ValueError as error:
             raise ValueError(f"model {model!r}: {error}") from None
         counts[q.id] = sum(label >= 0 for label in labels)
