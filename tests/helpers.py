@@ -80,10 +80,13 @@ def query_batch(n: int, seed: int):
 # Dense float64 oracles ---------------------------------------------------------------------------------
 
 
-def autograd_gradients(model, batch: dict, fisher: str = "empirical", labels: torch.Tensor | None = None) -> dict:
-    """{layer: (N, d_out, d_in [+1])} from one backward pass per sequence, padding stripped."""
+def autograd_gradients(
+    model, batch: dict, fisher: str = "empirical", labels: torch.Tensor | None = None, pattern: str | None = None
+) -> dict:
+    """{layer: (N, d_out, d_in [+1])} from one backward pass per sequence, padding stripped (layers: `pattern`,
+    default the MLP projections)."""
     ref = copy.deepcopy(model).eval().requires_grad_(True)
-    layers = select_layers(ref)
+    layers = select_layers(ref) if pattern is None else select_layers(ref, pattern)
     out = {name: [] for name in layers}
     for row in range(batch["input_ids"].shape[0]):
         length = int(batch["attention_mask"][row].sum())

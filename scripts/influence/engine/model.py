@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .defaults import DEFAULT_LAYER_PATTERN, default_gguf_path  # noqa: F401 (the model's defaults live there)
+from .defaults import (  # noqa: F401 (the model's defaults live there)
+    DEFAULT_LAYER_PATTERN,
+    LORA_LAYER_PATTERN,
+    default_gguf_path,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+ADAPTER_DIR = "adapter"  # a prepared checkpoint's PEFT adapter (model.adapter), loaded on top of its weights
+LOADING = "loading.json"  # how a prepared checkpoint is loaded: its attention implementation
+DEFAULT_ATTENTION = "sdpa"  # transformers' default for the decoders we track
 
 
 @dataclass(frozen=True)
@@ -65,13 +73,17 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     device_map: str | dict | None = None,
+    attn_implementation: str | None = None,
 ):
     """Load a causal LM from a directory (safetensors) or a `.gguf` file.
 
     A GGUF file is dequantised on load; `save_dequantised` turns it into a
     normal checkpoint so later loads take ~1 s instead of ~15 s.
     `device_map` (e.g. "auto") spreads the layers over the node's GPUs through
-    accelerate instead of putting the whole model on `device`.
+    accelerate instead of putting the whole model on `device`. A prepared
+    checkpoint (rule prepare_model) also holds how it is loaded: its attention
+    implementation (loading.json) and a PEFT adapter (adapter/), kept unmerged
+    so the adapter's modules can be the tracked layers.
     """
     from transformers import AutoModelForCausalLM
 
@@ -80,12 +92,36 @@ def load_model(
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"model source {source} does not exist.")
+    loading = json.loads((source / LOADING).read_text(encoding="utf-8")) if (source / LOADING).is_file() else {}
+    attention = attn_implementation or loading.get("attn_implementation")
     kwargs = dict(dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    if attention:
+        kwargs["attn_implementation"] = attention
     if source.suffix == ".gguf":
         model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, **kwargs)
     else:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs, device_map=device_map)
+    if (source / ADAPTER_DIR).is_dir():
+        model = attach_adapter(model, source / ADAPTER_DIR)
     return (model if device_map else model.to(resolve_device(device))).eval()
+
+
+def attach_adapter(model, adapter: str | Path):
+    """`model` with the PEFT adapter in directory `adapter` on top, unmerged (its LoRA modules stay layers)."""
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"model.adapter {adapter} holds no adapter_config.json; point it at a PEFT directory.")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ImportError("model.adapter needs the peft package: pip install peft") from None
+    return PeftModel.from_pretrained(model, adapter, is_trainable=False)
+
+
+def attention_implementation(model) -> str:
+    """The attention kernel the model runs (eager, sdpa, flash_attention_2, ...)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) or "eager"
 
 
 def load_tokenizer(source: str | Path):
@@ -145,6 +181,12 @@ def select_layers(model: nn.Module, pattern: str = DEFAULT_LAYER_PATTERN) -> dic
             d_in, d_out = module.in_features, module.out_features
         elif kind == "conv1d":
             d_in, d_out = module.weight.shape
+        elif hasattr(module, "base_layer"):  # skipping it would drop the layer silently
+            raise ValueError(
+                f"layer pattern {pattern!r} matches {name}, a PEFT adapter's wrapper of a base layer: track the "
+                f"adapter's modules with {LORA_LAYER_PATTERN!r}, or the base layers with a pattern ending in "
+                "\\.base_layer$ (e.g. 'mlp\\.(up|down)_proj\\.base_layer$')."
+            )
         else:
             continue  # e.g. the pattern also matched a container such as `mlp`
         layers[name] = TrackedLayer(name, module, kind, d_in, d_out, module.bias is not None)
@@ -166,11 +208,13 @@ def layer_weight(layer: TrackedLayer) -> torch.Tensor:
     return weight
 
 
-def fingerprint(layers: dict[str, TrackedLayer]) -> str:
-    """A short digest of the tracked layers' names, shapes and weights.
+def fingerprint(layers: dict[str, TrackedLayer], attention: str = DEFAULT_ATTENTION) -> str:
+    """A short digest of the tracked layers' names, shapes and weights, and of a non-default attention kernel.
 
     Factors fitted on another model (or another layer set) carry another
-    fingerprint, so loading them against this model fails loudly.
+    fingerprint, so loading them against this model fails loudly. The default
+    kernel leaves the digest as it was before the kernel was part of it, so
+    existing artefacts still load.
     """
     digest = hashlib.sha256()
     for name, layer in layers.items():
@@ -178,4 +222,6 @@ def fingerprint(layers: dict[str, TrackedLayer]) -> str:
         digest.update(f"{name}:{tuple(weight.shape)}".encode())
         sample = weight.flatten()[:: max(1, weight.numel() // 4096)][:4096]
         digest.update(sample.float().cpu().numpy().round(5).tobytes())
+    if attention != DEFAULT_ATTENTION:
+        digest.update(f"attention:{attention}".encode())
     return digest.hexdigest()[:16]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..engine import estimators
 from ..engine.api import Refinement
 from ..engine.astra import Astra
-from ..engine.model import fingerprint, load_model, select_layers
+from ..engine.model import attention_implementation, fingerprint, load_model, select_layers
 from ..engine.precondition import Damping
 from ..engine.refine import Refine
 from ..engine.sequences import TokenStore, fitting_sample, shard_bounds
@@ -18,7 +18,7 @@ def load_tracked_model(model_dir: str, params) -> tuple:
         model_dir, params["dtype"], params["device"], params["trust_remote_code"], params.get("device_map")
     )
     layers = select_layers(model, params["layers"])
-    return model, layers, fingerprint(layers)
+    return model, layers, fingerprint(layers, attention_implementation(model))
 
 
 def fitting_batches(corpus_dir, fitting: dict, shard_index: int = 0, n_shards: int = 1) -> tuple[int, list[dict]]:
