@@ -34,7 +34,7 @@ def test_the_adapter_is_loaded_unmerged_and_its_modules_are_the_tracked_layers(p
     model = load_model(prepared, "float64", "cpu")
     layers = select_layers(model, LORA_LAYER_PATTERN)
     assert len(layers) == 8 and all(".lora_A." in n or ".lora_B." in n for n in layers)  # 2 blocks × 2 targets × A, B
-    shapes = {n.rsplit(".", 3)[-3] + "." + n.rsplit(".", 2)[-2]: (l.d_out, l.d_in) for n, l in layers.items()}
+    shapes = {n.rsplit(".", 3)[-3] + "." + n.rsplit(".", 2)[-2]: (t.d_out, t.d_in) for n, t in layers.items()}
     assert shapes["up_proj.lora_A"] == (2, 16) and shapes["down_proj.lora_B"] == (16, 2)
     batch = batches_of(random_sequences(2, seed=3), 2)[0]
     base_logits = tiny_llama()(input_ids=batch["input_ids"]).logits
