@@ -9,6 +9,7 @@ rule fit_covariance:
         model=f"{MRUN}/model",
         sequences=f"{MRUN}/corpus/sequences.parquet",
         tokens=f"{MRUN}/corpus/tokens.npy",
+        preflight=ancient(PREFLIGHT),
     output:
         covariance=f"{FACTORS}/covariance/shard_{{part}}.safetensors",
     log:

@@ -38,3 +38,32 @@ rule check_models:
         queries=queries_source(),
     script:
         "../scripts/check_models.py"
+
+
+rule preflight:
+    """Correctness checks on the run's own model and data before any fitting (run/preflight.py): gradients in
+    model.dtype against a wider dtype, batch and padding invariance of the attention kernel, padding kept out of
+    the factors, no doubled BOS, prompt/completion token boundaries. A failure stops the run naming the setting."""
+    input:
+        model=f"{MRUN}/model",
+        sequences=f"{MRUN}/corpus/sequences.parquet",
+        tokens=f"{MRUN}/corpus/tokens.npy",
+        queries=queries_source(),
+    output:
+        summary=PREFLIGHT,
+        table=f"{MRUN}/preflight/checks.parquet",
+        html=f"{MRUN}/preflight/checks.html",
+    log:
+        f"{MLOGS}/preflight.log",
+    benchmark:
+        f"{MBENCH}/preflight.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        **GPU_JOB,
+    params:
+        **model_params(),
+        preflight=config["preflight"],
+    script:
+        "../scripts/preflight.py"

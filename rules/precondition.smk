@@ -4,6 +4,7 @@ rule precondition_queries:
         unpack(factor_inputs),
         model=f"{MRUN}/model",
         queries=queries_source(),
+        preflight=ancient(PREFLIGHT),
     output:
         preconditioned=f"{QUERIES}/preconditioned.safetensors",
     log:

@@ -3,6 +3,7 @@ rule report:
     `snakemake validate` first once it has run for this setting."""
     input:
         unpack(validation_section),
+        preflight=ancient(PREFLIGHT_HTML),
         top=f"{SCORES}/top.parquet",
         tokens=f"{SCORES}/tokens.parquet",
         queries=queries_source(),

@@ -10,8 +10,9 @@ from influence.run.runlog import rule_log
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "report", **smk.params) as (log, stats):
     queries = load_queries(smk.input.queries)
-    # the validation's verdict as the first section, once `snakemake validate` has written it
+    # the validation's verdict first, once `snakemake validate` has written it; then the preflight's checks
     sections = [Path(smk.input.validation).read_text(encoding="utf-8")] if "validation" in smk.input.keys() else []
+    sections.append(Path(smk.input.preflight).read_text(encoding="utf-8"))
     page = render_report(
         queries, files.read_table(smk.input.top), files.read_table(smk.input.tokens), smk.params.setting, sections
     )

@@ -46,6 +46,10 @@ TEXTS = f"{RUN}/corpus/texts.parquet" if MODELS else f"{RUN}/corpus/sequences.pa
 
 
 MODEL_TABLE = f"{RUN}/scale/models.parquet"
+# the preflight's summary: fitting and preconditioning wait for it; ancient(): a rerun preflight (a new query
+# file, say) that passes again refits nothing
+PREFLIGHT = f"{MRUN}/preflight/checks.json"
+PREFLIGHT_HTML = f"{MRUN}/preflight/checks.html"  # the report's first section
 
 
 def models_checked(wildcards) -> dict:
