@@ -37,6 +37,7 @@ if not Path("results", config["run"]).resolve().is_relative_to(Path("results").r
 # the workflow itself reads a few constants from it.
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from influence.inputs.corpus import WORDNET_ROOT
+from influence.inputs.hf_datasets import dataset_shards
 from influence.engine import estimators, names
 from influence.engine.projection import ProjectionSpec
 from influence.engine.defaults import default_gguf_path, packaged_distribution, packaged_files, PYPI_PREFIX
@@ -199,9 +200,18 @@ FITTING_SAMPLE = {k: v for k, v in config["fitting"].items() if k != "eigen_dtyp
 
 
 def corpus_source():
+    """The corpus file; or a `datasets` directory, then every shard read from it (a directory's own mtime changes
+    only when files are added or removed, so a shard rewritten in place would not rerun tokenisation); or WordNet's.
+    """
     path = config["corpus"]["path"]
     if path is not None:
-        return [existing(path, "corpus.path", "point it at a .jsonl, .txt, .parquet or .csv file.")]
+        existing(path, "corpus.path", "point it at a .jsonl, .txt, .parquet or .csv file or a `datasets` directory.")
+        if not Path(path).is_dir():
+            return [path]
+        try:  # an unknown split or an empty directory stops the run before any work
+            return [path, *map(str, dataset_shards(path, config["corpus"]["split"]))]
+        except ValueError as error:
+            raise WorkflowError(f"corpus.path: {error}") from None
     hint = "install the default corpus with `apt-get install wordnet-base` or set corpus.path."
     return [existing(f"{WORDNET_ROOT}/data.{pos}", "WordNet file", hint) for pos in ("noun", "verb", "adj", "adv")]
 

@@ -2,6 +2,7 @@ CORPUS_PARAMS = {
     "wordnet": config["corpus"]["path"] is None,
     "text_field": config["corpus"]["text_field"],
     "id_field": config["corpus"]["id_field"],
+    "split": config["corpus"]["split"],
 }
 
 

@@ -9,7 +9,9 @@ from influence.run.runlog import rule_log
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(smk.log[0], "tokenize_corpus", corpus=list(smk.input.corpus), **smk.params) as (log, stats):
-    corpus = read_source(smk.input.corpus, smk.params.wordnet, smk.params.text_field, smk.params.id_field)
+    corpus = read_source(
+        smk.input.corpus, smk.params.wordnet, smk.params.text_field, smk.params.id_field, smk.params.split
+    )
     table = tokenize_corpus(
         load_tokenizer(smk.input.model),
         corpus,

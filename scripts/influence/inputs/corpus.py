@@ -2,7 +2,8 @@
 
 Every reader yields DataFrames with columns ``seq_id`` (str) and ``text`` (str).
 Formats are chosen by suffix; ``.gz`` is accepted for the line-based formats
-(jsonl, txt, csv). ``iter_corpus`` streams fixed-size chunks so a 10M-line corpus
+(jsonl, txt, csv); a directory is a Hugging Face `datasets` corpus (`hf_datasets.py`).
+``iter_corpus`` streams fixed-size chunks so a 10M-line corpus
 never has to fit in memory; ``read_corpus`` is ``iter_corpus`` concatenated.
 
 Ids: with ``id_field=None`` the ``seq_id`` field is used when the first record
@@ -185,15 +186,23 @@ def iter_corpus(
     text_field: str = TEXT,
     chunk_size: int = 50_000,
     id_field: str | None = None,
+    split: str = "train",
 ) -> Iterator[pd.DataFrame]:
     """Stream a corpus as DataFrames of at most `chunk_size` rows (`seq_id`, `text`).
 
+    `split` is the split read from a `datasets` DatasetDict directory (ignored otherwise).
     Raises ValueError naming the file for an unsupported suffix, a missing field or an
     empty corpus (the latter only once the whole file has been read).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     path = Path(path)
+    if path.is_dir():
+        from .hf_datasets import iter_dataset_dir  # imported here: it imports this module
+
+        chunks = iter_dataset_dir(path, text_field, id_field, split, chunk_size)
+        yield from _non_empty(path, chunks, text_field)
+        return
     fmt, gz = corpus_format(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: corpus file not found")
@@ -205,13 +214,18 @@ def iter_corpus(
         chunks = _iter_txt(path, gz, chunk_size)
     else:
         chunks = _iter_table(path, fmt, gz, text_field, id_field, chunk_size)
-    empty = True
     try:
-        for chunk in chunks:
-            empty = False
-            yield chunk
+        yield from _non_empty(path, chunks, text_field)
     except UnicodeDecodeError as error:
         raise ValueError(_encoding_message(path, gz)) from error
+
+
+def _non_empty(path: Path, chunks: Iterator[pd.DataFrame], text_field: str) -> Iterator[pd.DataFrame]:
+    """`chunks`, refusing a corpus without documents once it has been read to its end."""
+    empty = True
+    for chunk in chunks:
+        empty = False
+        yield chunk
     if empty:
         raise ValueError(f"{path}: empty corpus (no documents); check the file and text_field={text_field!r}")
 
@@ -234,9 +248,11 @@ def _encoding_message(path: Path, gz: bool) -> str:
     return f"{path}: not valid UTF-8; corpora must be UTF-8 (convert with iconv -f <encoding> -t utf-8)."
 
 
-def read_corpus(path: str | os.PathLike, text_field: str = TEXT, id_field: str | None = None) -> pd.DataFrame:
+def read_corpus(
+    path: str | os.PathLike, text_field: str = TEXT, id_field: str | None = None, split: str = "train"
+) -> pd.DataFrame:
     """The whole corpus as one DataFrame (`seq_id`, `text`); seq_ids must be unique."""
-    df = pd.concat(list(iter_corpus(path, text_field=text_field, id_field=id_field)), ignore_index=True)
+    df = pd.concat(list(iter_corpus(path, text_field=text_field, id_field=id_field, split=split)), ignore_index=True)
     dup = df[SEQ_ID].duplicated()
     if dup.any():
         raise ValueError(
@@ -306,8 +322,11 @@ def write_corpus_jsonl(df: pd.DataFrame, path: str | os.PathLike) -> None:
             fh.write("\n")
 
 
-def read_source(paths: list[str], wordnet: bool, text_field: str = TEXT, id_field: str | None = None) -> pd.DataFrame:
-    """The run's corpus (seq_id, text): WordNet's glosses (paths: its data files) or the corpus file."""
+def read_source(
+    paths: list[str], wordnet: bool, text_field: str = TEXT, id_field: str | None = None, split: str = "train"
+) -> pd.DataFrame:
+    """The run's corpus (seq_id, text): WordNet's glosses (paths: its data files) or the corpus file or
+    directory (paths[0]; a directory's shards follow it, listed only so that a changed shard reruns the rule)."""
     if wordnet:
         return read_wordnet_glosses(Path(paths[0]).parent)
-    return read_corpus(paths[0], text_field, id_field)
+    return read_corpus(paths[0], text_field, id_field, split)
