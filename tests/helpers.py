@@ -184,6 +184,7 @@ TINY_QUERIES = [
 IDENTICAL_SEQ = "identical_to_query"
 # Rules that run the model (GPU_JOB): what a cluster must give a GPU.
 GPU_RULES = {
+    "preflight",
     "fit_covariance",
     "eigendecompose",
     "fit_eigenvalue_correction",

@@ -61,7 +61,7 @@ def _open_text(path: Path, gz: bool) -> io.TextIOBase:
     return open(path, encoding="utf-8")
 
 
-def _frame(ids: list[str], texts: list[str]) -> pd.DataFrame:
+def as_frame(ids: list[str], texts: list[str]) -> pd.DataFrame:
     return pd.DataFrame({SEQ_ID: pd.Series(ids, dtype=object), TEXT: pd.Series(texts, dtype=object)})
 
 
@@ -73,10 +73,10 @@ def _in_chunks(records: Iterator[tuple[str, str]], chunk_size: int) -> Iterator[
         ids.append(seq_id)
         texts.append(text)
         if len(texts) == chunk_size:
-            yield _frame(ids, texts)
+            yield as_frame(ids, texts)
             ids, texts = [], []
     if texts:
-        yield _frame(ids, texts)
+        yield as_frame(ids, texts)
 
 
 def _iter_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, chunk_size: int) -> Iterator[pd.DataFrame]:
@@ -178,7 +178,7 @@ def _iter_table(
                 raise ValueError(f"{path}: field {id_key!r} has missing values near document {n_docs}")
             ids = raw[id_key].astype(str).tolist()
         n_docs += len(raw)
-        yield _frame(ids, text.tolist())
+        yield as_frame(ids, text.tolist())
 
 
 def iter_corpus(

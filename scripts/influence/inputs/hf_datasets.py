@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .corpus import SEQ_ID, _frame
+from .corpus import SEQ_ID, as_frame
 
 DEFAULT_SPLIT = "train"
 SHARD_SUFFIXES = {".arrow": "arrow", ".parquet": "parquet", ".pq": "parquet"}
@@ -197,7 +197,7 @@ def iter_dataset_dir(
         ids.extend(batch_ids)
         texts.extend(batch_texts)
         while len(texts) >= chunk_size:
-            yield _frame(ids[:chunk_size], texts[:chunk_size])
+            yield as_frame(ids[:chunk_size], texts[:chunk_size])
             ids, texts = ids[chunk_size:], texts[chunk_size:]
     if texts:
-        yield _frame(ids, texts)
+        yield as_frame(ids, texts)
