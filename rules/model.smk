@@ -41,14 +41,14 @@ rule check_models:
 
 
 rule preflight:
-    """Correctness checks on the run's own model and data before any fitting (run/preflight.py): gradients in
-    model.dtype against a wider dtype, batch and padding invariance of the attention kernel, padding kept out of
-    the factors, no doubled BOS, prompt/completion token boundaries. A failure stops the run naming the setting."""
+    """Correctness checks on the run's own model before any fitting (run/preflight.py): gradients in model.dtype
+    against a wider dtype, batch and padding invariance of the attention kernel, padding kept out of the
+    factors, no doubled BOS. A failure stops the run naming the setting."""
     input:
+        # the prepared model only: Snakemake does not re-examine the jobs below a gate that reruns in the same
+        # invocation, so no file users edit (queries, corpus) may rerun it (the queries are checked in
+        # precondition_queries)
         model=f"{MRUN}/model",
-        sequences=f"{MRUN}/corpus/sequences.parquet",
-        tokens=f"{MRUN}/corpus/tokens.npy",
-        queries=queries_source(),
     output:
         summary=PREFLIGHT,
         table=f"{MRUN}/preflight/checks.parquet",

@@ -8,6 +8,7 @@ from influence.engine.data import query_batches
 from influence.engine.model import load_tokenizer
 from influence.engine.precondition import Damping
 from influence.inputs.queries import load_queries
+from influence.run.preflight import check_query_tokens
 from influence.run.runlog import describe_model, rule_log
 from influence.run.steps import load_tracked_model, refinement_for
 
@@ -16,6 +17,7 @@ with rule_log(smk.log[0], "precondition_queries", **smk.params) as (log, stats):
     model, layers, digest = load_tracked_model(smk.input.model, smk.params)
     tokenizer = load_tokenizer(smk.input.model)
     queries = load_queries(smk.input.queries)
+    check_query_tokens(tokenizer, queries, log)  # the preflight's token checks on this run's queries
     try:
         batches = query_batches(tokenizer, queries, smk.params.query_batch_size)  # reduced to rank r batch by batch
     except ValueError as error:  # a query this model's tokenizer cannot measure: name the sweep's model

@@ -12,7 +12,8 @@ with rule_log(smk.log[0], "report", **smk.params) as (log, stats):
     queries = load_queries(smk.input.queries)
     # the validation's verdict first, once `snakemake validate` has written it; then the preflight's checks
     sections = [Path(smk.input.validation).read_text(encoding="utf-8")] if "validation" in smk.input.keys() else []
-    sections.append(Path(smk.input.preflight).read_text(encoding="utf-8"))
+    if "preflight" in smk.input.keys():
+        sections.append(Path(smk.input.preflight).read_text(encoding="utf-8"))
     page = render_report(
         queries, files.read_table(smk.input.top), files.read_table(smk.input.tokens), smk.params.setting, sections
     )

@@ -6,9 +6,10 @@ setting that fixes a failure. A failure stops the run (preflight.stop) naming th
   float32 against float64 up to REFERENCE_MAX_PARAMETERS), smallest cosine per layer;
 - batch: a sequence's gradient alone against inside a padded batch (float32 weights): the attention kernel;
 - factors: the covariance sums of a padded batch against its sequences one at a time: padding adds nothing;
-- bos: no query or corpus sequence begins with two BOS tokens;
+- bos: no checked sentence (the rule) or query (precondition_queries, `check_query_tokens`) begins with two
+  BOS tokens;
 - boundary: a query's prompt and completion tokenised apart give the tokens they give together (a prompt
-  ending in a space tokenises otherwise than the model ever read it).
+  ending in a space tokenises otherwise than the model ever read it): a warning in precondition_queries' log.
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ BATCH_ERROR = 1e-3  # float32 regrouping noise is ~1e-6; a batch-dependent kerne
 FACTOR_ERROR = 1e-4
 REFERENCE_MAX_PARAMETERS = 1_500_000_000  # a float64 copy of a larger float32 model costs more than the run
 TABLE_COLUMNS = ["check", "layer", "cosine", "relative_error", "status"]
+# What the rule's checks run on: fixed sentences of different lengths (so a batch of them is padded), not the
+# corpus or the queries, which users edit (the rule's only input is the prepared model)
+SENTENCES = (
+    "The capital of France is Paris, a city on the Seine.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "A cat sat on the mat.",
+    "In 1969 the Apollo 11 mission landed the first people on the Moon, and they returned safely.",
+    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.",
+    "She reads.",
+    "The library opens at nine in the morning and closes at six in the evening on weekdays.",
+    "Mercury is the planet closest to the Sun.",
+)
 
 
 @dataclass
@@ -139,6 +152,15 @@ def _tokenisation_checks(tokenizer, queries, corpus: dict[str, list[int]]) -> li
     return findings
 
 
+def check_query_tokens(tokenizer, queries, logger) -> None:
+    """The bos and boundary checks on the run's queries (rule precondition_queries): a doubled BOS stops."""
+    bos, boundary = _tokenisation_checks(tokenizer, queries, {})
+    if boundary.status != "pass":
+        logger.warning("%s; %s", boundary.detail, boundary.setting)
+    if bos.status == "fail":
+        raise ValueError(f"{bos.detail}; {bos.setting}.")
+
+
 def _joint_ids(tokenizer, query) -> list[int]:
     return tokenizer(query.prompt + query.completion, add_special_tokens=True).input_ids
 
@@ -164,6 +186,7 @@ def run_preflight(
         "dtype": params["dtype"],
         "attn_implementation": attention_implementation(model),
         "n_sequences": len(ids),
+        "sequence_lengths": [len(s) for s in ids],
         "n_queries": len(queries),
         "seconds": round(time.perf_counter() - start, 2),
         "findings": [asdict(f) for f in findings],
@@ -191,7 +214,7 @@ def html_section(summary: dict) -> str:
     verdict = "all passed" if summary["passed"] else "FAILED (the run went on: preflight.stop is false)"
     return (
         f"<h2>Preflight checks: {verdict}</h2><p>{summary['dtype']} weights, {summary['attn_implementation']} "
-        f"attention, {summary['n_sequences']} corpus sequences, {summary['n_queries']} queries, "
+        f"attention, {summary['n_sequences']} sentences, "
         f"{summary['seconds']} s.</p><table><tr><th>check</th><th>status</th><th>measured</th>"
         f"<th>if it fails</th></tr>{rows}</table>"
     )

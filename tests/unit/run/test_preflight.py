@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_llama
 from influence.engine.model import LOADING, default_gguf_path, load_tokenizer
 from influence.inputs.queries import Query
-from influence.run.preflight import failure_message, run_preflight
+from influence.run.preflight import check_query_tokens, failure_message, run_preflight
 
 LOG = logging.getLogger("test")
 SEQUENCES = {"a": [5, 9, 14, 3, 8, 2, 7], "b": [4, 4, 11, 6], "c": [9, 1, 12, 13, 10], "d": [3, 5, 8, 2, 6, 7, 1, 9]}
@@ -92,3 +92,6 @@ def test_a_doubled_bos_fails_and_a_split_token_boundary_warns(tmp_path, tokenize
     assert checks["bos"]["status"] == "fail" and "query bos" in checks["bos"]["detail"]
     assert checks["boundary"]["status"] == "warn" and "space" in checks["boundary"]["detail"]
     assert "bos" not in checks["boundary"]["detail"]
+    with pytest.raises(ValueError, match="query bos"):  # what precondition_queries runs on the run's queries
+        check_query_tokens(tokenizer, queries, LOG)
+    check_query_tokens(tokenizer, queries[1:], LOG)  # a split boundary only warns
