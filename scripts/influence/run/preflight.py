@@ -123,7 +123,8 @@ def _padding_checks(model, pattern, sequences, pad_id) -> tuple[list[Finding], l
 
 def _tokenisation_checks(tokenizer, queries, corpus: dict[str, list[int]]) -> list[Finding]:
     bos = tokenizer.bos_token_id
-    encoded = {f"query {q.id}": q.token_ids(tokenizer)[0] for q in queries}
+    query_ids = {q.id: q.token_ids(tokenizer)[0] for q in queries}  # tokenised once for both checks
+    encoded = {f"query {key}": ids for key, ids in query_ids.items()}
     encoded |= {f"sequence {seq_id}": ids for seq_id, ids in corpus.items()}
     doubled = [where for where, ids in encoded.items() if bos is not None and ids[:2] == [bos, bos]]
     findings = [
@@ -137,7 +138,7 @@ def _tokenisation_checks(tokenizer, queries, corpus: dict[str, list[int]]) -> li
             "remove the BOS text from those prompts or documents (the tokenizer adds its own)",
         )
     ]
-    split = [q.id for q in queries if q.messages is None and q.token_ids(tokenizer)[0] != _joint_ids(tokenizer, q)]
+    split = [q.id for q in queries if q.messages is None and query_ids[q.id] != _joint_ids(tokenizer, q)]
     findings.append(
         Finding(
             "boundary",
